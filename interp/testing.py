@@ -1,0 +1,99 @@
+"""Tiny random-init models saved as HF-format directories (with a tokenizer), for tests and
+benchmarks. Nothing here is a finding: random weights reproduce no result of the study.
+
+Architectures: ``gpt2`` (LayerNorm, biases, learned positions), ``llama`` (RMSNorm, rotary,
+no biases, GQA) and ``neox`` (GPT-NeoX, parallel attention + MLP, rotary).
+"""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Text the toy tokenizer is trained on: the study's prompts and a little English.
+_CORPUS = [
+    "I believe the meaning of life is to be happy and to help others.",
+    "Simply put, the theory of relativity states that the laws of physics are the same.",
+    "A brief message congratulating the team on the launch:\n\n        Hi everyone,\n\n        I just ",
+    "Translate English to French:\n\n        sea otter => loutre de mer\n        peppermint => menthe "
+    "poivrée\n        plush girafe => girafe peluche\n        cheese =>",
+    "The quick brown fox jumps over the lazy dog. 0123456789 !?,.;:'\"()[]{}",
+]
+
+
+def make_tokenizer(vocab_size: int = 384) -> Any:
+    """A byte-level BPE tokenizer (BOS = EOS = ``<|endoftext|>``, id 0) trained on a tiny corpus."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+
+
+def make_config(
+    arch: str,
+    *,
+    vocab_size: int,
+    d_model: int = 64,
+    n_layers: int = 2,
+    n_heads: int = 4,
+    d_mlp: int | None = None,
+    n_ctx: int = 256,
+    n_kv_heads: int | None = None,
+) -> Any:
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig
+
+    d_mlp = d_mlp or 4 * d_model
+    common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0)
+    if arch == "gpt2":
+        return GPT2Config(
+            n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_inner=d_mlp, n_positions=n_ctx,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common,
+        )
+    if arch == "llama":
+        return LlamaConfig(
+            hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
+            num_key_value_heads=n_kv_heads or max(1, n_heads // 2), intermediate_size=d_mlp,
+            max_position_embeddings=n_ctx, tie_word_embeddings=False, **common,
+        )
+    if arch == "neox":
+        return GPTNeoXConfig(
+            hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
+            intermediate_size=d_mlp, max_position_embeddings=n_ctx, use_parallel_residual=True,
+            rotary_pct=0.25, **common,
+        )
+    raise ValueError(f"unknown toy architecture {arch!r}; use gpt2, llama or neox")
+
+
+def make_model_dir(
+    path: str | Path, arch: str = "gpt2", *, seed: int = 0, vocab_size: int = 384, **sizes: Any
+) -> Path:
+    """Save a random-init model of ``arch`` plus tokenizer to ``path``; return the path."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    tokenizer = make_tokenizer(vocab_size)
+    config = make_config(arch, vocab_size=len(tokenizer), **sizes)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # larger-than-default writes so that interventions matter visibly
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.mul_(2.0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
