@@ -1,0 +1,101 @@
+"""Experiment 1: the singular values of the writes matrix.
+
+Variants: attention-only writes (the study's first, accidental run), MLP-only, both; each with
+and without the BOS position.
+"""
+
+from dataclasses import dataclass
+from itertools import product
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from interp import Completion, normalize_kinds
+
+from .base import ExperimentResult, basis_for, run_meta
+
+KIND_VARIANTS = (("attn",), ("mlp",), ("attn", "mlp"))
+
+
+def variant_name(kinds: tuple[str, ...], exclude_bos: bool) -> str:
+    return "+".join(kinds) + ("/no_bos" if exclude_bos else "")
+
+
+def n_for_mass(cumulative_mass: np.ndarray, level: float) -> int:
+    """Smallest number of directions whose squared singular values hold ``level`` of the total."""
+    return int(np.searchsorted(cumulative_mass, level - 1e-12) + 1)
+
+
+@dataclass
+class SpectrumResult(ExperimentResult):
+    name = "spectrum"
+
+    @property
+    def singular_values(self) -> pd.DataFrame:
+        return self.tables["singular_values"]
+
+    def summary(self) -> dict[str, Any]:
+        return {"variants": self.tables["summary"].to_dict(orient="records")}
+
+    def figures(self) -> dict[str, Any]:
+        import plotly.express as px
+
+        sv = self.singular_values.assign(rank=lambda t: t.direction + 1)
+        sv = sv[sv.singular_value > 0]
+        title = f"{self.meta['model']['name']}: {self.meta['prompt'][:40]!r}"
+        common = dict(x="rank", color="variant", title=title)
+        return {
+            "spectrum_linear": px.line(sv, y="singular_value", **common).update_layout(
+                xaxis_title="direction (descending)", yaxis_title="singular value"
+            ),
+            "spectrum_log": px.line(sv, y="singular_value", log_y=True, **common).update_layout(
+                xaxis_title="direction (descending)", yaxis_title="singular value (log)"
+            ),
+            "spectrum_cumulative": px.line(sv, y="cumulative_singular_value", log_x=True, **common).update_layout(
+                xaxis_title="number of directions (log)", yaxis_title="cumulative sum of singular values"
+            ),
+        }
+
+
+def run_spectrum(
+    model: Any,
+    completion: Completion,
+    *,
+    kinds_variants: tuple[tuple[str, ...], ...] = KIND_VARIANTS,
+    bos_variants: tuple[bool, ...] = (False, True),
+) -> SpectrumResult:
+    """Singular values for every (kinds, exclude BOS) variant, with mass summaries."""
+    rows, summaries = [], []
+    for kinds, exclude_bos in product(kinds_variants, bos_variants):
+        kinds = normalize_kinds(kinds)
+        basis = basis_for(model, completion, kinds=kinds, exclude_bos=exclude_bos)
+        table = basis.table()
+        name = variant_name(kinds, exclude_bos)
+        table.insert(0, "variant", name)
+        table.insert(1, "kinds", "+".join(kinds))
+        table.insert(2, "exclude_bos", exclude_bos)
+        rows.append(table)
+        s = basis.singular_values.numpy()
+        cm = table.cumulative_mass.to_numpy()
+        d = basis.d_model
+        summaries.append(
+            {
+                "variant": name,
+                "kinds": "+".join(kinds),
+                "exclude_bos": exclude_bos,
+                "n_writes": basis.n_rows,
+                "rank": basis.rank,
+                "d_model": d,
+                "s1": s[0],
+                "s1_over_s3": s[0] / s[2],
+                "s2_over_s3": s[1] / s[2],
+                **{f"n{int(p * 100)}": n_for_mass(cm, p) for p in (0.5, 0.9, 0.99)},
+                **{f"n{int(p * 100)}_frac": n_for_mass(cm, p) / d for p in (0.5, 0.9, 0.99)},
+            }
+        )
+    return SpectrumResult(
+        tables={"singular_values": pd.concat(rows, ignore_index=True), "summary": pd.DataFrame(summaries)},
+        settings={"kinds_variants": [list(k) for k in kinds_variants], "bos_variants": list(bos_variants)},
+        meta=run_meta(model, completion),
+    )

@@ -1,0 +1,197 @@
+"""Batched sweeps: many clippings or ablations per forward pass, chunked to fit memory.
+
+Two exact sweeps over one basis ``V`` (columns in the order to test):
+- ``clip_sweep``: for each k, keep span(V[:, :k]) in every write (prefix masks, one batch row per k);
+- ``ablation_sweep``: for each column i, remove v_i from every write (one direction per row);
+and one estimate, ``gradient_importance``: the first-order change of the continuation's
+log-probability when each v_i is removed, for all i from one forward and one backward pass.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from einops import rearrange
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .hooks import project_writes
+from .projection import prefix_masks
+from .scoring import continuation_logprob
+from .tokens import Completion
+from .writes import KINDS, model_device, normalize_kinds, write_hook_names
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Free memory on ``device``: CUDA's free bytes, or the OS's MemAvailable for the CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30
+
+
+def auto_chunk_size(
+    model: Any, seq_len: int, n_cont: int, *, fraction: float = 0.3, max_chunk: int | None = None
+) -> int:
+    """Batch rows per forward pass that fit in ``fraction`` of free memory.
+
+    Estimate per row (inference mode, float32 activations): the residual stream and a few
+    d_model-wide temporaries, the MLP hidden layer, attention scores, the projection's
+    coefficients and the continuation's logits.
+    """
+    cfg = model.cfg
+    d, heads = int(cfg.d_model), int(getattr(cfg, "n_heads", 8))
+    d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * d)
+    per_row = 4 * seq_len * (12 * d + 3 * d_mlp + 3 * heads * seq_len) + 8 * n_cont * int(cfg.d_vocab)
+    device = model_device(model)
+    chunk = int(fraction * free_memory_bytes(device)) // max(per_row, 1)
+    if max_chunk is None:
+        max_chunk = 1024 if device.type == "cuda" else 256
+    return max(1, min(chunk, max_chunk))
+
+
+@dataclass
+class SweepOutput:
+    """One row per swept item (k or direction): log-probs and write norms."""
+
+    logprob: Float[Tensor, " n"]
+    logprob_mean: Float[Tensor, " n"]
+    orig_delta: Float[Tensor, " n"]
+    kept_delta: Float[Tensor, " n"]
+    n_passes: int
+
+
+def _run_chunks(
+    model: Any,
+    completion: Completion,
+    n_items: int,
+    make: Any,
+    *,
+    kinds: Sequence[str],
+    mode: str,
+    chunk_size: int | None,
+    progress: bool,
+    desc: str,
+) -> SweepOutput:
+    chunk = chunk_size or auto_chunk_size(
+        model, completion.tokens.numel(), completion.continuation_tokens.numel()
+    )
+    out: dict[str, list[Tensor]] = {"lp": [], "mean": [], "orig": [], "kept": []}
+    starts = range(0, n_items, chunk)
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        stop = min(start + chunk, n_items)
+        directions, mask = make(start, stop)
+        with torch.inference_mode():
+            with project_writes(model, directions, mask=mask, kinds=kinds, mode=mode, check=False) as norms:
+                lp = continuation_logprob(
+                    model, completion.prompt_tokens, completion.continuation_tokens, batch_size=stop - start
+                )
+        out["lp"].append(lp.total.double().cpu())
+        out["mean"].append(lp.mean.double().cpu())
+        out["orig"].append(norms.orig_delta()[0].double())
+        out["kept"].append(norms.kept_delta()[0].double())
+    cat = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in out.items()}
+    return SweepOutput(cat["lp"], cat["mean"], cat["orig"], cat["kept"], n_passes=len(starts))
+
+
+def clip_sweep(
+    model: Any,
+    completion: Completion,
+    directions: Float[Tensor, "d_model r"],
+    ks: Sequence[int],
+    *,
+    kinds: Sequence[str] = KINDS,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> SweepOutput:
+    """Clip every write to the first k columns of ``directions``, for every k in ``ks``."""
+    device = model_device(model)
+    v = directions.to(device=device, dtype=torch.float32)
+    ks = [int(k) for k in ks]
+    masks = prefix_masks(ks, v.shape[1], device=device)
+    return _run_chunks(
+        model, completion, len(ks), lambda a, b: (v, masks[a:b]),
+        kinds=kinds, mode="project", chunk_size=chunk_size, progress=progress, desc="clipping",
+    )
+
+
+def ablation_sweep(
+    model: Any,
+    completion: Completion,
+    directions: Float[Tensor, "d_model r"],
+    *,
+    columns: Sequence[int] | None = None,
+    kinds: Sequence[str] = KINDS,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> SweepOutput:
+    """Remove one column of ``directions`` at a time from every write (each a batch row)."""
+    device = model_device(model)
+    v = directions.to(device=device, dtype=torch.float32)
+    cols = torch.as_tensor(list(range(v.shape[1])) if columns is None else list(columns), device=device)
+    per_row = rearrange(v[:, cols], "d n -> n d 1")
+    return _run_chunks(
+        model, completion, len(cols), lambda a, b: (per_row[a:b], None),
+        kinds=kinds, mode="ablate", chunk_size=chunk_size, progress=progress, desc="ablations",
+    )
+
+
+def naive_ablation_loop(
+    model: Any, completion: Completion, directions: Tensor, columns: Sequence[int], *, kinds: Sequence[str] = KINDS
+) -> Tensor:
+    """The study's method, kept for benchmarks and tests: one forward pass per direction."""
+    return ablation_sweep(model, completion, directions, columns=columns, kinds=kinds, chunk_size=1).logprob
+
+
+def gradient_importance(
+    model: Any,
+    completion: Completion,
+    directions: Float[Tensor, "d_model r"],
+    *,
+    kinds: Sequence[str] = KINDS,
+) -> Float[Tensor, " r"]:
+    """First-order estimate of ``logp(ablate v_i) - logp`` for every column v_i, one fwd + bwd.
+
+    Removing v from every write w changes it by -(w.v)v, so to first order the log-probability
+    changes by -sum over writes of (g.v)(w.v), g the gradient of the log-probability at the write
+    (each write a leaf, later layers recomputed). Returns that change (negative = v matters).
+    """
+    kinds = normalize_kinds(kinds)
+    hooks = write_hook_names(model, kinds)
+    writes: list[Tensor] = []
+    probes: list[Tensor] = []
+
+    def add_probe(x: Tensor, *, hook: Any) -> Tensor:
+        # A zero added to the write: its gradient is the total derivative of logp with respect
+        # to the write, later layers' writes recomputed (a detached write would miss that).
+        probe = torch.zeros_like(x, dtype=torch.float32, requires_grad=True)
+        writes.append(x.detach().float())
+        probes.append(probe)
+        return x + probe.to(x.dtype)
+
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, add_probe) for _, _, n in hooks]):
+        lp = continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens).total
+        grads = torch.autograd.grad(lp.sum(), probes)
+    v = directions.to(device=writes[0].device, dtype=torch.float32)
+    est = torch.zeros(v.shape[1], dtype=torch.float64, device=v.device)
+    for w, g in zip(writes, grads):
+        est -= ((w[0] @ v) * (g[0] @ v)).sum(0).double()
+    return est.cpu()
+
+
+def default_k_grid(d_model: int, *, dense_up_to: int = 1024, n_log: int = 160, n_lin: int = 257) -> list[int]:
+    """Every k for small d_model; a log-spaced plus linear grid (with 0 and d_model) otherwise."""
+    if d_model <= dense_up_to:
+        return list(range(d_model + 1))
+    log = torch.logspace(0, torch.log10(torch.tensor(float(d_model))), n_log).round().long().tolist()
+    lin = torch.linspace(0, d_model, n_lin).round().long().tolist()
+    return sorted(set(log) | set(lin) | {0, d_model})
