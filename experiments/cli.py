@@ -28,6 +28,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, default=None, help="batch rows per forward pass (default: from free memory)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--n-exact", type=int, default=None,
+                   help="single-direction importance: exact ablation only for the top-N directions by the "
+                        "gradient estimate (default: all directions exact)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +73,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     settings = Settings(
         prompts=args.prompts, kinds=normalize_kinds(args.kinds), seed=args.seed, max_new_tokens=args.max_new_tokens,
-        k_points=args.k_points, chunk_size=args.chunk_size, n_samples=args.samples, overlap_draws=args.draws,
+        k_points=args.k_points, chunk_size=args.chunk_size, n_exact=args.n_exact, n_samples=args.samples, overlap_draws=args.draws,
         png=args.png, progress=not args.no_progress,
     )
     out = reproduce(model, args.out, settings)
@@ -94,7 +97,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     elif name == "clipping":
         result = E.run_clipping(model, comp, progress=progress, **common)
     elif name == "single_direction":
-        result = E.run_single_direction(model, comp, gradient=not args.no_gradient, progress=progress, **common)
+        result = E.run_single_direction(model, comp, gradient=not args.no_gradient, n_exact=args.n_exact,
+                                        progress=progress, **common)
     elif name == "orderings":
         result = E.run_orderings(model, comp, compromise=args.compromise, progress=progress, **common)
     elif name == "minimal_subspace":

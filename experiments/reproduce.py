@@ -38,6 +38,7 @@ class Settings:
     max_new_tokens: int = 64
     k_points: int | None = None  # None: every k for d_model <= 1024, else a log+linear grid
     chunk_size: int | None = None
+    n_exact: int | None = None  # exact single-direction ablations only for the top-n by gradient
     n_samples: int = 3
     overlap_draws: int = 200
     png: bool = False
@@ -90,7 +91,7 @@ def run_prompt(model: Any, name: str, out: Path, s: Settings) -> PromptResults:
     )
     r["single_direction"] = cached(
         d / "single_direction", SingleDirectionResult,
-        lambda: run_single_direction(model, comp, basis=basis, progress=s.progress, **common), s.png,
+        lambda: run_single_direction(model, comp, basis=basis, n_exact=s.n_exact, progress=s.progress, **common), s.png,
     )
     r["orderings"] = cached(
         d / "orderings", OrderingsResult,

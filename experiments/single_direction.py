@@ -45,7 +45,10 @@ class SingleDirectionResult(ExperimentResult):
     def summary(self) -> dict[str, Any]:
         t = self.importance
         t = t[t.singular_value > 0]
+        if "exact" in t:  # screened runs: statistics over the exactly computed directions only
+            t = t[t.exact.astype(bool)]
         out = {
+            "n_exact": len(t),
             "spearman_sv_importance": float(stats.spearmanr(t.singular_value, t.importance).statistic),
             "pearson_sv_importance": float(stats.pearsonr(t.singular_value, t.importance).statistic),
             "spearman_sv_abs_importance": float(stats.spearmanr(t.singular_value, t.importance.abs()).statistic),
@@ -87,28 +90,43 @@ def run_single_direction(
     basis: Basis | None = None,
     kinds: tuple[str, ...] = ("attn", "mlp"),
     gradient: bool = True,
+    n_exact: int | None = None,
     n_deviations: int = 15,
     chunk_size: int | None = None,
     progress: bool = False,
 ) -> SingleDirectionResult:
+    """Exact importance of every direction, or (``n_exact``) of the ``n_exact`` directions with the
+    largest first-order estimate |effect|, the others keeping the estimate (column ``exact``)."""
     kinds = normalize_kinds(kinds)
     basis = basis or basis_for(model, completion, kinds=kinds)
     base, _ = baseline_logprob(model, completion)
-    sweep = ablation_sweep(model, completion, basis.vectors, kinds=kinds, chunk_size=chunk_size, progress=progress)
     s = basis.singular_values.numpy()
-    importance = base - sweep.logprob.numpy()
+    estimate = None
+    if gradient or n_exact is not None:
+        estimate = -gradient_importance(model, completion, basis.vectors, kinds=kinds).numpy()
+    columns = np.arange(len(s))
+    if n_exact is not None:
+        columns = np.sort(np.argsort(-np.abs(estimate), kind="stable")[:n_exact])
+    sweep = ablation_sweep(
+        model, completion, basis.vectors, columns=columns.tolist(), kinds=kinds, chunk_size=chunk_size, progress=progress
+    )
+    importance = estimate.copy() if estimate is not None else np.zeros(len(s))
+    importance[columns] = base - sweep.logprob.numpy()
+    exact = np.zeros(len(s), dtype=bool)
+    exact[columns] = True
     table = pd.DataFrame(
         {
             "direction": np.arange(len(s)),
             "singular_value": s,
             "sv_rank": ranks_descending(s),
-            "logprob_ablated": sweep.logprob.numpy(),
+            "logprob_ablated": np.where(exact, base - importance, np.nan),
             "importance": importance,
             "importance_rank": ranks_descending(importance),
+            "exact": exact,
         }
     )
-    if gradient:
-        table["gradient_importance"] = -gradient_importance(model, completion, basis.vectors, kinds=kinds).numpy()
+    if estimate is not None:
+        table["gradient_importance"] = estimate
     nz = table[table.singular_value > 0]
     deviations = (
         nz.assign(rank_gap=(nz.sv_rank - nz.importance_rank).abs())
@@ -118,6 +136,6 @@ def run_single_direction(
     )
     return SingleDirectionResult(
         tables={"importance": table, "deviations": deviations},
-        settings={"kinds": list(kinds), "gradient": gradient, "n_passes": sweep.n_passes},
+        settings={"kinds": list(kinds), "gradient": gradient, "n_exact": n_exact, "n_passes": sweep.n_passes},
         meta=run_meta(model, completion, baseline_logprob=base),
     )

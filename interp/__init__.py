@@ -52,3 +52,7 @@ __all__ = [
     "write_basis",
     "write_hook_names",
 ]
+
+from .folding import folded_projection  # noqa: E402
+
+__all__ += ["folded_projection"]

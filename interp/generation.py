@@ -48,11 +48,15 @@ def sample_continuations(
     seed: int = 0,
     stop_at_eos: bool = True,
     progress: bool = False,
+    use_cache: bool = False,
 ) -> list[Completion]:
     """``num_samples`` continuations of one prompt, sampled together as one batch.
 
     ``prompt`` is text (encoded with BOS first; ``""`` means BOS only) or token ids.
     A sample stops after the EOS token (kept as its last token) when ``stop_at_eos``.
+    ``use_cache=True`` runs the bridge's HF model with its KV cache (fast; pair it with
+    ``folded_projection`` for a clipped model); the default recomputes the whole sequence each
+    step, which is correct under any hooks.
     """
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
@@ -72,9 +76,9 @@ def sample_continuations(
     device = model_device(model)
     seq = prompt_tokens[None].repeat(num_samples, 1).to(device)
     done = torch.zeros(num_samples, dtype=torch.bool)
+    next_logits = _cached_stepper(model) if use_cache else (lambda s: unembed(model, final_residual(model, s)[:, -1]))
     for _ in tqdm(range(max_new_tokens), desc="sampling", disable=not progress, leave=False):
-        resid = final_residual(model, seq)
-        nxt = sample_token(unembed(model, resid[:, -1]), temperature=temperature, top_p=top_p, generator=gen)
+        nxt = sample_token(next_logits(seq), temperature=temperature, top_p=top_p, generator=gen)
         nxt = torch.where(done, torch.full_like(nxt, eos if eos is not None else 0), nxt)
         seq = torch.cat([seq, nxt[:, None].to(device)], dim=1)
         if stop_at_eos and eos is not None:
@@ -97,6 +101,21 @@ def sample_continuations(
             )
         )
     return out
+
+
+def _cached_stepper(model: Any) -> Any:
+    """Last-position logits from the HF model inside a bridge, feeding only new tokens."""
+    hf = getattr(model, "original_model", None)
+    if hf is None:
+        raise ValueError("use_cache=True needs a TransformerBridge (an HF model inside); use use_cache=False.")
+    state: dict[str, Any] = {"past": None, "seen": 0}
+
+    def step(seq: Tensor) -> Tensor:
+        out = hf(input_ids=seq[:, state["seen"] :], past_key_values=state["past"], use_cache=True)
+        state["past"], state["seen"] = out.past_key_values, seq.shape[1]
+        return out.logits[:, -1]
+
+    return step
 
 
 def sample_continuation(

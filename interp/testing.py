@@ -79,6 +79,45 @@ def make_config(
     raise ValueError(f"unknown toy architecture {arch!r}; use gpt2, llama or neox")
 
 
+# Real models' shapes, for benchmarks with random weights (timings do not depend on weights).
+SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "gpt2-small": ("gpt2", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, n_ctx=1024, vocab_size=50257)),
+    "pythia-160m": ("neox", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, n_ctx=2048, vocab_size=50304)),
+    "llama3-8b": ("llama", dict(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_mlp=14336, n_ctx=8192,
+                                vocab_size=128256)),
+}
+
+
+def random_model(shape: str, path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> Any:
+    """A bridge around a random-init model of a real model's shape, built directly on ``device``.
+
+    Only the config and the toy tokenizer are written to ``path`` (no weights on disk); the
+    vocabulary of the config is the real model's, token ids come from the toy tokenizer.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM
+
+    arch, sizes = SHAPES[shape]
+    sizes = dict(sizes)
+    vocab = sizes.pop("vocab_size")
+    path = Path(path)
+    tokenizer = make_tokenizer()
+    config = make_config(arch, vocab_size=vocab, **sizes)
+    config.torch_dtype = dtype
+    path.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        hf = AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
+    hf.eval()
+    bridge = TransformerBridge.boot_transformers(str(path.resolve()), hf_model=hf, device=device, dtype=dtype)
+    bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
+    bridge.eval()
+    bridge._resid_writes_meta = {"name": f"random-{shape}", "path": str(path), "processing": False}
+    return bridge
+
+
 def make_model_dir(
     path: str | Path, arch: str = "gpt2", *, seed: int = 0, vocab_size: int = 384, **sizes: Any
 ) -> Path:

@@ -98,6 +98,17 @@ def test_single_direction_batched_equals_loop(gpt2_tiny, comp, basis):
     assert len(r.tables["deviations"]) > 0
 
 
+def test_gradient_screening_computes_exact_values_for_the_top_candidates(gpt2_tiny, comp, basis):
+    full = E.run_single_direction(gpt2_tiny, comp, basis=basis).importance
+    screened = E.run_single_direction(gpt2_tiny, comp, basis=basis, n_exact=10).importance
+    assert screened.exact.sum() == 10
+    top = np.argsort(-np.abs(full.gradient_importance.to_numpy()), kind="stable")[:10]
+    assert set(screened.direction[screened.exact]) == set(top)
+    assert np.allclose(screened.importance[screened.exact], full.importance[screened.exact], atol=1e-4)
+    rest = ~screened.exact
+    assert np.allclose(screened.importance[rest], screened.gradient_importance[rest])
+
+
 def test_gradient_estimate_matches_finite_difference(gpt2_tiny, comp, basis):
     # Removing eps of v from every write (w -> w - eps (w.v) v) changes logp by eps * estimate to
     # first order; a central difference cancels the second-order term.

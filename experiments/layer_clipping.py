@@ -1,0 +1,65 @@
+"""Extension example: clip only the writes of some layers (and kinds), all others untouched.
+
+Shows how a new hook-based experiment is built from the core: a pure function from
+``interp.projection``, a context manager that registers thin hooks through ``model.hooks`` (so
+they are always removed), and a typed result with tidy tables. See docs/extending.md.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+
+from interp import Basis, Completion, continuation_logprob, normalize_kinds, prefix_masks, project
+from interp.writes import model_device, write_hook_name
+
+from .base import ExperimentResult, basis_for, run_meta
+from .clipping import baseline_logprob
+
+
+@contextmanager
+def clip_layers(model: Any, directions: torch.Tensor, layers: Sequence[int], *, mask: torch.Tensor | None = None,
+                kinds: Sequence[str] = ("attn", "mlp")) -> Iterator[None]:
+    """Like ``project_writes``, restricted to ``layers``."""
+    v = directions.to(model_device(model), torch.float32)
+    m = None if mask is None else mask.to(v.device)
+
+    def hook(x: torch.Tensor, *, hook: Any) -> torch.Tensor:
+        return project(x.float(), v, m).to(x.dtype)
+
+    names = [write_hook_name(layer, kind) for layer in layers for kind in normalize_kinds(kinds)]
+    with model.hooks(fwd_hooks=[(n, hook) for n in names]):
+        yield
+
+
+@dataclass
+class LayerClippingResult(ExperimentResult):
+    name = "layer_clipping"
+
+    def figures(self) -> dict[str, Any]:
+        import plotly.express as px
+
+        return {"layer_clipping": px.line(self.tables["curve"], x="k", y="logprob", color="layers",
+                                          title="clipping only some layers' writes")}
+
+
+def run_layer_clipping(model: Any, completion: Completion, *, layer_sets: dict[str, Sequence[int]],
+                       ks: Sequence[int], basis: Basis | None = None,
+                       kinds: tuple[str, ...] = ("attn", "mlp")) -> LayerClippingResult:
+    """One clipping curve (over ``ks``, batched) per named set of layers."""
+    basis = basis or basis_for(model, completion, kinds=kinds)
+    masks = prefix_masks(ks, basis.d_model)
+    rows = []
+    for label, layers in layer_sets.items():
+        with torch.inference_mode(), clip_layers(model, basis.vectors, layers, mask=masks, kinds=kinds):
+            lp = continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens, batch_size=len(ks))
+        rows += [{"layers": label, "k": k, "logprob": float(v)} for k, v in zip(ks, lp.total.cpu())]
+    base, _ = baseline_logprob(model, completion)
+    return LayerClippingResult(
+        tables={"curve": pd.DataFrame(rows)},
+        settings={"layer_sets": {k: list(v) for k, v in layer_sets.items()}, "ks": list(ks), "kinds": list(kinds)},
+        meta=run_meta(model, completion, baseline_logprob=base),
+    )
