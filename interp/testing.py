@@ -119,14 +119,22 @@ def random_model(shape: str, path: str | Path, *, device: str = "cpu", dtype: to
 
 
 def make_model_dir(
-    path: str | Path, arch: str = "gpt2", *, seed: int = 0, vocab_size: int = 384, **sizes: Any
+    path: str | Path, arch: str = "gpt2", *, seed: int = 0, tokenizer_vocab: int = 384, **sizes: Any
 ) -> Path:
-    """Save a random-init model of ``arch`` plus tokenizer to ``path``; return the path."""
+    """Save a random-init model of ``arch`` plus toy tokenizer to ``path``; return the path.
+
+    ``sizes`` go to ``make_config``; its ``vocab_size`` defaults to the tokenizer's (a larger one,
+    e.g. a real model's, keeps the unembedding's real cost; the extra ids are never produced
+    by the tokenizer but can be sampled).
+    """
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
-    tokenizer = make_tokenizer(vocab_size)
-    config = make_config(arch, vocab_size=len(tokenizer), **sizes)
+    tokenizer = make_tokenizer(tokenizer_vocab)
+    sizes.setdefault("vocab_size", len(tokenizer))
+    if sizes["vocab_size"] < len(tokenizer):
+        raise ValueError(f"vocab_size {sizes['vocab_size']} is smaller than the tokenizer's {len(tokenizer)}")
+    config = make_config(arch, **sizes)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():  # larger-than-default writes so that interventions matter visibly

@@ -45,7 +45,7 @@ def test_kinds_select_rows(tiny, sample):
     attn = interp.capture_writes(tiny, sample.tokens, kinds=("attn",))
     both = interp.capture_writes(tiny, sample.tokens)
     assert set(attn.index.kind) == {"attn"}
-    assert torch.equal(attn.matrix, both.matrix[torch.as_tensor((both.index.kind == "attn").values)])
+    assert torch.equal(attn.matrix, both.matrix[torch.as_tensor((both.index.kind == "attn").to_numpy().copy())])
 
 
 def test_full_projection_reproduces_logprob(tiny, sample):
