@@ -92,7 +92,7 @@ def write_report(
             md += [f"- **{exp}**: {STUDY_NOTES[exp]} Ours: `{json.dumps(res.summary(), default=str)[:600]}`"]
         md.append("")
     (out / "report.md").write_text("\n".join(md))
-    return _write_html(out, md, per_prompt, overlap)
+    return _write_html(out, md, numbers, per_prompt, overlap)
 
 
 def _has_tabulate() -> bool:
@@ -104,7 +104,7 @@ def _has_tabulate() -> bool:
         return False
 
 
-def _write_html(out: Path, md: list[str], per_prompt: dict[str, Any], overlap: Any) -> Path:
+def _write_html(out: Path, md: list[str], numbers: pd.DataFrame, per_prompt: dict[str, Any], overlap: Any) -> Path:
     import plotly.offline
 
     parts = [
@@ -113,7 +113,7 @@ def _write_html(out: Path, md: list[str], per_prompt: dict[str, Any], overlap: A
         " table{border-collapse:collapse;font-size:12px} td,th{border:1px solid #ccc;padding:2px 6px}</style>",
         f"<script>{plotly.offline.get_plotlyjs()}</script></head><body>",
         f"<pre>{html.escape(chr(10).join(md[:4]))}</pre>",
-        key_numbers(per_prompt).to_html(index=False),
+        numbers.to_html(index=False),
     ]
     sections = [(name, pr.results) for name, pr in per_prompt.items()]
     if overlap is not None:
