@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 from interp import ModelNotFoundError, load_model, normalize_kinds
-from interp.models import default_model, no_model_message
 
 from .prompts import PROMPTS
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="hub name or local HF directory (default: offline default model)")
+    p.add_argument("--model", default=None, help="smollm2-135m, gemma-3-270m, a local HF directory, a .gguf file or a hub name "
+                   "(default: $RESID_WRITES_MODEL, else ../shared/models, else smollm2-135m)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
     p.add_argument("--processing", action="store_true", help="apply TransformerLens weight processing (default: raw writes)")
@@ -56,9 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace):
-    if args.model is None and default_model() is None:
-        print(no_model_message(), file=sys.stderr)
-        raise SystemExit(2)
     try:
         return load_model(args.model, device=args.device, dtype=args.dtype, processing=args.processing)
     except ModelNotFoundError as err:

