@@ -1,18 +1,19 @@
 """The study's experiments, one module each; every ``run_*`` returns a typed result with tidy
 tables, settings and metadata, ``.save(dir)`` and ``.figures()``."""
 
-from .base import ExperimentResult, basis_for
+from .base import ExperimentResult, Text, as_text, basis_for, prepare
 from .clipped_generation import ClippedGenerationResult, run_clipped_generation
 from .clipping import ClippingResult, run_clipping
-from .minimal_subspace import MinimalSubspaceResult, bisect_min_k, run_minimal_subspace, sweep_min_k
+from .minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
 from .orderings import OrderingsResult, run_orderings
 from .overlap import OverlapResult, Subspace, run_overlap
-from .prompts import PROMPTS, get_continuation
+from .prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, load_prompts_file
 from .single_direction import SingleDirectionResult, run_single_direction
 from .spectrum import SpectrumResult, run_spectrum
 
 __all__ = [
     "PROMPTS",
+    "REPLICATION_PROMPTS",
     "ClippedGenerationResult",
     "ClippingResult",
     "ExperimentResult",
@@ -22,9 +23,12 @@ __all__ = [
     "SingleDirectionResult",
     "SpectrumResult",
     "Subspace",
+    "Text",
+    "as_text",
     "basis_for",
-    "bisect_min_k",
     "get_continuation",
+    "load_prompts_file",
+    "prepare",
     "run_clipped_generation",
     "run_clipping",
     "run_minimal_subspace",
@@ -32,5 +36,4 @@ __all__ = [
     "run_overlap",
     "run_single_direction",
     "run_spectrum",
-    "sweep_min_k",
 ]

@@ -1,14 +1,21 @@
 """The shape every experiment returns: tidy tables + the settings and metadata that made them."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 
-from interp import Basis, Completion, capture_writes, model_info, write_basis
+from interp import KINDS, Basis, Completion, Writes, capture_writes, model_info, normalize_kinds, write_basis
+from interp.scoring import continuation_logprob
+from interp.sweeps import ClipEvaluator
+from interp.tokens import check_sequence
+from interp.writes import recording_writes
 
 
 @dataclass
@@ -84,8 +91,78 @@ def run_meta(model: Any, completion: Completion, **extra: Any) -> dict[str, Any]
         "prompt_tokens": completion.prompt_tokens.tolist(),
         "continuation_tokens": completion.continuation_tokens.tolist(),
         "continuation_text": completion.continuation_text,
+        "sampling": {k: v for k, v in completion.meta.items() if k != "tokenizer"},
         **extra,
     }
+
+
+@dataclass
+class Text:
+    """One text, analysed once: its writes (captured during the baseline pass), the basis of the
+    chosen kinds, the unclipped log-probability, and one memoized clipping evaluator per ordering
+    shared by every experiment (curves, minimal-k searches, tolerance sensitivity)."""
+
+    model: Any
+    completion: Completion
+    kinds: tuple[str, ...]
+    writes: Writes  # every kind, every position (the spectrum's variants select from it)
+    basis: Basis
+    baseline: float
+    baseline_mean: float
+    chunk_size: int | None = None
+    progress: bool = False
+    evaluators: dict[str, ClipEvaluator] = field(default_factory=dict)
+
+    @property
+    def d_model(self) -> int:
+        return self.basis.d_model
+
+    def evaluator(self, ordering: str, order: np.ndarray | None = None, *, directions: Tensor | None = None) -> ClipEvaluator:
+        """The evaluator of ``ordering`` (created on first use from ``order``, a permutation of the
+        basis columns, or from explicit ``directions``)."""
+        if ordering not in self.evaluators:
+            if directions is None:
+                directions = self.basis.vectors if order is None else self.basis.vectors[:, np.asarray(order).copy()]
+            self.evaluators[ordering] = ClipEvaluator(
+                self.model, self.completion, directions, kinds=self.kinds, chunk_size=self.chunk_size,
+                progress=self.progress, desc=ordering,
+            )
+        return self.evaluators[ordering]
+
+    def noise(self) -> float:
+        """|logp clipped to all d_model directions - logp unclipped|: the clipped pass's own float error."""
+        return abs(float(self.evaluator("singular_value")([self.d_model])[0]) - self.baseline)
+
+    def meta(self, **extra: Any) -> dict[str, Any]:
+        return run_meta(self.model, self.completion, baseline_logprob=self.baseline,
+                        baseline_logprob_mean=self.baseline_mean, kinds=list(self.kinds), **extra)
+
+
+def prepare(
+    model: Any,
+    completion: Completion,
+    *,
+    kinds: Sequence[str] = KINDS,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> Text:
+    """Score the continuation once, recording every write on the way: basis and baseline together."""
+    kinds = normalize_kinds(kinds)
+    check_sequence(model, completion.tokens, what="prompt + continuation")
+    with torch.inference_mode(), recording_writes(model, kinds=KINDS) as build:
+        lp = continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens)
+    writes = build(completion.tokens)
+    basis = write_basis(writes.select(writes.index.kind.isin(kinds)) if kinds != KINDS else writes)
+    return Text(model, completion, kinds, writes, basis, float(lp.total[0]), float(lp.mean[0]),
+                chunk_size=chunk_size, progress=progress)
+
+
+def as_text(model: Any, completion: "Completion | Text", *, kinds: Sequence[str] = KINDS,
+            chunk_size: int | None = None, progress: bool = False) -> Text:
+    """A prepared text as is, or a completion prepared now."""
+    if isinstance(completion, Text):
+        return completion
+    return prepare(model, completion, kinds=kinds, chunk_size=chunk_size, progress=progress)
 
 
 def basis_for(

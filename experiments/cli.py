@@ -13,7 +13,7 @@ from pathlib import Path
 
 from interp import ModelNotFoundError, load_model, normalize_kinds
 
-from .prompts import PROMPTS
+from .prompts import PROMPTS, REPLICATION_PROMPTS
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -23,14 +23,18 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
     p.add_argument("--processing", action="store_true", help="apply TransformerLens weight processing (default: raw writes)")
     p.add_argument("--kinds", default="attn,mlp", help="writes to use: attn, mlp or attn,mlp")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results", help="output folder (rerun with the same folder to resume)")
     p.add_argument("--chunk-size", type=int, default=None, help="batch rows per forward pass (default: from free memory)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="every k of every clipping curve and every direction's exact importance (slow); the "
+                        "default refines adaptive grids and screens importances (same numbers within stated tolerances)")
     p.add_argument("--n-exact", type=int, default=None,
-                   help="single-direction importance: exact ablation only for the top-N directions by the "
-                        "gradient estimate (default: all directions exact)")
+                   help="screened importance: number of exact single-direction ablations (default ~8%% of d_model)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="minimal k: nats below the unclipped log-probability still counted as reaching it "
+                        "(raised to 10x the clipped pass's float error when that is larger)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("reproduce", help="every experiment on the study's four prompts, then overlap and report")
     _model_args(rep)
-    rep.add_argument("--prompts", nargs="+", default=list(PROMPTS), choices=list(PROMPTS))
-    rep.add_argument("--k-points", type=int, default=None, help="at most this many k per clipping curve")
+    rep.add_argument("--prompts", nargs="+", default=None,
+                     help=f"prompt names (default: the study's four; shipped: {', '.join(REPLICATION_PROMPTS)}; "
+                          "or names from --prompts-file)")
+    rep.add_argument("--prompts-file", default=None,
+                     help="your own prompts: one per line, or JSONL objects with 'text' (and 'name'); all are run "
+                          "unless --prompts picks some")
+    rep.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampled continuations per prompt, by seed")
     rep.add_argument("--samples", type=int, default=3, help="samples per condition in clipped generation")
     rep.add_argument("--draws", type=int, default=200, help="Monte Carlo draws for the overlap nulls")
     rep.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido)")
@@ -48,10 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(one)
     one.add_argument("experiment", choices=["spectrum", "clipping", "single_direction", "orderings",
                                             "minimal_subspace", "clipped_generation"])
-    one.add_argument("--prompt", default="meaning_of_life", help=f"one of {list(PROMPTS)} or any text")
+    one.add_argument("--prompt", default="meaning_of_life", help=f"one of {list(REPLICATION_PROMPTS)} or any text")
+    one.add_argument("--seed", type=int, default=0)
     one.add_argument("--k", type=int, default=None, help="clipped_generation: directions kept (default: minimal)")
     one.add_argument("--compromise", default="rank_product", help="orderings: compromise formula")
-    one.add_argument("--no-gradient", action="store_true", help="single_direction: skip the gradient estimate")
     return parser
 
 
@@ -66,13 +75,20 @@ def _load(args: argparse.Namespace):
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from .reproduce import Settings, reproduce
 
-    model = _load(args)
-    t0 = time.perf_counter()
+    from .prompts import load_prompts_file
+
+    texts = load_prompts_file(args.prompts_file) if args.prompts_file else None
+    prompts = args.prompts or (list(texts) if texts else list(PROMPTS))
     settings = Settings(
-        prompts=args.prompts, kinds=normalize_kinds(args.kinds), seed=args.seed, max_new_tokens=args.max_new_tokens,
-        k_points=args.k_points, chunk_size=args.chunk_size, n_exact=args.n_exact, n_samples=args.samples, overlap_draws=args.draws,
+        prompts=prompts, prompt_texts=texts, seeds=args.seeds, kinds=normalize_kinds(args.kinds),
+        max_new_tokens=args.max_new_tokens, exhaustive=args.exhaustive, tolerance=args.tolerance,
+        chunk_size=args.chunk_size, n_exact=args.n_exact, n_samples=args.samples, overlap_draws=args.draws,
         png=args.png, progress=not args.no_progress,
     )
+    for p in settings.prompts:  # a typo fails before the model loads
+        settings.text_of(p)
+    model = _load(args)
+    t0 = time.perf_counter()
     out = reproduce(model, args.out, settings)
     print(f"report: {out['report']}  ({time.perf_counter() - t0:.0f} s)")
 
@@ -80,30 +96,27 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     import experiments as E
 
-    from .base import basis_for
-
     model = _load(args)
-    kinds = normalize_kinds(args.kinds)
     comp = E.get_continuation(model, args.prompt, seed=args.seed, max_new_tokens=args.max_new_tokens,
                               store=Path(args.out) / "continuation.json")
-    common = dict(kinds=kinds, chunk_size=args.chunk_size)
-    progress = not args.no_progress
+    text = E.prepare(model, comp, kinds=normalize_kinds(args.kinds), chunk_size=args.chunk_size,
+                     progress=not args.no_progress)
+    common = dict(exhaustive=args.exhaustive)
     name = args.experiment
     if name == "spectrum":
-        result = E.run_spectrum(model, comp)
+        result = E.run_spectrum(model, text)
     elif name == "clipping":
-        result = E.run_clipping(model, comp, progress=progress, **common)
+        result = E.run_clipping(model, text, **common)
     elif name == "single_direction":
-        result = E.run_single_direction(model, comp, gradient=not args.no_gradient, n_exact=args.n_exact,
-                                        progress=progress, **common)
+        result = E.run_single_direction(model, text, n_exact=args.n_exact, seed=args.seed, **common)
     elif name == "orderings":
-        result = E.run_orderings(model, comp, compromise=args.compromise, progress=progress, **common)
+        result = E.run_orderings(model, text, compromise=args.compromise, **common)
     elif name == "minimal_subspace":
-        result = E.run_minimal_subspace(model, comp, prompt_name=args.prompt, **common)
+        result = E.run_minimal_subspace(model, text, tolerance=args.tolerance, prompt_name=args.prompt, **common)
     else:
-        basis = basis_for(model, comp, kinds=kinds)
-        k = args.k if args.k is not None else E.run_minimal_subspace(model, comp, basis=basis, **common).order()
-        result = E.run_clipped_generation(model, comp, basis=basis, k=k, kinds=kinds, seed=args.seed)
+        k = args.k if args.k is not None else E.run_minimal_subspace(model, text, tolerance=args.tolerance,
+                                                                     random_null=False, **common).order()
+        result = E.run_clipped_generation(model, text, k=k, seed=args.seed)
     out = Path(args.out) / name
     result.save(out)
     result.save_figures(out / "figures")

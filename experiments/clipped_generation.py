@@ -1,15 +1,17 @@
 """Experiment 6: sample from the model clipped to a subspace (the minimal one by default), after
 the prompt and from an empty prompt (BOS only), beside the unclipped model's samples."""
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
 
-from interp import Basis, Completion, normalize_kinds, project_writes, sample_continuations
+from interp import Completion, continuation_logprob, folded_projection, project_writes, sample_continuations
 
-from .base import ExperimentResult, basis_for, run_meta
+from .base import ExperimentResult, Text, as_text
 
 
 @dataclass
@@ -21,8 +23,16 @@ class ClippedGenerationResult(ExperimentResult):
         return self.tables["samples"]
 
     def summary(self) -> dict[str, Any]:
-        first = self.samples.groupby(["model", "start"]).text.first()
-        return {f"{m}/{s}": t for (m, s), t in first.items()}
+        t = self.samples
+        first = t.groupby(["model", "start"]).text.first()
+        out: dict[str, Any] = {f"{m}/{s}": x for (m, s), x in first.items()}
+        after = t[t.start == "prompt"].groupby("model").logprob_per_token.mean()
+        if {"clipped", "unclipped"} <= set(after.index):
+            # how much less likely the unclipped model finds the clipped model's text (nats/token)
+            out["degradation_nats_per_token"] = float(after["unclipped"] - after["clipped"])
+        out["k"] = self.settings["k"]
+        out["k_frac"] = self.settings["k"] / self.meta["model"]["d_model"]
+        return out
 
     def figures(self) -> dict[str, Any]:
         import plotly.graph_objects as go
@@ -38,12 +48,33 @@ class ClippedGenerationResult(ExperimentResult):
         return {"clipped_samples": fig}
 
 
+def _score(model: Any, sample: Completion) -> float:
+    """Mean log-probability per token of a sample under the unclipped model."""
+    if sample.continuation_tokens.numel() == 0:
+        return float("nan")
+    with torch.inference_mode():
+        return float(continuation_logprob(model, sample.prompt_tokens, sample.continuation_tokens).mean[0])
+
+
+@contextmanager
+def clipped(model: Any, subspace: torch.Tensor, kinds: tuple[str, ...]) -> Iterator[bool]:
+    """The model clipped to ``subspace``: folded into the output weights when the architecture
+    allows (then generation uses the KV cache; yields True), else by hooks (yields False)."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(folded_projection(model, subspace, kinds=kinds))
+            folded = True
+        except NotImplementedError:  # e.g. Gemma's post-norms: the write is not an output layer's
+            stack.enter_context(project_writes(model, subspace, kinds=kinds, record=False))
+            folded = False
+        yield folded
+
+
 def run_clipped_generation(
     model: Any,
-    completion: Completion,
+    completion: "Completion | Text",
     *,
     k: int,
-    basis: Basis | None = None,
     order: list[int] | None = None,
     kinds: tuple[str, ...] = ("attn", "mlp"),
     n_samples: int = 3,
@@ -52,27 +83,31 @@ def run_clipped_generation(
     top_p: float = 0.9,
     seed: int = 0,
 ) -> ClippedGenerationResult:
-    """``k`` directions of ``basis`` (in ``order``, default singular-value order) are kept."""
-    kinds = normalize_kinds(kinds)
-    basis = basis or basis_for(model, completion, kinds=kinds)
-    cols = torch.as_tensor(order if order is not None else range(basis.d_model))[:k]
-    subspace = basis.vectors[:, cols].float()
+    """``k`` directions of the text's basis (in ``order``, default singular-value order) are kept;
+    samples after the prompt and from BOS alone, clipped and unclipped, all with the same seed.
+    Samples after the prompt are scored under the unclipped model (``logprob_per_token``)."""
+    text = as_text(model, completion, kinds=kinds)
+    if not 0 <= k <= text.d_model:
+        raise ValueError(f"k must be in 0..{text.d_model}, got {k}")
+    cols = torch.as_tensor(order if order is not None else range(text.d_model))[:k]
+    subspace = text.basis.vectors[:, cols].float()
     settings = dict(num_samples=n_samples, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-    rows = []
-    for start, prompt in (("prompt", completion.prompt), ("empty", "")):
+    rows, folded = [], None
+    for start, prompt in (("prompt", text.completion.prompt), ("empty", "")):
         for label in ("unclipped", "clipped"):
             if label == "clipped":
-                with project_writes(model, subspace, kinds=kinds, record=False):
-                    samples = sample_continuations(model, prompt, seed=seed, **settings)
+                with clipped(model, subspace, text.kinds) as folded:
+                    samples = sample_continuations(model, prompt, seed=seed, use_cache=folded, **settings)
             else:
-                samples = sample_continuations(model, prompt, seed=seed, **settings)
+                samples = sample_continuations(model, prompt, seed=seed, use_cache=True, **settings)
             rows += [
                 {"model": label, "start": start, "sample": i, "text": s.continuation_text,
-                 "n_tokens": s.continuation_tokens.numel()}
+                 "n_tokens": s.continuation_tokens.numel(),
+                 "logprob_per_token": _score(model, s) if start == "prompt" else float("nan")}
                 for i, s in enumerate(samples)
             ]
     return ClippedGenerationResult(
         tables={"samples": pd.DataFrame(rows)},
-        settings={"k": k, "kinds": list(kinds), "seed": seed, **settings},
-        meta=run_meta(model, completion),
+        settings={"k": k, "kinds": list(text.kinds), "seed": seed, **settings},
+        meta=text.meta(clipped_by="folded weights + KV cache" if folded else "hooks"),
     )

@@ -1,17 +1,29 @@
 """Experiment 2: clip every write to the top-k directions and score the continuation, for a grid
-of k; many k per forward pass. Also the engine of experiment 4 (other orders)."""
+of k; many k per forward pass. Also the engine of experiment 4 (other orders).
+
+Default grid (adaptive): ``interp.sweeps.coarse_k_grid`` (0, d, powers of two from both ends,
+17 even steps) plus the adjacent pairs of ``jitter_pairs`` that measure how chaotic the curve
+is; the minimal-k searches refine it where the curve crosses its targets. ``exhaustive=True``
+evaluates every k = 0..d_model. Every number in the summary is defined on points both modes
+evaluate, or by a search that is exact when every k is known.
+"""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
-from interp import Basis, Completion, continuation_logprob, normalize_kinds
-from interp.sweeps import clip_sweep, default_k_grid
+from interp import Completion, continuation_logprob
+from interp.search import stable_crossing
+from interp.sweeps import coarse_k_grid, jitter_pairs
 
-from .base import ExperimentResult, basis_for, run_meta
+from .base import ExperimentResult, Text, as_text
+
+CONVERGED_NATS = 1.0  # the curve's convergence point: within this many nats of unclipped from there on
+REGIONS = ((0.0, 0.1, "low"), (0.1, 0.5, "mid"), (0.5, 1.0, "high"))  # fractions of d_model
 
 
 def baseline_logprob(model: Any, completion: Completion) -> tuple[float, float]:
@@ -21,40 +33,69 @@ def baseline_logprob(model: Any, completion: Completion) -> tuple[float, float]:
     return float(lp.total[0]), float(lp.mean[0])
 
 
+def curve_ks(d: int, *, exhaustive: bool = False, jitter: bool = True) -> list[int]:
+    """Every k, or the adaptive starting grid (with the jitter pairs: only the SVD-order curve
+    needs them)."""
+    if exhaustive:
+        return list(range(d + 1))
+    return sorted(set(coarse_k_grid(d)) | ({k for pair in jitter_pairs(d) for k in pair} if jitter else set()))
+
+
 def clipping_curve(
-    model: Any,
-    completion: Completion,
-    directions: torch.Tensor,
-    ks: Sequence[int],
-    *,
-    ordering: str,
-    kinds: Sequence[str],
-    chunk_size: int | None = None,
-    progress: bool = False,
+    text: Text, ordering: str, order: np.ndarray | None = None, *, ks: Sequence[int]
 ) -> pd.DataFrame:
-    """Tidy curve for one ordering of ``directions`` (columns in order of inclusion)."""
-    out = clip_sweep(model, completion, directions, ks, kinds=kinds, chunk_size=chunk_size, progress=progress)
-    d = directions.shape[0]
-    return pd.DataFrame(
-        {
-            "ordering": ordering,
-            "k": list(ks),
-            "k_frac": [k / d for k in ks],
-            "logprob": out.logprob.numpy(),
-            "logprob_mean": out.logprob_mean.numpy(),
-            "log_surprise": -out.logprob.numpy(),
-            "orig_delta": out.orig_delta.numpy(),
-            "kept_delta": out.kept_delta.numpy(),
-        }
-    )
+    """Tidy curve for one ordering (``order``: basis columns in order of inclusion)."""
+    ev = text.evaluator(ordering, order)
+    ev(ks)
+    t = ev.table()
+    t = t[t.k.isin(set(ks))].reset_index(drop=True)
+    t.insert(0, "ordering", ordering)
+    t.insert(2, "k_frac", t.k / text.d_model)
+    t["log_surprise"] = -t.logprob
+    return t
+
+
+def jitter(curve: pd.DataFrame, d: int) -> dict[str, float]:
+    """Median |logp(k+1) - logp(k)| over the jitter pairs in each region of the curve (nats)."""
+    lp = dict(zip(curve.k, curve.logprob))
+    out = {}
+    for lo, hi, name in REGIONS:
+        diffs = [abs(lp[b] - lp[a]) for a, b in jitter_pairs(d) if lo <= a / d < hi and a in lp and b in lp]
+        out[f"jitter_{name}"] = float(np.median(diffs)) if diffs else float("nan")
+    return out
+
+
+def curve_summary(text: Text, curve: pd.DataFrame, ordering: str = "singular_value") -> dict[str, Any]:
+    d, base = text.d_model, text.baseline
+    ev = text.evaluator(ordering)
+    conv = stable_crossing(ev, base - CONVERGED_NATS, d, sorted(ev.points)).k
+    unclipped = curve[curve.k == d].orig_delta.iloc[0]
+    low = curve[(curve.k > 0) & (curve.k <= max(1, d // 64))]
+    return {
+        "baseline_logprob": base,
+        "d_model": d,
+        "k_converged": conv,
+        "k_converged_frac": conv / d,
+        "converged_nats": CONVERGED_NATS,
+        "noise_at_d": abs(float(curve[curve.k == d].logprob.iloc[0]) - base),
+        **jitter(curve, d),
+        "min_logprob": float(curve.logprob.min()),
+        "k_at_max_orig_delta": int(curve.loc[curve.orig_delta.idxmax(), "k"]),
+        "max_orig_delta_over_unclipped": float(curve.orig_delta.max() / unclipped),
+        "low_k_orig_delta_over_unclipped": float(low.orig_delta.median() / unclipped) if len(low) else float("nan"),
+    }
 
 
 def curve_figures(curve: pd.DataFrame, baseline: float, title: str) -> dict[str, Any]:
     import plotly.express as px
 
+    common = dict(x="k", color="ordering", title=title, render_mode="svg")
+    surprise = curve.assign(log_surprise=curve.log_surprise.clip(lower=1e-3))
     figs = {
-        "clipping_logprob": px.line(curve, x="k", y="logprob", color="ordering", title=title),
-        "clipping_log_surprise": px.line(curve, x="k", y="log_surprise", color="ordering", log_y=True, title=title),
+        "clipping_logprob": px.line(curve, y="logprob", **common).update_layout(
+            yaxis_title="log p(continuation) (nats)", xaxis_title="k (directions kept)"),
+        "clipping_log_surprise": px.line(surprise, y="log_surprise", log_y=True, **common).update_layout(
+            yaxis_title="-log p(continuation) (nats, log scale)", xaxis_title="k (directions kept)"),
     }
     figs["clipping_logprob"].add_hline(y=baseline, line_dash="dot", annotation_text="unclipped")
     figs["clipping_log_surprise"].add_hline(y=-baseline, line_dash="dot", annotation_text="unclipped")
@@ -62,8 +103,8 @@ def curve_figures(curve: pd.DataFrame, baseline: float, title: str) -> dict[str,
         id_vars=["ordering", "k"], value_vars=["orig_delta", "kept_delta"], var_name="norm", value_name="value"
     )
     figs["clipping_deltas"] = px.line(
-        deltas, x="k", y="value", color="norm", line_dash="ordering", log_y=True, title=title
-    ).update_layout(yaxis_title="norm of all writes (Frobenius)")
+        deltas, x="k", y="value", color="norm", line_dash="ordering", log_y=True, title=title, render_mode="svg"
+    ).update_layout(yaxis_title="norm of all writes (Frobenius)", xaxis_title="k (directions kept)")
     return figs
 
 
@@ -76,16 +117,7 @@ class ClippingResult(ExperimentResult):
         return self.tables["curve"]
 
     def summary(self) -> dict[str, Any]:
-        c, base = self.curve, self.meta["baseline_logprob"]
-        ok = c[c.logprob >= base - self.settings["tolerance"]]
-        return {
-            "baseline_logprob": base,
-            "d_model": self.meta["model"]["d_model"],
-            "first_k_reaching_baseline": int(ok.k.min()) if len(ok) else None,
-            "min_logprob": float(c.logprob.min()),
-            "k_at_max_orig_delta": int(c.loc[c.orig_delta.idxmax(), "k"]),
-            "max_orig_delta_over_unclipped": float(c.orig_delta.max() / c[c.k == c.k.max()].orig_delta.iloc[0]),
-        }
+        return dict(self.meta.get("curve_summary", {}))
 
     def figures(self) -> dict[str, Any]:
         return curve_figures(self.curve, self.meta["baseline_logprob"], f"{self.meta['model']['name']}: clipping")
@@ -93,26 +125,22 @@ class ClippingResult(ExperimentResult):
 
 def run_clipping(
     model: Any,
-    completion: Completion,
+    completion: "Completion | Text",
     *,
-    basis: Basis | None = None,
     ks: Sequence[int] | None = None,
     kinds: Sequence[str] = ("attn", "mlp"),
-    tolerance: float = 1e-4,
+    exhaustive: bool = False,
     chunk_size: int | None = None,
     progress: bool = False,
 ) -> ClippingResult:
     """Clipping curve in singular-value order (the study's experiment 2)."""
-    kinds = normalize_kinds(kinds)
-    basis = basis or basis_for(model, completion, kinds=kinds)
-    ks = list(ks) if ks is not None else default_k_grid(basis.d_model)
-    total, mean = baseline_logprob(model, completion)
-    curve = clipping_curve(
-        model, completion, basis.vectors, ks, ordering="singular_value", kinds=kinds,
-        chunk_size=chunk_size, progress=progress,
-    )
+    text = as_text(model, completion, kinds=kinds, chunk_size=chunk_size, progress=progress)
+    ks = list(ks) if ks is not None else curve_ks(text.d_model, exhaustive=exhaustive)
+    curve = clipping_curve(text, "singular_value", ks=ks)
+    summary = curve_summary(text, curve)
     return ClippingResult(
         tables={"curve": curve},
-        settings={"kinds": list(kinds), "n_k": len(ks), "tolerance": tolerance, "basis_kinds": list(basis.kinds)},
-        meta=run_meta(model, completion, baseline_logprob=total, baseline_logprob_mean=mean),
+        settings={"kinds": list(text.kinds), "n_k": len(ks), "exhaustive": exhaustive,
+                  "converged_nats": CONVERGED_NATS},
+        meta=text.meta(curve_summary=summary, forward_rows=text.evaluator("singular_value").n_rows),
     )

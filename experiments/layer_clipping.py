@@ -13,11 +13,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from interp import Basis, Completion, continuation_logprob, normalize_kinds, prefix_masks, project
+from interp import Completion, continuation_logprob, normalize_kinds, prefix_masks, project
 from interp.writes import model_device, write_hook_name
 
-from .base import ExperimentResult, basis_for, run_meta
-from .clipping import baseline_logprob
+from .base import ExperimentResult, Text, as_text
 
 
 @contextmanager
@@ -42,24 +41,23 @@ class LayerClippingResult(ExperimentResult):
     def figures(self) -> dict[str, Any]:
         import plotly.express as px
 
-        return {"layer_clipping": px.line(self.tables["curve"], x="k", y="logprob", color="layers",
+        return {"layer_clipping": px.line(self.tables["curve"], x="k", y="logprob", color="layers", render_mode="svg",
                                           title="clipping only some layers' writes")}
 
 
-def run_layer_clipping(model: Any, completion: Completion, *, layer_sets: dict[str, Sequence[int]],
-                       ks: Sequence[int], basis: Basis | None = None,
-                       kinds: tuple[str, ...] = ("attn", "mlp")) -> LayerClippingResult:
+def run_layer_clipping(model: Any, completion: "Completion | Text", *, layer_sets: dict[str, Sequence[int]],
+                       ks: Sequence[int], kinds: tuple[str, ...] = ("attn", "mlp")) -> LayerClippingResult:
     """One clipping curve (over ``ks``, batched) per named set of layers."""
-    basis = basis or basis_for(model, completion, kinds=kinds)
+    text = as_text(model, completion, kinds=kinds)
+    basis, completion = text.basis, text.completion
     masks = prefix_masks(ks, basis.d_model)
     rows = []
     for label, layers in layer_sets.items():
         with torch.inference_mode(), clip_layers(model, basis.vectors, layers, mask=masks, kinds=kinds):
             lp = continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens, batch_size=len(ks))
         rows += [{"layers": label, "k": k, "logprob": float(v)} for k, v in zip(ks, lp.total.cpu())]
-    base, _ = baseline_logprob(model, completion)
     return LayerClippingResult(
         tables={"curve": pd.DataFrame(rows)},
         settings={"layer_sets": {k: list(v) for k, v in layer_sets.items()}, "ks": list(ks), "kinds": list(kinds)},
-        meta=run_meta(model, completion, baseline_logprob=base),
+        meta=text.meta(),
     )

@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interp import Basis, Completion, normalize_kinds
-from interp.sweeps import default_k_grid
+from interp import Completion
 
-from .base import ExperimentResult, basis_for, run_meta
-from .clipping import baseline_logprob, clipping_curve, curve_figures
+from .base import ExperimentResult, Text, as_text
+from .clipping import clipping_curve, curve_figures, curve_ks
 from .single_direction import SingleDirectionResult, run_single_direction
 
 COMPROMISES: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
@@ -50,15 +49,19 @@ class OrderingsResult(ExperimentResult):
     def curve(self) -> pd.DataFrame:
         return self.tables["curve"]
 
+    def order(self, ordering: str) -> np.ndarray:
+        t = self.tables["orders"]
+        return t[t.ordering == ordering].sort_values("position").direction.to_numpy()
+
     def summary(self) -> dict[str, Any]:
-        base, tol = self.meta["baseline_logprob"], self.settings["tolerance"]
+        base = self.meta["baseline_logprob"]
         out = {}
         for ordering, c in self.curve.groupby("ordering"):
-            ok = c[c.logprob >= base - tol]
             out[ordering] = {
-                "first_k_reaching_baseline": int(ok.k.min()) if len(ok) else None,
                 "logprob_at_quarter_d": float(c.iloc[(c.k_frac - 0.25).abs().argmin()].logprob),
                 "logprob_at_half_d": float(c.iloc[(c.k_frac - 0.5).abs().argmin()].logprob),
+                "logprob_at_three_quarters_d": float(c.iloc[(c.k_frac - 0.75).abs().argmin()].logprob),
+                "max_gap_to_unclipped": float(base - c.logprob.min()),
             }
         return out
 
@@ -68,38 +71,29 @@ class OrderingsResult(ExperimentResult):
 
 def run_orderings(
     model: Any,
-    completion: Completion,
+    completion: "Completion | Text",
     *,
-    basis: Basis | None = None,
     single: SingleDirectionResult | None = None,
     kinds: tuple[str, ...] = ("attn", "mlp"),
     compromise: str = "rank_product",
     ks: list[int] | None = None,
-    tolerance: float = 1e-4,
+    exhaustive: bool = False,
     chunk_size: int | None = None,
     progress: bool = False,
 ) -> OrderingsResult:
-    kinds = normalize_kinds(kinds)
-    basis = basis or basis_for(model, completion, kinds=kinds)
-    single = single or run_single_direction(
-        model, completion, basis=basis, kinds=kinds, gradient=False, chunk_size=chunk_size, progress=progress
-    )
+    """Clipping curves in singular-value, importance and compromise order (same k grid)."""
+    text = as_text(model, completion, kinds=kinds, chunk_size=chunk_size, progress=progress)
+    single = single or run_single_direction(model, text, exhaustive=exhaustive, chunk_size=chunk_size,
+                                            progress=progress)
     orders = orders_from_importance(single.importance, compromise)
-    ks = ks if ks is not None else default_k_grid(basis.d_model)
-    curves = [
-        clipping_curve(
-            model, completion, basis.vectors[:, order.copy()], ks, ordering=name, kinds=kinds,
-            chunk_size=chunk_size, progress=progress,
-        )
-        for name, order in orders.items()
-    ]
+    ks = ks if ks is not None else curve_ks(text.d_model, exhaustive=exhaustive, jitter=False)
+    curves = [clipping_curve(text, name, order, ks=ks) for name, order in orders.items()]
     order_table = pd.DataFrame(
         [(name, pos, int(col)) for name, order in orders.items() for pos, col in enumerate(order)],
         columns=["ordering", "position", "direction"],
     )
-    base, _ = baseline_logprob(model, completion)
     return OrderingsResult(
         tables={"curve": pd.concat(curves, ignore_index=True), "orders": order_table},
-        settings={"kinds": list(kinds), "compromise": compromise, "tolerance": tolerance, "n_k": len(ks)},
-        meta=run_meta(model, completion, baseline_logprob=base),
+        settings={"kinds": list(text.kinds), "compromise": compromise, "n_k": len(ks), "exhaustive": exhaustive},
+        meta=text.meta(importance_exact_fraction=float(single.importance.exact.mean())),
     )

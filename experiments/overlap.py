@@ -2,11 +2,19 @@
 
 Overlap of two subspaces with orthonormal bases Q_i (d x k_i), Q_j (d x k_j):
 ``||Q_i^T Q_j||_F^2`` = sum of squared cosines of their principal angles. Nulls:
-- ``analytic``: uniformly random subspaces of the same sizes: E = k_i k_j / d (exact);
-- ``monte_carlo``: the same, sampled (mean and standard deviation over draws);
+- ``analytic``: uniformly random subspaces of the same sizes: mean k_i k_j / d and variance
+  2 k_i k_j (d - k_i)(d - k_j) / (d^2 (d - 1)(d + 2)) (both exact; tested against Monte Carlo);
+- ``monte_carlo``: the same, sampled. By rotational invariance the overlap of a random k_j-subspace
+  with any fixed k_i-subspace has the law of ||Q[:k_i, :k_j]||_F^2 for one Haar-random d x d
+  orthogonal Q, so one QR per draw gives every pair at once (prefix sums of Q^2);
 - ``spectral``: random subspaces drawn from the writes' own spectrum (anisotropic): k Gaussian
   vectors with covariance V diag(s^2) V^T, orthonormalized; the few huge directions are
-  then almost always included, which a uniform null ignores.
+  then almost always included, which a uniform null ignores. Each subspace gets its own draws,
+  shared by all the pairs it is in.
+The z-score ``(observed - mean) / sd`` under the analytic null says whether an observed overlap is
+what random subspaces would give; with subspaces covering most of the space the relative error
+is small for any subspaces at all (the sd is then tiny too), so read the z-score, not only the
+relative error.
 """
 
 from dataclasses import dataclass, field
@@ -51,17 +59,30 @@ def spectral_basis(
     return torch.linalg.qr(sample).Q
 
 
+def random_overlap_sd(k_i: int, k_j: int, d: int) -> float:
+    """Standard deviation of ||Q_i^T Q_j||_F^2 for uniformly random subspaces (exact)."""
+    return float(np.sqrt(2 * k_i * k_j * (d - k_i) * (d - k_j) / (d * d * (d - 1) * (d + 2))))
+
+
+def haar_prefix_overlaps(d: int, draws: int, generator: torch.Generator) -> np.ndarray:
+    """(draws, d + 1, d + 1): entry [n, a, b] is the overlap of a random b-dim subspace with a fixed
+    a-dim one in draw n (prefix sums of the squared entries of a Haar-random orthogonal matrix)."""
+    out = np.zeros((draws, d + 1, d + 1))
+    for n in range(draws):
+        q = random_basis(d, d, generator).pow(2)
+        out[n, 1:, 1:] = q.cumsum(0).cumsum(1).numpy()
+    return out
+
+
 def monte_carlo_overlap(
     sizes: tuple[int, int], d: int, *, draws: int, generator: torch.Generator, sampler: Any = None
 ) -> np.ndarray:
     """Overlaps of ``draws`` pairs of random subspaces (uniform unless ``sampler(k, gen, which)``)."""
+    if sampler is None:
+        return haar_prefix_overlaps(d, draws, generator)[:, sizes[0], sizes[1]]
     out = np.empty(draws)
     for n in range(draws):
-        if sampler is None:
-            a, b = random_basis(d, sizes[0], generator), random_basis(d, sizes[1], generator)
-        else:
-            a, b = sampler(sizes[0], generator, 0), sampler(sizes[1], generator, 1)
-        out[n] = overlap(a, b)
+        out[n] = overlap(sampler(sizes[0], generator, 0), sampler(sizes[1], generator, 1))
     return out
 
 
@@ -97,26 +118,31 @@ class OverlapResult(ExperimentResult):
                 out[f"overall_rel_err_{null}"] = float(
                     (cross.observed.sum() - cross[f"null_{null}"].sum()) / cross[f"null_{null}"].sum()
                 )
+        if len(cross):
+            out["median_z_analytic"] = float(cross.z_analytic.median())
+            out["mean_k_frac"] = float(np.mean(np.r_[cross.k_a, cross.k_b]) / cross.d_model.iloc[0])
         return out
 
     def figures(self) -> dict[str, Any]:
         import plotly.express as px
 
+        import plotly.graph_objects as go
+
         figs = {
             "stacked_spectrum": px.line(
-                self.tables["stacked_spectrum"], x="index", y="singular_value", color="source",
+                self.tables["stacked_spectrum"], x="index", y="singular_value", color="source", render_mode="svg",
                 title="SVD of all subspaces' bases stacked: observed vs random subspaces of the same sizes",
             ).update_layout(xaxis_title="singular direction", yaxis_title="singular value"),
         }
-        p = self.pairs.melt(
-            id_vars=["pair", "same_prompt"], value_vars=["observed", "null_analytic", "null_monte_carlo"]
-            + (["null_spectral"] if "null_spectral" in self.pairs else []),
-            var_name="quantity", value_name="overlap",
-        )
-        figs["pairwise_overlap"] = px.bar(
-            p, x="pair", y="overlap", color="quantity", barmode="group",
-            title="Pairwise overlap ||Q_i^T Q_j||_F^2 against random-subspace nulls",
-        )
+        p = self.pairs.assign(kind=np.where(self.pairs.same_prompt, "same text, other ordering", "different texts"))
+        fig = px.scatter(
+            p, x="null_analytic", y="observed", color="kind", hover_data=["pair", "z_analytic"], render_mode="svg",
+            title="Pairwise overlap ||Q_i^T Q_j||_F^2 against the random-subspace prediction k_i k_j / d",
+        ).update_layout(xaxis_title="k_i k_j / d (random subspaces)", yaxis_title="observed overlap")
+        lo, hi = float(p[["null_analytic", "observed"]].min().min()), float(p[["null_analytic", "observed"]].max().max())
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="gray"),
+                                 name="observed = random"))
+        figs["pairwise_overlap"] = fig
         return figs
 
 
@@ -124,6 +150,7 @@ def run_overlap(
     subspaces: list[Subspace],
     *,
     draws: int = 200,
+    spectral_draws: int = 16,
     seed: int = 0,
     meta: dict[str, Any] | None = None,
 ) -> OverlapResult:
@@ -134,27 +161,28 @@ def run_overlap(
     if any(int(s.basis.shape[0]) != d for s in subspaces):
         raise ValueError("all subspaces must live in the same d_model")
     gen = torch.Generator().manual_seed(seed)
+    uniform = haar_prefix_overlaps(d, draws, gen) if draws else None
+    spectral = {  # each subspace's own random draws from its spectrum
+        i: [spectral_basis(s.spectrum_vectors, s.spectrum_values, s.basis.shape[1], gen) for _ in range(spectral_draws)]
+        for i, s in enumerate(subspaces) if s.spectrum_vectors is not None and spectral_draws
+    }
     rows, angles = [], []
-    for a, b in combinations(subspaces, 2):
+    for (ia, a), (ib, b) in combinations(enumerate(subspaces), 2):
         ki, kj = a.basis.shape[1], b.basis.shape[1]
         obs = overlap(a.basis, b.basis)
-        analytic = expected_random_overlap(ki, kj, d)
-        mc = monte_carlo_overlap((ki, kj), d, draws=draws, generator=gen)
+        analytic, sd = expected_random_overlap(ki, kj, d), random_overlap_sd(ki, kj, d)
         row = {
             "pair": f"{a.name} | {b.name}", "a": a.name, "b": b.name, "k_a": ki, "k_b": kj, "d_model": d,
             "same_prompt": bool(a.prompt and a.prompt == b.prompt),
-            "observed": obs, "null_analytic": analytic,
-            "null_monte_carlo": mc.mean(), "null_monte_carlo_std": mc.std(ddof=1),
-            "z_monte_carlo": (obs - mc.mean()) / max(mc.std(ddof=1), 1e-12),
+            "observed": obs, "null_analytic": analytic, "null_analytic_sd": sd,
+            "z_analytic": (obs - analytic) / sd if sd > 0 else 0.0,
         }
-        if all(s.spectrum_vectors is not None for s in (a, b)):
-            pair = (a, b)
-
-            def sampler(k: int, g: torch.Generator, which: int) -> Tensor:
-                return spectral_basis(pair[which].spectrum_vectors, pair[which].spectrum_values, k, g)
-
-            sp = monte_carlo_overlap((ki, kj), d, draws=max(draws // 4, 10), generator=gen, sampler=sampler)
-            row.update(null_spectral=sp.mean(), null_spectral_std=sp.std(ddof=1))
+        if uniform is not None:
+            mc = uniform[:, ki, kj]
+            row.update(null_monte_carlo=mc.mean(), null_monte_carlo_std=mc.std(ddof=1) if draws > 1 else float("nan"))
+        if ia in spectral and ib in spectral:
+            sp = np.array([overlap(x, y) for x, y in zip(spectral[ia], spectral[ib])])
+            row.update(null_spectral=sp.mean(), null_spectral_std=sp.std(ddof=1) if len(sp) > 1 else float("nan"))
         for null in ("analytic", "monte_carlo", "spectral"):
             if f"null_{null}" in row:
                 row[f"rel_err_{null}"] = (obs - row[f"null_{null}"]) / row[f"null_{null}"]
@@ -178,6 +206,6 @@ def run_overlap(
     sizes = pd.DataFrame([{"name": s.name, "prompt": s.prompt, "source": s.source, "k": s.basis.shape[1]} for s in subspaces])
     return OverlapResult(
         tables={"pairs": pd.DataFrame(rows), "angles": pd.DataFrame(angles), "stacked_spectrum": spectrum, "subspaces": sizes},
-        settings={"draws": draws, "seed": seed, "d_model": d},
+        settings={"draws": draws, "spectral_draws": spectral_draws, "seed": seed, "d_model": d},
         meta=meta or {},
     )

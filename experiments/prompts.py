@@ -21,11 +21,52 @@ PROMPTS: dict[str, str] = {
     ),
 }
 
+# The replication set: the study's four and twelve more, varied in genre and language, so that
+# claims are judged over many texts (with several sampled continuations each), not four.
+REPLICATION_PROMPTS: dict[str, str] = {
+    **PROMPTS,
+    "recipe": "To make a simple tomato soup, you will need",
+    "history": "The Roman Empire fell in the West in 476 AD because",
+    "python_code": "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "sql_code": "-- Find the ten customers who spent the most last year\nSELECT",
+    "dialogue": "Customer: Hi, my order arrived damaged.\nAgent: I'm sorry to hear that. Could you",
+    "shopping_list": "Shopping list for the week:\n1. Eggs\n2. Milk\n3.",
+    "poem": "Roses are red, violets are blue,",
+    "news": "BREAKING: Scientists announced today that",
+    "german": "Es war einmal ein kleines Mädchen, das",
+    "spanish": "La ciudad de Barcelona es famosa por",
+    "math": "Solve for x: 3x + 7 = 22.\nSolution:",
+    "email": "Dear Professor Smith,\n\nI am writing to ask whether",
+}
+
 # The study's numbers (Llama-3-8B, d_model 4096), for reports.
 STUDY_MIN_K = {"meaning_of_life": 1886, "relativity": 3329, "launch": 2696, "translate": 2518}
 STUDY_D_MODEL = 4096
 
 SAMPLING = {"max_new_tokens": 64, "temperature": 0.6, "top_p": 0.9}
+
+
+def load_prompts_file(path: str | Path) -> dict[str, str]:
+    """Prompts from a file: JSONL (objects with ``text`` or ``prompt``, optional ``name``) or plain
+    text, one prompt per line (``\\n`` in a line stands for a newline). Names default to p01, p02..."""
+    prompts: dict[str, str] = {}
+    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{path} holds no prompts: give one per line, or JSONL objects with a 'text' field.")
+    for i, line in enumerate(lines, 1):
+        name = f"p{i:02d}"
+        if line.lstrip().startswith("{"):
+            obj = json.loads(line)
+            text = obj.get("text", obj.get("prompt"))
+            if text is None:
+                raise ValueError(f"{path}, line {i}: a JSON object needs a 'text' (or 'prompt') field")
+            name = str(obj.get("name", name))
+        else:
+            text = line.replace("\\n", "\n")
+        if name in prompts:
+            raise ValueError(f"{path}, line {i}: the name {name!r} is used twice")
+        prompts[name] = text
+    return prompts
 
 
 def get_continuation(
@@ -41,7 +82,7 @@ def get_continuation(
     With ``store`` (a JSON file), a stored continuation is reused when it was made by this
     model's tokenizer with the same settings, and a new one is saved otherwise.
     """
-    text = PROMPTS.get(prompt, prompt)
+    text = REPLICATION_PROMPTS.get(prompt, prompt)
     settings = {**SAMPLING, **sampling, "seed": seed}
     path = Path(store) if store is not None else None
     if path is not None and path.exists():
@@ -50,7 +91,7 @@ def get_continuation(
         same = same and all(stored["meta"].get(k) == v for k, v in settings.items())
         if same and stored["prompt"] == text:
             return Completion.from_dict(stored, model)
-    completion = sample_continuation(model, text, **settings)
+    completion = sample_continuation(model, text, use_cache=True, **settings)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(completion.to_dict(), indent=2, ensure_ascii=False))

@@ -1,132 +1,254 @@
-"""One report (``report.md`` and a self-contained ``report.html``) laying our numbers beside the
-study's. Figures are embedded with one inline copy of plotly.js, so the page works offline."""
+"""The report a person reads: ``report.md`` and a self-contained ``report.html`` (one inline copy of
+plotly.js, SVG traces only, so it draws offline and in headless browsers).
+
+Order: the replication table (claim, study, ours with spreads, null, verdict), then one short
+section per claim with its figure and the numbers in words, then the per-text tables folded away
+(and written as CSV beside the report).
+"""
 
 import html
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from .prompts import STUDY_D_MODEL, STUDY_MIN_K
+from .replication import claims, overlap_pairs, text_metrics
 
-STUDY_NOTES = {
-    "spectrum": "Llama-3-8B: two directions far larger than all others; most singular values non-negligible; "
-    "cumulative sum roughly logarithmic.",
-    "clipping": "Llama-3-8B: chaotic and low below k~300, stable but low to ~1500, converged by ~2000 of 4096; "
-    "orig_delta small at low k, exploding mid-range, back down when the loss recovers.",
-    "single_direction": "Llama-3-8B: importance correlated with singular value, with clear deviations.",
-    "orderings": "Llama-3-8B: importance order less chaotic but reached good performance much more slowly; "
-    "the compromise order did not work much better.",
-    "minimal_subspace": "Llama-3-8B: 1886, 3329, 2696, 2518 of 4096 (46%, 81%, 66%, 61%).",
-    "clipped_generation": "Llama-3-8B: vaguely on topic but degraded after the prompt; drifting to the prompt's "
-    "theme from no prompt.",
-    "overlap": "Llama-3-8B: stacked spectrum a uniform mixture; pairwise overlap predicted by k_i k_j / d to about 1%.",
-}
+SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
+    (("dominant", "attention_only"), "1. Spectrum of the writes", ("spectrum_ratios", "spectrum_example"),
+     "Left: s1/s3 and s2/s3 of every text, by which writes are stacked (dotted: a Gaussian matrix of the same "
+     "shape). Right: the singular values of the first text, descending, log scale."),
+    (("chaotic", "converging", "orig_delta"), "2. Clipping to the top-k directions", ("clip_curves", "clip_deltas"),
+     "Left: how far each text's log-probability falls below the unclipped one when every write is clipped to the "
+     "top-k singular directions (log scale; first 8 texts). Right: attempted (orig_delta) and kept writes' norms, "
+     "relative to the unclipped model's."),
+    (("importance",), "3. Single-direction importance", ("importance_scatter", "importance_spearman"),
+     "Left: importance (log-probability lost when one direction is removed from every write) against its singular "
+     "value, first text. Right: Spearman correlation of the two, every text."),
+    (("importance_order", "compromise_order", "minimal_k"), "4-5. Orderings and the minimal subspace",
+     ("minimal_k", "sensitivity"),
+     "Left: minimal k / d per ordering for every text (grey band: the study's 46-81%). Right: median minimal k / d "
+     "(band: interquartile range) against the tolerance, SVD basis and a random orthonormal basis."),
+    (("generation",), "6. Generating from the clipped model", (), "Samples of the first text are listed below."),
+    (("overlap",), "7. Overlap between texts' minimal subspaces", ("overlap",),
+     "Observed overlap ||Q_i^T Q_j||_F^2 of two texts' minimal subspaces against the random-subset prediction "
+     "k_i k_j / d (dotted: equality)."),
+]
 
 
-def key_numbers(per_prompt: dict[str, Any]) -> pd.DataFrame:
+def _svg(fig: Any) -> Any:
+    """Force SVG traces (WebGL draws nothing in many viewers) and a readable size."""
+    for trace in fig.data:
+        if trace.type == "scattergl":
+            raise ValueError("report figures must use SVG traces (render_mode='svg')")
+    return fig.update_layout(template="plotly_white", height=380, margin=dict(l=60, r=20, t=50, b=50))
+
+
+def figures(run_dir: Path, m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, Any]:
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    from .replication import gaussian_spectrum_null
+
+    figs: dict[str, Any] = {}
+    d = int(m.d_model.iloc[0])
+    model = m.model.iloc[0]
+    long = pd.concat([
+        m[["text", f"{tag}s1_s3", f"{tag}s2_s3"]].rename(columns={f"{tag}s1_s3": "s1/s3", f"{tag}s2_s3": "s2/s3"})
+        .assign(writes=label)
+        for tag, label in (("", "attention + MLP"), ("attn_", "attention only"), ("mlp_", "MLP only"),
+                           ("nobos_", "attention + MLP, no BOS"))
+        if f"{tag}s1_s3" in m
+    ]).melt(id_vars=["text", "writes"], var_name="ratio", value_name="value")
+    fig = px.strip(long, x="writes", y="value", color="ratio", hover_data=["text"], log_y=True,
+                   title=f"{model}: dominant directions")
+    null = gaussian_spectrum_null(int(m.n_writes.median()), d)
+    fig.add_hline(y=null[0], line_dash="dot", annotation_text="Gaussian null")
+    figs["spectrum_ratios"] = fig.update_layout(yaxis_title="ratio of singular values", xaxis_title="")
+    first = m.text.iloc[0]
+    sv = pd.read_csv(run_dir / first / "spectrum" / "singular_values.csv")
+    sv = sv[(sv.singular_value > 0) & ~sv.exclude_bos].assign(rank=lambda t: t.direction + 1)
+    figs["spectrum_example"] = px.line(sv, x="rank", y="singular_value", color="variant", log_y=True, render_mode="svg",
+                                       title=f"singular values, {first}").update_layout(
+        xaxis_title="direction (descending)", yaxis_title="singular value")
+
+    curves = []
+    for text in m.text.head(8):
+        c = pd.read_csv(run_dir / text / "clipping" / "curve.csv")
+        base = float(m.set_index("text").baseline_logprob[text])
+        unclipped = float(c[c.k == c.k.max()].orig_delta.iloc[0])
+        curves.append(c.assign(text=text, gap=(base - c.logprob).clip(lower=1e-3), orig=c.orig_delta / unclipped,
+                               kept=c.kept_delta / unclipped))
+    curves = pd.concat(curves, ignore_index=True)
+    figs["clip_curves"] = px.line(curves, x="k_frac", y="gap", color="text", log_y=True, render_mode="svg",
+                                  title=f"{model}: clipping in SVD order").update_layout(
+        xaxis_title="k / d_model", yaxis_title="logp(unclipped) - logp(clipped), nats")
+    deltas = curves.melt(id_vars=["text", "k_frac"], value_vars=["orig", "kept"], var_name="writes", value_name="norm")
+    figs["clip_deltas"] = px.line(deltas, x="k_frac", y="norm", color="text", line_dash="writes", log_y=True,
+                                  render_mode="svg", title="orig_delta (solid) and kept_delta (dashed)").update_layout(
+        xaxis_title="k / d_model", yaxis_title="norm / unclipped orig_delta")
+
+    imp = pd.read_csv(run_dir / first / "single_direction" / "importance.csv")
+    imp = imp[imp.singular_value > 0].assign(
+        how=lambda t: np.where(t.exact, "exact", "estimated"),
+        abs_importance=lambda t: t.importance.abs().clip(lower=1e-4),
+        sign=lambda t: np.where(t.importance >= 0, "removal hurts", "removal helps"))
+    figs["importance_scatter"] = px.scatter(
+        imp, x="singular_value", y="abs_importance", color="sign", symbol="how", log_x=True, log_y=True,
+        render_mode="svg", hover_data=["direction"], title=f"importance vs singular value, {first}").update_layout(
+        xaxis_title="singular value", yaxis_title="|importance| (nats)")
+    figs["importance_spearman"] = px.strip(m, y="spearman_sv_importance", hover_data=["text"],
+                                           title="Spearman(singular value, importance)").update_layout(
+        yaxis_title="Spearman correlation", yaxis_range=[-0.2, 1])
+
+    orders = [c for c in m.columns if c.startswith("min_k_frac[") and "@" not in c]
+    mk = m.melt(id_vars=["text"], value_vars=orders, var_name="ordering", value_name="k_frac")
+    mk["ordering"] = mk.ordering.str.slice(len("min_k_frac["), -1)
+    fig = px.strip(mk, x="ordering", y="k_frac", hover_data=["text"], title=f"{model}: minimal k / d_model")
+    fig.add_hrect(y0=0.46, y1=0.81, fillcolor="gray", opacity=0.15, line_width=0, annotation_text="study")
+    figs["minimal_k"] = fig.update_layout(yaxis_title="k / d_model", yaxis_range=[0, 1.05], xaxis_title="")
     rows = []
-    for name, pr in per_prompt.items():
-        r = pr.results
-        spec = r["spectrum"].tables["summary"].set_index("variant").loc["+".join(pr.basis.kinds)]
-        ms = r["minimal_subspace"].table
-        sv = ms[(ms.ordering == "singular_value") & (ms.method == "sweep")].iloc[0]
-        bis = ms[(ms.ordering == "singular_value") & (ms.method == "bisection")].iloc[0]
-        sd = r["single_direction"].summary()
-        study = STUDY_MIN_K.get(name)
-        rows.append(
-            {
-                "prompt": name,
-                "n_tokens": pr.completion.tokens.numel(),
-                "n_writes": int(spec.n_writes),
-                "s1/s3": round(float(spec.s1_over_s3), 2),
-                "s2/s3": round(float(spec.s2_over_s3), 2),
-                "n90/d": round(float(spec.n90_frac), 3),
-                "min_k (sweep)": int(sv.k),
-                "min_k/d": round(float(sv.k_frac), 3),
-                "min_k (bisection)": int(bis.k),
-                "passes sweep/bisection": f"{int(sv.forward_passes)}/{int(bis.forward_passes)}",
-                "study k (Llama-3-8B)": study,
-                "study k/d": round(study / STUDY_D_MODEL, 3) if study else None,
-                "spearman(s, importance)": round(sd["spearman_sv_importance"], 3),
-                "gradient spearman": round(sd.get("gradient_spearman", float("nan")), 3),
-            }
-        )
-    return pd.DataFrame(rows)
+    for col in m.columns:
+        if col.startswith("min_k_frac[") and "@" in col and not col.endswith("/tok"):
+            ordering, tol = col[len("min_k_frac["):].split("]@")
+            med, q1, q3 = np.percentile(m[col].dropna(), [50, 25, 75])
+            rows.append({"ordering": ordering, "tolerance": float(tol), "median": med, "q1": q1, "q3": q3})
+    sens = pd.DataFrame(rows).sort_values("tolerance")
+    fig = go.Figure()
+    for ordering, g in sens.groupby("ordering"):
+        fig.add_trace(go.Scatter(x=list(g.tolerance) + list(g.tolerance[::-1]), y=list(g.q3) + list(g.q1[::-1]),
+                                 fill="toself", opacity=0.2, line=dict(width=0), showlegend=False, name=ordering))
+        fig.add_trace(go.Scatter(x=g.tolerance, y=g["median"], mode="lines+markers", name=ordering))
+    figs["sensitivity"] = fig.update_layout(title="minimal k / d against the tolerance", xaxis_type="log",
+                                            xaxis_title="tolerance (nats below unclipped)", yaxis_title="k / d_model",
+                                            yaxis_range=[0, 1.05])
+    if len(pairs):
+        fig = px.scatter(pairs, x="null_analytic", y="observed", hover_data=["pair", "z_analytic"], render_mode="svg",
+                         title=f"{model}: pairwise overlap")
+        lo = float(pairs[["null_analytic", "observed"]].min().min())
+        hi = float(pairs[["null_analytic", "observed"]].max().max())
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="gray"),
+                                 name="observed = k_i k_j / d"))
+        figs["overlap"] = fig.update_layout(xaxis_title="k_i k_j / d", yaxis_title="observed overlap")
+    return {k: _svg(v) for k, v in figs.items()}
+
+
+def _table_md(t: pd.DataFrame) -> str:
+    cols = list(t.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in t.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |")
+    return "\n".join(lines)
+
+
+TABLE_COLUMNS = ["claim", "study (Llama-3-8B)", "ours", "null", "verdict"]
 
 
 def write_report(
-    out: Path, per_prompt: dict[str, Any], overlap: Any, info: dict[str, Any], settings: Any, *, elapsed: float
+    out: Path, per_prompt: dict[str, Any], overlaps: dict[int, Any], info: dict[str, Any], settings: Any, *,
+    elapsed: float
 ) -> Path:
-    numbers = key_numbers(per_prompt)
-    numbers.to_csv(out / "key_numbers.csv", index=False)
-    settings_dict = {k: v for k, v in vars(settings).items() if k != "extra"}
-    md = [
-        f"# resid-writes reproduction on {info['name']}",
-        "",
-        f"Model: `{info['name']}` ({info['architecture']}, {info['n_layers']} layers, d_model {info['d_model']}, "
-        f"{info['dtype']} on {info['device']}, weight processing: {info['processing']}). "
-        f"Settings: `{json.dumps(settings_dict, default=str)}`. Wall time of this run: {elapsed:.0f} s "
-        "(experiments loaded from a previous run take no time).",
-        "",
-        "## Key numbers beside the study's (Llama-3-8B, d_model 4096)",
-        "",
-        numbers.to_markdown(index=False) if _has_tabulate() else numbers.to_string(index=False),
-        "",
-    ]
-    if overlap is not None:
-        osum = overlap.summary()
-        md += [
-            "## Cross-prompt overlap",
-            "",
-            f"Mean |relative error| of the analytic null k_i k_j / d over cross-prompt pairs: "
-            f"{osum.get('mean_abs_rel_err_analytic', float('nan')):.2%} (study: about 1%); "
-            f"Monte Carlo: {osum.get('mean_abs_rel_err_monte_carlo', float('nan')):.2%}; "
-            f"spectral (anisotropic) null: {osum.get('mean_abs_rel_err_spectral', float('nan')):.2%}.",
-            "",
-        ]
-    for name, pr in per_prompt.items():
-        md += [f"## {name}", "", f"Continuation: {pr.completion.continuation_text!r}", ""]
-        for exp, res in pr.results.items():
-            md += [f"- **{exp}**: {STUDY_NOTES[exp]} Ours: `{json.dumps(res.summary(), default=str)[:600]}`"]
-        md.append("")
-    (out / "report.md").write_text("\n".join(md))
-    return _write_html(out, md, numbers, per_prompt, overlap)
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-
-        return True
-    except ImportError:
-        return False
-
-
-def _write_html(out: Path, md: list[str], numbers: pd.DataFrame, per_prompt: dict[str, Any], overlap: Any) -> Path:
+    """Write ``texts.csv``, ``claims.csv``, ``report.md`` and ``report.html`` into ``out``."""
     import plotly.offline
 
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>resid-writes report</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto} pre{white-space:pre-wrap}"
-        " table{border-collapse:collapse;font-size:12px} td,th{border:1px solid #ccc;padding:2px 6px}</style>",
-        f"<script>{plotly.offline.get_plotlyjs()}</script></head><body>",
-        f"<pre>{html.escape(chr(10).join(md[:4]))}</pre>",
-        numbers.to_html(index=False),
-    ]
-    sections = [(name, pr.results) for name, pr in per_prompt.items()]
-    if overlap is not None:
-        parts.append(f"<pre>{html.escape(json.dumps(overlap.summary(), indent=1))}</pre>")
-        parts.append(overlap.pairs.round(4).to_html(index=False))
-        sections.append(("cross-prompt", {"overlap": overlap}))
-    for name, results in sections:
-        parts.append(f"<h2>{html.escape(name)}</h2>")
-        for exp, res in results.items():
-            parts.append(f"<h3>{exp}</h3><p><i>Study:</i> {html.escape(STUDY_NOTES[exp])}</p>")
-            for fig in res.figures().values():
-                parts.append(fig.to_html(full_html=False, include_plotlyjs=False))
-    parts.append("</body></html>")
+    m = text_metrics(out)
+    pairs = overlap_pairs(out)
+    table = claims(m, pairs)
+    m.to_csv(out / "texts.csv", index=False)
+    table.to_csv(out / "claims.csv", index=False)
+    if len(pairs):
+        pairs.to_csv(out / "overlap_pairs.csv", index=False)
+    figs = figures(out, m, pairs)
+    mode = "exhaustive (every k, every exact importance)" if getattr(settings, "exhaustive", False) else \
+        "default (adaptive k grids, screened importances)"
+    head = (f"Model `{info['name']}` ({info['architecture']}, {info['n_layers']} layers, d_model {info['d_model']}, "
+            f"{info['dtype']} on {info['device']}, weight processing {'on' if info['processing'] else 'off'}); "
+            f"{len(m)} texts ({m.prompt.nunique()} prompts x {m.seed.nunique()} sampled continuations); "
+            f"mode: {mode}; this run: {elapsed:.0f} s (results loaded from an earlier run take no time).")
+    by_key = table.set_index("key")
+    md = [f"# The residual-stream study on {info['name']}", "", head, "", "## Replication table", "",
+          _table_md(table[TABLE_COLUMNS]), "",
+          "Ours: median [interquartile range] over texts; differences: median with a 95% bootstrap interval. "
+          "Verdict rules are listed in `claims.csv` and under each section.", ""]
+    body = [f"<h1>The residual-stream study on {html.escape(info['name'])}</h1>", f"<p>{html.escape(head)}</p>",
+            "<h2>Replication table</h2>", _html_table(table[TABLE_COLUMNS], verdict=True),
+            "<p class='note'>Ours: median [interquartile range] over texts; differences: median with a 95% bootstrap "
+            "interval of the median. Each verdict follows the rule printed in its section.</p>"]
+    for keys, title, fig_keys, caption in SECTIONS:
+        md += [f"## {title}", ""]
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        for key in keys:
+            r = by_key.loc[key]
+            sentence = (f"**{r.claim}.** Study: {r['study (Llama-3-8B)']}. Ours: {r.ours}. Null: {r.null}. "
+                        f"Verdict: **{r.verdict}** ({r.rule})")
+            md += [sentence, ""]
+            body.append(f"<p><b>{html.escape(r.claim)}.</b> Study: {html.escape(r['study (Llama-3-8B)'])}. "
+                        f"Ours: {html.escape(r.ours)}. Null: {html.escape(r.null)}. Verdict: "
+                        f"<span class='v {_vclass(r.verdict)}'>{html.escape(r.verdict)}</span> "
+                        f"<span class='rule'>({html.escape(r.rule)})</span></p>")
+        shown = [k for k in fig_keys if k in figs]
+        if shown:
+            body.append("<div class='row'>" + "".join(
+                f"<div class='fig'>{figs[k].to_html(full_html=False, include_plotlyjs=False)}</div>" for k in shown)
+                + f"</div><p class='caption'>{html.escape(caption)}</p>")
+            md += [f"*Figures ({', '.join(shown)}) in report.html:* {caption}", ""]
+        if keys == ("generation",):
+            body.append(_samples_html(out, m))
+    body.append("<h2>Per-text numbers</h2><details><summary>every text's numbers (also texts.csv)</summary>"
+                + _html_table(m.round(4)) + "</details>")
+    if len(pairs):
+        body.append("<details><summary>every overlap pair (also overlap_pairs.csv)</summary>"
+                    + _html_table(pairs[["pair", "k_a", "k_b", "observed", "null_analytic", "null_analytic_sd",
+                                         "z_analytic", "rel_err_analytic"]].round(4)) + "</details>")
+    md += ["## Per-text numbers", "", "In `texts.csv` (one row per text) and `overlap_pairs.csv`.", ""]
+    (out / "report.md").write_text("\n".join(md))
+    page = ["<!doctype html><html><head><meta charset='utf-8'><title>resid-writes report</title>",
+            f"<style>{STYLE}</style>", f"<script>{plotly.offline.get_plotlyjs()}</script></head><body>",
+            *body, "</body></html>"]
     path = out / "report.html"
-    path.write_text("\n".join(parts))
+    path.write_text("\n".join(page))
     return path
+
+
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}"
+    "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+    "vertical-align:top;text-align:left}th{background:#f3f3f3}.row{display:flex;flex-wrap:wrap;gap:8px}"
+    ".fig{flex:1 1 560px;min-width:480px}.caption,.note,.rule{color:#555;font-size:13px}"
+    ".v{font-weight:600;padding:1px 6px;border-radius:4px}.holds{background:#d9f2d9}.differs{background:#f9dcdc}"
+    ".cant{background:#eee}details{margin:1em 0}summary{cursor:pointer}pre{white-space:pre-wrap}"
+)
+
+
+def _vclass(verdict: str) -> str:
+    return "holds" if verdict.startswith("holds") else "differs" if verdict.startswith("differs") else "cant"
+
+
+def _html_table(t: pd.DataFrame, verdict: bool = False) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in t.columns)
+    rows = []
+    for row in t.itertuples(index=False):
+        cells = []
+        for col, v in zip(t.columns, row):
+            text = html.escape(str(v))
+            if verdict and col == "verdict":
+                text = f"<span class='v {_vclass(str(v))}'>{text}</span>"
+            cells.append(f"<td>{text}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _samples_html(out: Path, m: pd.DataFrame) -> str:
+    first = m.text.iloc[0]
+    path = out / first / "clipped_generation" / "samples.csv"
+    if not path.exists():
+        return ""
+    s = pd.read_csv(path, keep_default_na=False)
+    settings = json.loads((out / first / "clipped_generation" / "settings.json").read_text())["settings"]
+    items = "".join(
+        f"<tr><td>{html.escape(r.model)}</td><td>{html.escape(r.start)}</td><td><pre>{html.escape(r.text)}</pre></td></tr>"
+        for r in s.itertuples())
+    return (f"<details open><summary>samples of {html.escape(first)}, clipped to k = {settings['k']}</summary>"
+            f"<table><tr><th>model</th><th>start</th><th>text</th></tr>{items}</table></details>")

@@ -11,19 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import pandas as pd
 from tqdm.auto import tqdm
 
-from interp import Basis, Completion, model_info, normalize_kinds
-from interp.sweeps import default_k_grid
+from interp import Basis, Completion, model_info
+from interp.sweeps import COUNTERS
 
-from .base import ExperimentResult, basis_for, run_meta
+from .base import ExperimentResult, prepare, run_meta
 from .clipped_generation import ClippedGenerationResult, run_clipped_generation
 from .clipping import ClippingResult, run_clipping
 from .minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
 from .orderings import OrderingsResult, run_orderings
 from .overlap import OverlapResult, Subspace, run_overlap
-from .prompts import PROMPTS, get_continuation
+from .prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation
 from .single_direction import SingleDirectionResult, run_single_direction
 from .spectrum import SpectrumResult, run_spectrum
 
@@ -33,37 +33,70 @@ EXPERIMENTS = ("spectrum", "clipping", "single_direction", "orderings", "minimal
 @dataclass
 class Settings:
     prompts: Sequence[str] = tuple(PROMPTS)
+    prompt_texts: dict[str, str] | None = None  # name -> text for prompts not in REPLICATION_PROMPTS
+    seeds: Sequence[int] = (0,)
     kinds: tuple[str, ...] = ("attn", "mlp")
-    seed: int = 0
     max_new_tokens: int = 64
-    k_points: int | None = None  # None: every k for d_model <= 1024, else a log+linear grid
+    exhaustive: bool = False  # every k of every curve, every direction's exact importance
+    tolerance: float = 1e-4
     chunk_size: int | None = None
-    n_exact: int | None = None  # exact single-direction ablations only for the top-n by gradient
+    n_exact: int | None = None  # exact single-direction ablations of the screened default (~8% of d)
+    n_fisher: int = 16
     n_samples: int = 3
     overlap_draws: int = 200
     png: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def k_grid(self, d_model: int) -> list[int]:
-        grid = default_k_grid(d_model)
-        if self.k_points and len(grid) > self.k_points:
-            idx = torch.linspace(0, len(grid) - 1, self.k_points).round().long().unique()
-            grid = [grid[i] for i in idx.tolist()]
-        return grid
+    def text_of(self, prompt: str) -> str:
+        if self.prompt_texts and prompt in self.prompt_texts:
+            return self.prompt_texts[prompt]
+        if prompt not in REPLICATION_PROMPTS:
+            raise ValueError(f"unknown prompt {prompt!r}; choose from {list(REPLICATION_PROMPTS)} or pass --prompts-file")
+        return REPLICATION_PROMPTS[prompt]
+
+    def text_ids(self) -> list[tuple[str, str, int]]:
+        """(text id, prompt name, seed) for every text: the prompt's name alone for seed 0 of a
+        single-seed run, else ``name~s<seed>``."""
+        single = list(self.seeds) == [0]
+        return [(p if single else f"{p}~s{seed}", p, seed) for seed in self.seeds for p in self.prompts]
 
 
-def cached(directory: Path, cls: type[ExperimentResult], compute: Callable[[], ExperimentResult], png: bool) -> Any:
+class Timer:
+    """Wall time of each computed (not loaded) result, for the benchmark and the report."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["text", "phase", "seconds", "loaded", "forward_rows", "token_rows"])
+
+
+def cached(directory: Path, cls: type[ExperimentResult], compute: Callable[[], ExperimentResult], png: bool,
+           timer: Timer | None = None, text: str = "") -> Any:
     """Load a finished result from ``directory`` or compute, save atomically and draw it."""
+    t0 = time.perf_counter()
+    rows0, tokens0 = COUNTERS["rows"], COUNTERS["token_rows"]
     if (directory / "settings.json").exists():
-        return cls.load(directory)
-    result = compute()
-    tmp = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    result.save_figures(tmp / "figures", png=png)
-    result.save(tmp)  # settings.json last: its presence marks the result finished
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
+        result = cls.load(directory)
+        loaded = True
+    else:
+        result = compute()
+        t1 = time.perf_counter()
+        tmp = directory.with_name(directory.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        result.save_figures(tmp / "figures", png=png)
+        result.save(tmp)  # settings.json last: its presence marks the result finished
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(tmp, directory)
+        loaded = False
+        if timer is not None:
+            timer.rows.append({"text": text, "phase": "save + figures",
+                               "seconds": time.perf_counter() - t1, "loaded": False})
+            t0 += time.perf_counter() - t1
+    if timer is not None:
+        timer.rows.append({"text": text, "phase": cls.name, "seconds": time.perf_counter() - t0, "loaded": loaded,
+                           "forward_rows": COUNTERS["rows"] - rows0, "token_rows": COUNTERS["token_rows"] - tokens0})
     return result
 
 
@@ -72,57 +105,47 @@ class PromptResults:
     completion: Completion
     basis: Basis
     results: dict[str, ExperimentResult]
+    prompt: str = ""
+    seed: int = 0
 
 
-def run_prompt(model: Any, name: str, out: Path, s: Settings) -> PromptResults:
-    kinds = normalize_kinds(s.kinds)
-    comp = get_continuation(
-        model, name, seed=s.seed, store=out / "continuations" / f"{name}.json", max_new_tokens=s.max_new_tokens
-    )
-    basis = basis_for(model, comp, kinds=kinds)
-    ks = s.k_grid(basis.d_model)
-    common = dict(kinds=kinds, chunk_size=s.chunk_size)
-    d = out / name
+def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: Settings,
+               timer: Timer | None = None) -> PromptResults:
+    t0 = time.perf_counter()
+    comp = get_continuation(model, s.text_of(prompt), seed=seed, store=out / "continuations" / f"{text_id}.json",
+                            max_new_tokens=s.max_new_tokens)
+    text = prepare(model, comp, kinds=s.kinds, chunk_size=s.chunk_size, progress=s.progress)
+    if timer is not None:
+        timer.rows.append({"text": text_id, "phase": "continuation + writes + baseline",
+                           "seconds": time.perf_counter() - t0, "loaded": False})
+    d = out / text_id
     r: dict[str, ExperimentResult] = {}
-    r["spectrum"] = cached(d / "spectrum", SpectrumResult, lambda: run_spectrum(model, comp), s.png)
-    r["clipping"] = cached(
-        d / "clipping", ClippingResult,
-        lambda: run_clipping(model, comp, basis=basis, ks=ks, progress=s.progress, **common), s.png,
-    )
-    r["single_direction"] = cached(
-        d / "single_direction", SingleDirectionResult,
-        lambda: run_single_direction(model, comp, basis=basis, n_exact=s.n_exact, progress=s.progress, **common), s.png,
-    )
-    r["orderings"] = cached(
-        d / "orderings", OrderingsResult,
-        lambda: run_orderings(model, comp, basis=basis, single=r["single_direction"], ks=ks, progress=s.progress, **common),
-        s.png,
-    )
-    r["minimal_subspace"] = cached(
-        d / "minimal_subspace", MinimalSubspaceResult,
-        lambda: run_minimal_subspace(model, comp, basis=basis, orderings=r["orderings"], prompt_name=name, **common),
-        s.png,
-    )
-    k = r["minimal_subspace"].order("singular_value", "sweep")
-    r["clipped_generation"] = cached(
-        d / "clipped_generation", ClippedGenerationResult,
-        lambda: run_clipped_generation(
-            model, comp, basis=basis, k=k, kinds=kinds, n_samples=s.n_samples, seed=s.seed,
-            max_new_tokens=min(48, s.max_new_tokens),
-        ),
-        s.png,
-    )
-    return PromptResults(comp, basis, r)
+
+    def run(name: str, cls: type[ExperimentResult], compute: Callable[[], ExperimentResult]) -> None:
+        r[name] = cached(d / name, cls, compute, s.png, timer, text_id)
+
+    common = dict(exhaustive=s.exhaustive)
+    run("spectrum", SpectrumResult, lambda: run_spectrum(model, text))
+    run("clipping", ClippingResult, lambda: run_clipping(model, text, **common))
+    run("single_direction", SingleDirectionResult, lambda: run_single_direction(
+        model, text, n_exact=s.n_exact, n_fisher=s.n_fisher, seed=seed, **common))
+    run("orderings", OrderingsResult, lambda: run_orderings(model, text, single=r["single_direction"], **common))
+    run("minimal_subspace", MinimalSubspaceResult, lambda: run_minimal_subspace(
+        model, text, orderings=r["orderings"], tolerance=s.tolerance, prompt_name=prompt, seed=seed, **common))
+    k = r["minimal_subspace"].order("singular_value")
+    run("clipped_generation", ClippedGenerationResult, lambda: run_clipped_generation(
+        model, text, k=k, n_samples=s.n_samples, seed=seed, max_new_tokens=min(48, s.max_new_tokens)))
+    return PromptResults(comp, text.basis, r, prompt=prompt, seed=seed)
 
 
 def subspaces_from(per_prompt: dict[str, PromptResults]) -> list[Subspace]:
-    """Each prompt's minimal subspace (sweep method) under every ordering."""
+    """Each text's minimal subspace (first crossing) under every ordering of its basis."""
     subs = []
     for name, pr in per_prompt.items():
         orders = pr.results["orderings"].tables["orders"]
-        table = pr.results["minimal_subspace"].table
+        ms = pr.results["minimal_subspace"]
         for ordering, g in orders.groupby("ordering"):
-            k = int(table[(table.ordering == ordering) & (table.method == "sweep")].k.iloc[0])
+            k = ms.order(ordering)
             cols = g.sort_values("position").direction.to_numpy()[:k].copy()
             subs.append(
                 Subspace(
@@ -135,30 +158,40 @@ def subspaces_from(per_prompt: dict[str, PromptResults]) -> list[Subspace]:
 
 
 def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> dict[str, Any]:
-    """Run everything; returns {"prompts": {name: PromptResults}, "overlap": OverlapResult, ...}."""
+    """Run everything; returns {"prompts": {text id: PromptResults}, "overlap": {seed: OverlapResult},
+    "report": path, "timings": DataFrame}."""
     s = settings or Settings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    unknown = [p for p in s.prompts if p not in PROMPTS]
-    if unknown:
-        raise ValueError(f"unknown prompts {unknown}; choose from {list(PROMPTS)}")
+    for p in s.prompts:
+        s.text_of(p)  # unknown names fail before any work
+    timer = Timer()
     t0 = time.perf_counter()
-    per_prompt = {}
-    for name in tqdm(list(s.prompts), desc="prompts", disable=not s.progress):
-        per_prompt[name] = run_prompt(model, name, out, s)
-    overlap = None
-    if len(per_prompt) >= 2:
-        first = next(iter(per_prompt.values())).completion
-        overlap = cached(
-            out / "overlap", OverlapResult,
-            lambda: run_overlap(
-                subspaces_from(per_prompt), draws=s.overlap_draws, seed=s.seed,
-                meta={**run_meta(model, first), "prompts": list(per_prompt)},
+    per_text: dict[str, PromptResults] = {}
+    ids = s.text_ids()
+    for text_id, prompt, seed in tqdm(ids, desc="texts", disable=not s.progress):
+        per_text[text_id] = run_prompt(model, text_id, prompt, seed, out, s, timer)
+    overlaps: dict[int, OverlapResult] = {}
+    for seed in s.seeds:
+        group = {tid: per_text[tid] for tid, _, sd in ids if sd == seed}
+        if len(group) < 2:
+            continue
+        first = next(iter(group.values())).completion
+        folder = out / ("overlap" if len(s.seeds) == 1 else f"overlap~s{seed}")
+        overlaps[seed] = cached(
+            folder, OverlapResult,
+            lambda group=group, first=first, seed=seed: run_overlap(
+                subspaces_from(group), draws=s.overlap_draws, seed=seed,
+                meta={**run_meta(model, first), "texts": list(group), "seed": seed},
             ),
-            s.png,
+            s.png, timer, "all",
         )
     from .report import write_report
 
+    t1 = time.perf_counter()
     info = model_info(model).to_dict()
-    report = write_report(out, per_prompt, overlap, info, s, elapsed=time.perf_counter() - t0)
-    return {"prompts": per_prompt, "overlap": overlap, "report": report}
+    report = write_report(out, per_text, overlaps, info, s, elapsed=time.perf_counter() - t0)
+    timer.rows.append({"text": "all", "phase": "report", "seconds": time.perf_counter() - t1, "loaded": False})
+    timings = timer.table()
+    timings.to_csv(out / "timings.csv", index=False)
+    return {"prompts": per_text, "overlap": overlaps, "report": report, "timings": timings}

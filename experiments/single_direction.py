@@ -2,8 +2,9 @@
 in the continuation's log-probability; compare with the singular value.
 
 ``importance_i = logp(unclipped) - logp(v_i removed)``: positive when the direction helps the
-continuation. Computed exactly (batched, one batch row per direction) and, optionally, by the
-first-order gradient estimate (one forward + backward pass).
+continuation. Computed exactly (batched, one batch row per direction; ``exhaustive=True``) or
+screened (default): a second-order estimate for every direction, exact ablations where they
+matter (``interp.importance``).
 """
 
 from dataclasses import dataclass
@@ -13,11 +14,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from interp import Basis, Completion, normalize_kinds
-from interp.sweeps import ablation_sweep, gradient_importance
+from interp import Completion
+from interp.importance import screened_importance, taylor_importance
+from interp.sweeps import ablation_sweep
 
-from .base import ExperimentResult, basis_for, run_meta
-from .clipping import baseline_logprob
+from .base import ExperimentResult, Text, as_text
 
 
 def ranks_descending(values: np.ndarray) -> np.ndarray:
@@ -34,6 +35,15 @@ def top_k_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
     return len(set(np.argsort(-a)[:k]) & set(np.argsort(-b)[:k])) / k if k else float("nan")
 
 
+def estimator_quality(estimate: np.ndarray, exact: np.ndarray) -> dict[str, float]:
+    """How well an estimate ranks exact importances: Spearman, top-10 and top-100 recall."""
+    return {
+        "spearman": float(stats.spearmanr(estimate, exact).statistic),
+        "top10_recall": top_k_agreement(estimate, exact, 10),
+        "top100_recall": top_k_agreement(estimate, exact, 100),
+    }
+
+
 @dataclass
 class SingleDirectionResult(ExperimentResult):
     name = "single_direction"
@@ -45,88 +55,122 @@ class SingleDirectionResult(ExperimentResult):
     def summary(self) -> dict[str, Any]:
         t = self.importance
         t = t[t.singular_value > 0]
-        if "exact" in t:  # screened runs: statistics over the exactly computed directions only
-            t = t[t.exact.astype(bool)]
+        top = t.sort_values("importance", ascending=False)
         out = {
-            "n_exact": len(t),
+            "n_directions": len(t),
+            "n_exact": int(t.exact.sum()),
             "spearman_sv_importance": float(stats.spearmanr(t.singular_value, t.importance).statistic),
             "pearson_sv_importance": float(stats.pearsonr(t.singular_value, t.importance).statistic),
             "spearman_sv_abs_importance": float(stats.spearmanr(t.singular_value, t.importance.abs()).statistic),
+            "median_importance": float(t.importance.median()),
             "n_helpful_removals": int((t.importance < 0).sum()),
-            "most_important_direction": int(t.loc[t.importance.idxmax(), "direction"]),
+            "most_important_direction": int(top.direction.iloc[0]),
+            "top10_directions": top.direction.head(10).tolist(),
+            "top10_sv_ranks": top.sv_rank.head(10).tolist(),
         }
-        if "gradient_importance" in t:
-            out["gradient_spearman"] = float(stats.spearmanr(t.gradient_importance, t.importance).statistic)
-            out["gradient_top10_agreement"] = top_k_agreement(t.gradient_importance.values, t.importance.values, 10)
-            out["gradient_top100_agreement"] = top_k_agreement(t.gradient_importance.values, t.importance.values, 100)
+        out.update(self.meta.get("estimator_quality", {}))
         return out
 
     def figures(self) -> dict[str, Any]:
         import plotly.express as px
 
         t = self.importance[self.importance.singular_value > 0].assign(
-            abs_importance=lambda d: d.importance.abs().clip(lower=1e-12),
+            abs_importance=lambda d: d.importance.abs().clip(lower=1e-6),
             sign=lambda d: np.where(d.importance >= 0, "removal hurts", "removal helps"),
+            how=lambda d: np.where(d.exact, "exact", "estimated"),
         )
         title = f"{self.meta['model']['name']}: single-direction importance"
         figs = {
             "importance_vs_singular_value": px.scatter(
-                t, x="singular_value", y="abs_importance", color="sign", log_x=True, log_y=True,
-                hover_data=["direction", "importance"], title=title,
-            ).update_layout(yaxis_title="|logp - logp(direction removed)| (nats)")
+                t, x="singular_value", y="abs_importance", color="sign", symbol="how", log_x=True, log_y=True,
+                hover_data=["direction", "importance"], title=title, render_mode="svg",
+            ).update_layout(yaxis_title="|logp - logp(direction removed)| (nats)", xaxis_title="singular value")
         }
-        if "gradient_importance" in t:
-            figs["gradient_vs_exact"] = px.scatter(
-                t, x="importance", y="gradient_importance", hover_data=["direction"],
-                title=f"{self.meta['model']['name']}: first-order estimate vs exact importance",
-            )
+        ex = t[t.exact]
+        if len(ex) and "second_order" in t:
+            figs["estimate_vs_exact"] = px.scatter(
+                ex.assign(second_order=ex.second_order), x="importance", y="second_order", hover_data=["direction"],
+                title=f"{self.meta['model']['name']}: second-order (Fisher) estimate vs exact importance",
+                render_mode="svg",
+            ).update_layout(xaxis_title="exact importance (nats)", yaxis_title="first order + Fisher / 2")
         return figs
+
+
+def default_screen(d: int, n_exact: int | None = None) -> tuple[int, int, int]:
+    """Exact ablations of the screened default: (top by estimate, top by singular value,
+    calibration sample) in proportions 3 : 1 : 2, about 8% of d in all (24, 8, 16 for d = 576;
+    ``n_exact`` overrides the total). Chosen on SmolLM2's exact sweeps (docs/performance.md)."""
+    total = n_exact if n_exact is not None else max(12, round(0.083 * d))
+    n_score = max(1, round(total * 3 / 6))
+    n_sv = max(1, round(total / 6))
+    return n_score, n_sv, max(total - n_score - n_sv, 0)
 
 
 def run_single_direction(
     model: Any,
-    completion: Completion,
+    completion: "Completion | Text",
     *,
-    basis: Basis | None = None,
     kinds: tuple[str, ...] = ("attn", "mlp"),
-    gradient: bool = True,
+    exhaustive: bool = False,
     n_exact: int | None = None,
+    n_fisher: int = 16,
+    seed: int = 0,
     n_deviations: int = 15,
     chunk_size: int | None = None,
     progress: bool = False,
 ) -> SingleDirectionResult:
-    """Exact importance of every direction, or (``n_exact``) of the ``n_exact`` directions with the
-    largest first-order estimate |effect|, the others keeping the estimate (column ``exact``)."""
-    kinds = normalize_kinds(kinds)
-    basis = basis or basis_for(model, completion, kinds=kinds)
-    base, _ = baseline_logprob(model, completion)
+    """Importance of every direction: exact for all (``exhaustive``) or screened (default).
+
+    Screened: the Taylor estimate (first order + Fisher, ``interp.importance``) from one forward
+    and ``1 + n_fisher`` backward passes, exact ablations for the directions on top by that
+    estimate and by singular value plus a calibration sample (about 8% of d_model in all, or
+    ``n_exact``), the calibrated estimate for the rest (column ``exact`` says which is which).
+    Exhaustive runs also report how well the screened estimate would have done (its Spearman and
+    top-10 recall against the exact values).
+    """
+    text = as_text(model, completion, kinds=kinds, chunk_size=chunk_size, progress=progress)
+    base, basis = text.baseline, text.basis
     s = basis.singular_values.numpy()
-    estimate = None
-    if gradient or n_exact is not None:
-        estimate = -gradient_importance(model, completion, basis.vectors, kinds=kinds).numpy()
-    columns = np.arange(len(s))
-    if n_exact is not None:
-        columns = np.sort(np.argsort(-np.abs(estimate), kind="stable")[:n_exact])
-    sweep = ablation_sweep(
-        model, completion, basis.vectors, columns=columns.tolist(), kinds=kinds, chunk_size=chunk_size, progress=progress
-    )
-    importance = estimate.copy() if estimate is not None else np.zeros(len(s))
-    importance[columns] = base - sweep.logprob.numpy()
-    exact = np.zeros(len(s), dtype=bool)
-    exact[columns] = True
+    d = len(s)
+    estimate = taylor_importance(model, text.completion, basis.vectors, kinds=text.kinds, n_fisher=n_fisher, seed=seed)
+    rows = {"n": 0, "passes": 0}
+
+    def exact_fn(columns: np.ndarray) -> np.ndarray:
+        sweep = ablation_sweep(model, text.completion, basis.vectors, columns=columns.tolist(), kinds=text.kinds,
+                               chunk_size=chunk_size, progress=progress)
+        rows["n"] += len(columns)
+        rows["passes"] += sweep.n_passes
+        return base - sweep.logprob.numpy()
+
+    n_score, n_top_sv, n_cal = default_screen(d, n_exact)
+    quality = {}
+    if exhaustive:
+        importance = exact_fn(np.arange(d))
+        exact = np.ones(d, dtype=bool)
+        screened = screened_importance(estimate, s, lambda c: importance[c], n_score=n_score,
+                                       n_top_sv=n_top_sv, n_calibration=n_cal)
+        for name, values in (("first_order", estimate.first_order), ("second_order", estimate.second_order),
+                             ("screened", screened.importance)):
+            quality.update({f"{name}_{k}": v for k, v in estimator_quality(values, importance).items()})
+        quality["screened_exact_rows"] = screened.n_exact_rows
+    else:
+        screened = screened_importance(estimate, s, exact_fn, n_score=n_score, n_top_sv=n_top_sv, n_calibration=n_cal)
+        importance, exact = screened.importance, screened.exact
     table = pd.DataFrame(
         {
-            "direction": np.arange(len(s)),
+            "direction": np.arange(d),
             "singular_value": s,
             "sv_rank": ranks_descending(s),
             "logprob_ablated": np.where(exact, base - importance, np.nan),
             "importance": importance,
             "importance_rank": ranks_descending(importance),
             "exact": exact,
+            "first_order": estimate.first_order,
+            "fisher": estimate.fisher,
+            "second_order": estimate.second_order,
+            "screened_estimate": screened.calibrated,
         }
     )
-    if estimate is not None:
-        table["gradient_importance"] = estimate
     nz = table[table.singular_value > 0]
     deviations = (
         nz.assign(rank_gap=(nz.sv_rank - nz.importance_rank).abs())
@@ -136,6 +180,8 @@ def run_single_direction(
     )
     return SingleDirectionResult(
         tables={"importance": table, "deviations": deviations},
-        settings={"kinds": list(kinds), "gradient": gradient, "n_exact": n_exact, "n_passes": sweep.n_passes},
-        meta=run_meta(model, completion, baseline_logprob=base),
+        settings={"kinds": list(text.kinds), "exhaustive": exhaustive, "n_fisher": n_fisher, "seed": seed,
+                  "screen": {"n_score": n_score, "n_top_sv": n_top_sv, "n_calibration": n_cal}},
+        meta=text.meta(estimator_quality=quality, forward_rows=rows["n"], forward_passes=rows["passes"],
+                       backward_passes=estimate.n_backward, score_weights=screened.coefficients[1:].tolist()),
     )

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interp import Completion, normalize_kinds
+from interp import Completion, normalize_kinds, write_basis
 
-from .base import ExperimentResult, basis_for, run_meta
+from .base import ExperimentResult, Text, as_text
 
 KIND_VARIANTS = (("attn",), ("mlp",), ("attn", "mlp"))
 
@@ -44,7 +44,7 @@ class SpectrumResult(ExperimentResult):
         sv = self.singular_values.assign(rank=lambda t: t.direction + 1)
         sv = sv[sv.singular_value > 0]
         title = f"{self.meta['model']['name']}: {self.meta['prompt'][:40]!r}"
-        common = dict(x="rank", color="variant", title=title)
+        common = dict(x="rank", color="variant", title=title, render_mode="svg")
         return {
             "spectrum_linear": px.line(sv, y="singular_value", **common).update_layout(
                 xaxis_title="direction (descending)", yaxis_title="singular value"
@@ -60,16 +60,19 @@ class SpectrumResult(ExperimentResult):
 
 def run_spectrum(
     model: Any,
-    completion: Completion,
+    completion: "Completion | Text",
     *,
     kinds_variants: tuple[tuple[str, ...], ...] = KIND_VARIANTS,
     bos_variants: tuple[bool, ...] = (False, True),
 ) -> SpectrumResult:
-    """Singular values for every (kinds, exclude BOS) variant, with mass summaries."""
+    """Singular values for every (kinds, exclude BOS) variant, with mass summaries. All variants
+    come from the one set of writes captured when the text was prepared (no extra forward pass)."""
+    text = as_text(model, completion)
     rows, summaries = [], []
     for kinds, exclude_bos in product(kinds_variants, bos_variants):
         kinds = normalize_kinds(kinds)
-        basis = basis_for(model, completion, kinds=kinds, exclude_bos=exclude_bos)
+        writes = text.writes.select(text.writes.index.kind.isin(kinds))
+        basis = write_basis(writes, exclude_positions=(0,) if exclude_bos else ())
         table = basis.table()
         name = variant_name(kinds, exclude_bos)
         table.insert(0, "variant", name)
@@ -90,6 +93,7 @@ def run_spectrum(
                 "s1": s[0],
                 "s1_over_s3": s[0] / s[2],
                 "s2_over_s3": s[1] / s[2],
+                "s1_mass": float(cm[0]),
                 **{f"n{int(p * 100)}": n_for_mass(cm, p) for p in (0.5, 0.9, 0.99)},
                 **{f"n{int(p * 100)}_frac": n_for_mass(cm, p) / d for p in (0.5, 0.9, 0.99)},
             }
@@ -97,5 +101,5 @@ def run_spectrum(
     return SpectrumResult(
         tables={"singular_values": pd.concat(rows, ignore_index=True), "summary": pd.DataFrame(summaries)},
         settings={"kinds_variants": [list(k) for k in kinds_variants], "bos_variants": list(bos_variants)},
-        meta=run_meta(model, completion),
+        meta=text.meta(),
     )

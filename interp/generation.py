@@ -127,8 +127,10 @@ def sample_continuation(
     top_p: float | int = 0.9,
     seed: int = 0,
     stop_at_eos: bool = True,
+    use_cache: bool = False,
 ) -> Completion:
-    """One seeded continuation (greedy when ``temperature == 0``); its tokens fix the text to study."""
+    """One seeded continuation (greedy when ``temperature == 0``); its tokens fix the text to study.
+    ``use_cache=True``: the KV-cached path (fast; only for an unhooked or weight-folded model)."""
     return sample_continuations(
         model,
         prompt,
@@ -138,4 +140,5 @@ def sample_continuation(
         top_p=top_p,
         seed=seed,
         stop_at_eos=stop_at_eos,
+        use_cache=use_cache,
     )[0]

@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .projection import ablate, check_mask, check_orthonormal, project
+from .projection import ablate, check_mask, check_orthonormal, compact, project
 from .writes import KINDS, model_device, normalize_kinds, write_hook_names
 
 Mode = Literal["project", "ablate"]
@@ -119,7 +119,11 @@ def project_writes(
     directions, mask, batch = _prepare(model, directions, mask, compute_dtype, check)
     hooks = write_hook_names(model, kinds)
     norms = WriteNorms(hooks=[(layer, kind) for layer, kind, _ in hooks])
-    op = project if mode == "project" else ablate
+    complement = False
+    if directions.ndim == 2 and mask is not None:  # fewer columns, same result (see projection.compact)
+        complete = directions.shape[1] == directions.shape[0]
+        directions, mask, complement = compact(directions, mask, complete=complete)
+    op = project if (mode == "project") != complement else ablate
 
     def make_hook(layer: int, kind: str):
         def hook_fn(x: Tensor, *, hook: Any) -> Tensor:

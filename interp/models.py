@@ -17,6 +17,7 @@ from .cache import ModelNotFoundError, dist_version, ensure_gguf, ensure_named
 from .registry import DEFAULT_MODEL, REGISTRY, known_names
 
 MODEL_ENV = "RESID_WRITES_MODEL"
+RANDOM_PREFIX = "random:"  # "random:llama3-8b": random weights of a real shape, for timing only
 # Preferred offline defaults, in order, when several models sit in shared/models.
 _PREFERRED = ("smollm2-135m", "gemma-3-270m", "gpt2", "pythia-160m", "pythia-70m", "Llama-3.2-1B", "Qwen2.5-0.5B")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +173,9 @@ def load_model(
             and dequantized on first use, then read from the cache), a local HF-format directory,
             a ``.gguf`` file (dequantized and cached by its hash), or a hub name (needs internet
             or the HF cache). ``None``: ``$RESID_WRITES_MODEL``, else the first directory in
-            ``../shared/models``, else ``smollm2-135m``.
+            ``../shared/models``, else ``smollm2-135m``. ``"random:<shape>"`` (a shape of
+            ``interp.testing.SHAPES``) builds random weights of a real model's shape: for
+            benchmarks only, nothing measured on it is a finding.
         device: ``"cpu"``, ``"cuda"``...; default: CUDA when available, else CPU.
         dtype: parameter dtype (default float32). Linear algebra in this package runs in
             float32/float64 whatever this is.
@@ -184,11 +187,17 @@ def load_model(
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    resolved = resolve_model(name_or_path, progress=progress)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     dtype = dtype or torch.float32
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name_or_path).startswith(RANDOM_PREFIX):  # benchmarks only: timings, never findings
+        import tempfile
+
+        from .testing import random_model
+
+        return random_model(str(name_or_path)[len(RANDOM_PREFIX):], tempfile.mkdtemp(), device=str(device), dtype=dtype)
+    resolved = resolve_model(name_or_path, progress=progress)
     target = resolved.target
     bridge = TransformerBridge.boot_transformers(target, device=device, dtype=dtype)
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=not processing)

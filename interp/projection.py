@@ -75,6 +75,24 @@ def ablate(
     return x - project(x, directions, mask)
 
 
+def compact(
+    directions: Float[Tensor, "d_model r"], mask: Float[Tensor, "batch r"], *, complete: bool = False
+) -> tuple[Float[Tensor, "d_model c"], Float[Tensor, "batch c"], bool]:
+    """The same masked projection with fewer columns: ``(directions', mask', complement)``.
+
+    Columns no row keeps are dropped. With a complete basis (``complete``: the columns span the
+    whole space, so ``V V^T = I``), keeping columns m equals removing the others,
+    ``project(x, V, m) == x - project(x, V[:, c], 1 - m[:, c])`` with c the columns some row
+    leaves out; that form is returned (``complement=True``) when it needs fewer columns. Clipping
+    to top-k costs O(min(k, d - k)) per write instead of O(d).
+    """
+    keep_any = mask.bool().any(0)
+    drop_any = (~mask.bool()).any(0)
+    if complete and int(drop_any.sum()) < int(keep_any.sum()):
+        return directions[:, drop_any], 1 - mask[:, drop_any], True
+    return directions[:, keep_any], mask[:, keep_any], False
+
+
 def prefix_masks(ks: Sequence[int], r: int, *, device: torch.device | str = "cpu") -> Float[Tensor, "n r"]:
     """Row i keeps the first ``ks[i]`` of ``r`` directions (clipping to top-k, many k at once)."""
     ks_t = torch.as_tensor(list(ks), device=device)

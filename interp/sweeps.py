@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from einops import rearrange
 from jaxtyping import Float
@@ -54,9 +56,13 @@ def auto_chunk_size(
     per_row = 4 * seq_len * (12 * d + 3 * d_mlp + 3 * heads * seq_len) + 8 * n_cont * int(cfg.d_vocab)
     device = model_device(model)
     chunk = int(fraction * free_memory_bytes(device)) // max(per_row, 1)
-    if max_chunk is None:
-        max_chunk = 1024 if device.type == "cuda" else 256
+    if max_chunk is None:  # on a CPU a row costs the same in any batch from ~8 up: keep memory small
+        max_chunk = 1024 if device.type == "cuda" else 16
     return max(1, min(chunk, max_chunk))
+
+
+# Running totals of the batched sweeps in this process (read by benchmarks and phase timings).
+COUNTERS = {"rows": 0, "passes": 0, "token_rows": 0}
 
 
 @dataclass
@@ -95,6 +101,9 @@ def _run_chunks(
                 lp = continuation_logprob(
                     model, completion.prompt_tokens, completion.continuation_tokens, batch_size=stop - start
                 )
+        COUNTERS["rows"] += stop - start
+        COUNTERS["passes"] += 1
+        COUNTERS["token_rows"] += (stop - start) * completion.tokens.numel()
         out["lp"].append(lp.total.double().cpu())
         out["mean"].append(lp.mean.double().cpu())
         out["orig"].append(norms.orig_delta()[0].double())
@@ -112,6 +121,7 @@ def clip_sweep(
     kinds: Sequence[str] = KINDS,
     chunk_size: int | None = None,
     progress: bool = False,
+    desc: str = "clipping",
 ) -> SweepOutput:
     """Clip every write to the first k columns of ``directions``, for every k in ``ks``."""
     device = model_device(model)
@@ -120,7 +130,7 @@ def clip_sweep(
     masks = prefix_masks(ks, v.shape[1], device=device)
     return _run_chunks(
         model, completion, len(ks), lambda a, b: (v, masks[a:b]),
-        kinds=kinds, mode="project", chunk_size=chunk_size, progress=progress, desc="clipping",
+        kinds=kinds, mode="project", chunk_size=chunk_size, progress=progress, desc=desc,
     )
 
 
@@ -186,6 +196,74 @@ def gradient_importance(
     for w, g in zip(writes, grads):
         est -= ((w[0] @ v) * (g[0] @ v)).sum(0).double()
     return est.cpu()
+
+
+class ClipEvaluator:
+    """Clip-sweep results for one ordering of a basis, memoized by k.
+
+    Every consumer of a clipping curve (the curve itself, the minimal-k searches, the tolerance
+    sensitivity) asks the same evaluator, which runs only the k it has not seen, batched.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        completion: Completion,
+        directions: Float[Tensor, "d_model r"],
+        *,
+        kinds: Sequence[str] = KINDS,
+        chunk_size: int | None = None,
+        progress: bool = False,
+        desc: str = "clipping",
+    ) -> None:
+        self.model, self.completion, self.directions = model, completion, directions
+        self.kinds, self.chunk_size, self.progress, self.desc = kinds, chunk_size, progress, desc
+        self.d = int(directions.shape[1])
+        self.points: dict[int, tuple[float, float, float, float]] = {}  # k -> logprob, mean, orig, kept
+        self.n_passes = 0
+        self.n_rows = 0
+
+    def evaluate(self, ks: Sequence[int]) -> np.ndarray:
+        """Total log-probabilities at ``ks`` (computing the new ones in one batched sweep)."""
+        ks = [int(k) for k in ks]
+        new = sorted(set(ks) - set(self.points))
+        if new:
+            out = clip_sweep(self.model, self.completion, self.directions, new, kinds=self.kinds,
+                             chunk_size=self.chunk_size, progress=self.progress, desc=self.desc)
+            for i, k in enumerate(new):
+                self.points[k] = (float(out.logprob[i]), float(out.logprob_mean[i]),
+                                  float(out.orig_delta[i]), float(out.kept_delta[i]))
+            self.n_passes += out.n_passes
+            self.n_rows += len(new)
+        return np.array([self.points[k][0] for k in ks])
+
+    __call__ = evaluate
+
+    def table(self) -> pd.DataFrame:
+        """Every evaluated k, sorted: k, logprob, logprob_mean, orig_delta, kept_delta."""
+        ks = sorted(self.points)
+        rows = [self.points[k] for k in ks]
+        return pd.DataFrame(rows, columns=["logprob", "logprob_mean", "orig_delta", "kept_delta"]).assign(
+            k=ks)[["k", "logprob", "logprob_mean", "orig_delta", "kept_delta"]]
+
+
+def coarse_k_grid(d: int, *, n_linear: int = 17) -> list[int]:
+    """The adaptive curves' starting grid: 0, d, powers of two from both ends, ``n_linear`` even steps.
+
+    Dense where the study's curves change fastest (small k: the chaotic region; k near d: the
+    convergence), even in between. 35 points for d = 576.
+    """
+    powers = [2**j for j in range(int(np.log2(max(d, 1))) + 1) if 2**j < d]
+    linear = np.linspace(0, d, n_linear).round().astype(int).tolist()
+    return sorted({0, d, *powers, *(d - p for p in powers), *linear})
+
+
+def jitter_pairs(d: int) -> list[tuple[int, int]]:
+    """Adjacent (k, k + 1) pairs at fixed fractions of d in the three regions of the study's curve
+    (below 10% of d, 10-50%, above 50%): their |logp(k+1) - logp(k)| measures how chaotic it is."""
+    fractions = (0.01, 0.02, 0.04, 0.07, 0.15, 0.25, 0.35, 0.45, 0.6, 0.75, 0.85, 0.95)
+    ks = sorted({min(max(int(round(f * d)), 1), d - 1) for f in fractions})
+    return [(k, k + 1) for k in ks]
 
 
 def default_k_grid(d_model: int, *, dense_up_to: int = 1024, n_log: int = 160, n_lin: int = 257) -> list[int]:

@@ -83,6 +83,8 @@ def make_config(
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2-small": ("gpt2", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, n_ctx=1024, vocab_size=50257)),
     "pythia-160m": ("neox", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, n_ctx=2048, vocab_size=50304)),
+    "smollm2-135m": ("llama", dict(d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_mlp=1536, n_ctx=8192,
+                                   vocab_size=49152)),
     "llama3-8b": ("llama", dict(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_mlp=14336, n_ctx=8192,
                                 vocab_size=128256)),
 }

@@ -45,7 +45,7 @@ def decode(model: Any, tokens: Tensor) -> str:
 
 
 def token_strings(model: Any, tokens: Tensor) -> list[str]:
-    return [model.tokenizer.decode([t]) for t in tokens.tolist()]
+    return model.tokenizer.batch_decode([[t] for t in tokens.tolist()])
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

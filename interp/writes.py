@@ -4,7 +4,8 @@ Rows of the writes matrix are ordered by (layer, kind, position), kind in comput
 (attention before MLP). The tidy ``index`` has one row per write.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,44 @@ class Writes:
         return Writes(self.matrix[keep], index, self.tokens, self.kinds, self.n_layers)
 
 
+@contextmanager
+def recording_writes(model: Any, *, kinds: Sequence[str] = KINDS) -> Iterator[Callable[[Tensor], Writes]]:
+    """Record every write of the forward passes run inside (hooks removed on exit).
+
+    Yields ``build(tokens)``: the ``Writes`` of batch row 0 of the last pass, for that sequence.
+    Lets a caller capture the writes during a pass it runs anyway (e.g. the baseline scoring).
+    """
+    kinds = normalize_kinds(kinds)
+    hooks = write_hook_names(model, kinds)
+    store: dict[str, Tensor] = {}
+
+    def build(tokens: Tensor) -> Writes:
+        seq = as_batch(tokens)[0].cpu()
+        missing = [name for _, _, name in hooks if name not in store]
+        if missing:
+            raise RuntimeError(f"no forward pass recorded {missing[:2]}...: run the model inside the context")
+        stacked = torch.stack([store[name][0, : seq.numel()] for _, _, name in hooks])  # (layer*kind, pos, d)
+        matrix = rearrange(stacked.float().cpu(), "lk pos d -> (lk pos) d")
+        strings = token_strings(model, seq) if getattr(model, "tokenizer", None) is not None else None
+        n_pos = seq.numel()
+        index = pd.DataFrame(
+            {
+                "layer": [layer for layer, _, _ in hooks for _ in range(n_pos)],
+                "kind": [kind for _, kind, _ in hooks for _ in range(n_pos)],
+                "position": list(range(n_pos)) * len(hooks),
+                "token_id": seq.tolist() * len(hooks),
+            }
+        )
+        if strings is not None:
+            index["token"] = strings * len(hooks)
+        index.insert(0, "row", range(len(index)))
+        return Writes(matrix, index, seq, kinds, int(model.cfg.n_layers))
+
+    # Register on each name separately: the bridge's aliases mean hook.name may be canonical.
+    with model.hooks(fwd_hooks=[(name, _saver(store, name)) for _, _, name in hooks]):
+        yield build
+
+
 def capture_writes(
     model: Any, tokens: Tensor, *, kinds: Sequence[str] = KINDS
 ) -> Writes:
@@ -93,30 +132,9 @@ def capture_writes(
     if tokens.shape[0] != 1:
         raise ValueError("capture_writes takes one sequence; loop over a batch yourself.")
     check_sequence(model, tokens)
-    kinds = normalize_kinds(kinds)
-    hooks = write_hook_names(model, kinds)
-    store: dict[str, Tensor] = {}
-    # Register on each name separately: the bridge's aliases mean hook.name may be canonical.
-    with torch.inference_mode():
-        with model.hooks(fwd_hooks=[(name, _saver(store, name)) for _, _, name in hooks]):
-            model(tokens.to(model_device(model)))
-    stacked = torch.stack([store[name][0] for _, _, name in hooks])  # (layer*kind, pos, d)
-    matrix = rearrange(stacked.float().cpu(), "lk pos d -> (lk pos) d")
-    seq = tokens[0].cpu()
-    strings = token_strings(model, seq) if getattr(model, "tokenizer", None) is not None else None
-    n_pos = seq.numel()
-    index = pd.DataFrame(
-        {
-            "layer": [layer for layer, _, _ in hooks for _ in range(n_pos)],
-            "kind": [kind for _, kind, _ in hooks for _ in range(n_pos)],
-            "position": list(range(n_pos)) * len(hooks),
-            "token_id": seq.tolist() * len(hooks),
-        }
-    )
-    if strings is not None:
-        index["token"] = strings * len(hooks)
-    index.insert(0, "row", range(len(index)))
-    return Writes(matrix, index, seq, kinds, int(model.cfg.n_layers))
+    with torch.inference_mode(), recording_writes(model, kinds=kinds) as build:
+        model(tokens.to(model_device(model)))
+    return build(tokens)
 
 
 def _saver(store: dict[str, Tensor], name: str):

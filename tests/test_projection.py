@@ -32,6 +32,31 @@ def test_prefix_masks_equal_truncated_bases():
         assert torch.allclose(batched[i], project(x[i : i + 1], v[:, :k])[0], atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["prefix", "random"])
+def test_compact_masks_give_the_same_projection(kind):
+    from interp.projection import compact
+
+    d = 16
+    x = torch.randn(5, 3, d, dtype=torch.float64)
+    v = rand_basis(d, d)
+    if kind == "prefix":
+        masks = [prefix_masks([1, 2, 3, 4, 5], d), prefix_masks([12, 13, 14, 15, 16], d)]
+    else:
+        g = torch.Generator().manual_seed(1)
+        masks = [(torch.rand(5, d, generator=g) < p).float() for p in (0.2, 0.8)]
+    used = []
+    for mask in masks:
+        mask = mask.double()
+        full = project(x, v, mask)
+        vc, mc, complement = compact(v, mask, complete=True)
+        fast = x - project(x, vc, mc) if complement else project(x, vc, mc)
+        assert torch.allclose(fast, full, atol=1e-12) and vc.shape[1] < d
+        used.append(complement)
+        vp, mp, flag = compact(v, mask, complete=False)  # never the complement for a partial basis
+        assert not flag and torch.allclose(project(x, vp, mp), full, atol=1e-12)
+    assert used == [False, True]  # few kept columns: direct; many: complement
+
+
 def test_per_batch_directions():
     x = torch.randn(3, 4, 8, dtype=torch.float64)
     v = rand_basis(8, 2, batch=3)

@@ -1,0 +1,253 @@
+"""The replication table: the study's claims, one row each, judged over many texts.
+
+A reproduction output folder (``reproduce``: one folder per text, each with its experiments) is
+read back into one tidy row per text (``text_metrics``) and one row per subspace pair
+(``overlap_pairs``); ``claims`` turns them into the table: for every claim the study's number,
+ours as a median [interquartile range] over texts, its null, and a verdict by a rule written
+next to it (``RULES``). A claim "holds" only where it beats its null by more than the spread.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+STUDY_MIN_K_FRAC = (0.46, 0.81)  # 1886..3329 of 4096
+
+# The rule behind every verdict, printed beside the table.
+RULES = {
+    "dominant": "holds if the lower quartile of s2/s3 is >= 2 (two directions at least twice the third) and above "
+                "the Gaussian null; 'differs' if its upper quartile is < 2 (then: how many are dominant).",
+    "chaotic": "holds if the lower quartile over texts of jitter(k < 10% of d) / jitter(k > 50% of d) is > 2.",
+    "converging": "holds if the upper quartile of k_converged/d is < 0.9 and the paired difference random basis - "
+                  "SVD basis has a 95% bootstrap interval above 0; 'differs' if the median is >= 0.9.",
+    "orig_delta": "holds if, in the lower quartile of texts, max orig_delta exceeds the unclipped one and orig_delta at "
+                  "k <= d/64 is below it.",
+    "importance": "holds if the lower quartile of Spearman(s, importance) is above the permutation null's 97.5% "
+                  "point (2/sqrt(d)) and its upper quartile is below 0.9.",
+    "importance_order": "holds if the 95% bootstrap interval of the paired difference min_k(importance) - "
+                        "min_k(SVD) lies above 0 (importance order needs more directions); 'differs' if below 0.",
+    "compromise_order": "holds if the 95% interval of min_k(compromise) - min_k(SVD) reaches above -0.05 d "
+                        "(not much better); 'differs' if it lies below -0.05 d.",
+    "minimal_k": "holds if the interquartile range of min_k/d overlaps the study's 0.46-0.81 and the SVD basis beats a "
+                 "random basis (95% interval of the paired difference above 0); 'differs' if the lower quartile "
+                 "is > 0.81.",
+    "overlap": "'can't tell' when the subspaces cover >= 90% of d on average (any subspaces that large overlap as "
+               "predicted); else holds if the median |relative error| is <= 2%.",
+    "generation": "'can't tell' when the minimal subspace is >= 95% of d (the clipped model is nearly the model); "
+                  "else holds if the median degradation is > 0 nats/token (degraded) and below 2 nats/token.",
+    "attention_only": "as 'dominant', on attention-only writes (the study's first, accidental run).",
+}
+
+
+def _median_iqr(x: pd.Series | np.ndarray) -> tuple[float, float, float]:
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return (float("nan"),) * 3
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    return float(med), float(q1), float(q3)
+
+
+def fmt(x: pd.Series | np.ndarray, digits: int = 2, pct: bool = False) -> str:
+    med, q1, q3 = _median_iqr(x)
+    if not np.isfinite(med):
+        return "n/a"
+    f = (lambda v: f"{v:.{max(digits - 2, 0)}%}") if pct else (lambda v: f"{v:.{digits}f}")
+    return f"{f(med)} [{f(q1)}, {f(q3)}]"
+
+
+def bootstrap_median_ci(x: np.ndarray, *, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Median and 95% percentile-bootstrap interval of the median (texts resampled)."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return (float("nan"),) * 3
+    rng = np.random.default_rng(seed)
+    meds = np.median(rng.choice(x, size=(n, len(x)), replace=True), axis=1)
+    lo, hi = np.percentile(meds, [2.5, 97.5])
+    return float(np.median(x)), float(lo), float(hi)
+
+
+def gaussian_spectrum_null(n: int, d: int, *, seed: int = 0) -> tuple[float, float]:
+    """(s1/s3, s2/s3) of an n x d Gaussian matrix: what a spectrum with no dominant direction gives."""
+    gen = torch.Generator().manual_seed(seed)
+    m = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    s = torch.linalg.eigvalsh(m.T @ m).flip(0).clamp_min(0).sqrt().numpy()
+    return float(s[0] / s[2]), float(s[1] / s[2])
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def text_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """One row per text of a reproduction output folder: every number the claims use."""
+    run_dir = Path(run_dir)
+    rows = []
+    for ms_dir in sorted(run_dir.glob("*/minimal_subspace")):
+        d_text = ms_dir.parent
+        if not (ms_dir / "settings.json").exists():
+            continue
+        ms_meta = _load(ms_dir / "settings.json")["meta"]
+        spec = pd.read_csv(d_text / "spectrum" / "summary.csv").set_index("variant")
+        clip = _load(d_text / "clipping" / "settings.json")["summary"]
+        single = _load(d_text / "single_direction" / "settings.json")["summary"]
+        mk = pd.read_csv(ms_dir / "minimal_k.csv")
+        sens = pd.read_csv(ms_dir / "sensitivity.csv")
+        gen_path = d_text / "clipped_generation" / "settings.json"
+        gen = _load(gen_path)["summary"] if gen_path.exists() else {}
+        d = int(ms_meta["model"]["d_model"])
+        first = mk[mk.method == "first_crossing"].set_index("ordering").k_frac
+        conv = mk[mk.method == "converged"].set_index("ordering").k_frac
+        row = {
+            "text": d_text.name,
+            "prompt": ms_meta.get("prompt_name") or d_text.name.split("~")[0],
+            "seed": int(ms_meta.get("sampling", {}).get("seed", 0)),
+            "model": ms_meta["model"]["name"],
+            "d_model": d,
+            "n_tokens": len(ms_meta["prompt_tokens"]) + len(ms_meta["continuation_tokens"]),
+            "baseline_logprob": ms_meta["baseline_logprob"],
+            "tolerance": ms_meta["effective_tolerance"],
+        }
+        for variant, tag in (("attn+mlp", ""), ("attn", "attn_"), ("mlp", "mlp_"), ("attn+mlp/no_bos", "nobos_")):
+            if variant in spec.index:
+                v = spec.loc[variant]
+                row.update({f"{tag}s1_s3": float(v.s1_over_s3), f"{tag}s2_s3": float(v.s2_over_s3),
+                            f"{tag}n90_frac": float(v.n90_frac), f"{tag}n_writes": int(v.n_writes)})
+        row.update({k: clip[k] for k in ("jitter_low", "jitter_mid", "jitter_high", "k_converged_frac",
+                                         "max_orig_delta_over_unclipped", "low_k_orig_delta_over_unclipped")})
+        row["spearman_sv_importance"] = single["spearman_sv_importance"]
+        row["importance_exact_fraction"] = single["n_exact"] / max(single["n_directions"], 1)
+        for ordering, frac in first.items():
+            row[f"min_k_frac[{ordering.split('_rank')[0]}]"] = float(frac)
+        for ordering, frac in conv.items():
+            row[f"k_converged_frac[{ordering.split('_rank')[0]}]"] = float(frac)
+        for r in sens.itertuples():
+            unit = "" if r.criterion == "total" else "/tok"
+            row[f"min_k_frac[{r.ordering}]@{r.tolerance:g}{unit}"] = float(r.k_frac)
+        row["gen_degradation"] = gen.get("degradation_nats_per_token", float("nan"))
+        row["gen_k_frac"] = gen.get("k_frac", float("nan"))
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"{run_dir} holds no finished texts (no */minimal_subspace/settings.json)")
+    return pd.DataFrame(rows)
+
+
+def overlap_pairs(run_dir: str | Path) -> pd.DataFrame:
+    """Every subspace pair of every overlap folder (one per seed), SVD-order subspaces only."""
+    frames = []
+    for folder in sorted(Path(run_dir).glob("overlap*")):
+        if (folder / "pairs.csv").exists():
+            p = pd.read_csv(folder / "pairs.csv")
+            p = p[~p.a.str.contains("/") & ~p.b.str.contains("/")]  # different texts, SVD order
+            frames.append(p.assign(group=folder.name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _verdict(holds: bool, differs: bool) -> str:
+    return "holds" if holds else "differs" if differs else "can't tell"
+
+
+def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The replication table for one model: claim, study, ours, null, verdict, rule."""
+    d = int(m.d_model.iloc[0])
+    rows = []
+
+    def add(key: str, claim: str, study: str, ours: str, null: str, verdict: str) -> None:
+        rows.append({"key": key, "claim": claim, "study (Llama-3-8B)": study, "ours": ours, "null": null,
+                     "verdict": verdict, "n_texts": len(m), "rule": RULES[key]})
+
+    for key, tag, label in (("dominant", "", "attention + MLP writes"), ("attention_only", "attn_", "attention-only writes")):
+        null = gaussian_spectrum_null(int(m[f"{tag}n_writes"].median()), d)
+        s13, s23 = m[f"{tag}s1_s3"], m[f"{tag}s2_s3"]
+        _, q1, q3 = _median_iqr(s23)
+        holds = q1 >= 2 and q1 > null[1]
+        differs = q3 < 2
+        v = _verdict(holds, differs)
+        if differs:
+            v += " (one dominant direction)" if _median_iqr(s13)[1] >= 2 else " (none dominant)"
+        add(key, f"Two directions far larger than all others ({label})", "two dominant singular values",
+            f"s1/s3 {fmt(s13, 1)}; s2/s3 {fmt(s23, 1)}", f"Gaussian matrix: s1/s3 {null[0]:.2f}, s2/s3 {null[1]:.2f}", v)
+
+    ratio = m.jitter_low / m.jitter_high
+    _, q1, _ = _median_iqr(ratio)
+    add("chaotic", "Clipping curve chaotic at small k, calmer at large k",
+        "chaotic for k < ~300 (7% of d), stable after",
+        f"|logp(k+1) - logp(k)|: {fmt(m.jitter_low, 1)} nats below 10% of d, {fmt(m.jitter_mid, 1)} at 10-50%, "
+        f"{fmt(m.jitter_high, 2)} above 50%", "ratio 1 (no change along the curve)", _verdict(q1 > 2, q1 <= 1))
+
+    kc = m.k_converged_frac
+    diff = m["k_converged_frac[random_basis]"] - m["k_converged_frac[singular_value]"]
+    med, lo, hi = bootstrap_median_ci(diff)
+    _, _, q3 = _median_iqr(kc)
+    add("converging", "Clipping curve converges (within 1 nat of unclipped) well before k = d",
+        "converged by k ~ 1500-2000 of 4096 (37-49%)", f"k_converged/d {fmt(kc)}",
+        f"random basis: {fmt(m['k_converged_frac[random_basis]'])}; random - SVD {med:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+        _verdict(q3 < 0.9 and lo > 0, _median_iqr(kc)[0] >= 0.9))
+
+    _, q1_max, _ = _median_iqr(m.max_orig_delta_over_unclipped)
+    _, _, q3_low = _median_iqr(m.low_k_orig_delta_over_unclipped)
+    add("orig_delta", "Attempted writes (orig_delta) small at low k, larger than unclipped mid-range",
+        "small at low k, exploding mid-range, back down when the loss recovers",
+        f"max orig_delta / unclipped {fmt(m.max_orig_delta_over_unclipped, 1)}; at k <= d/64 "
+        f"{fmt(m.low_k_orig_delta_over_unclipped, 2)}", "1 (the unclipped model's norm)",
+        _verdict(q1_max > 1 and q3_low < 1, _median_iqr(m.max_orig_delta_over_unclipped)[2] <= 1))
+
+    rho = m.spearman_sv_importance
+    _, q1, q3 = _median_iqr(rho)
+    crit = 2 / np.sqrt(d)
+    add("importance", "Single-direction importance correlates with singular value, with clear deviations",
+        "correlated, clear deviations", f"Spearman(s, importance) {fmt(rho)}",
+        f"permutation: 0 +/- {crit:.3f} (97.5%)", _verdict(q1 > crit and q3 < 0.9, q1 <= crit or q3 >= 0.99))
+
+    for key, col, claim, study in (
+        ("importance_order", "importance", "Importance order reaches the unclipped log-probability more slowly than "
+         "SVD order", "much more slowly"),
+        ("compromise_order", "compromise", "Compromise order (size and importance) not much better than SVD order",
+         "did not work much better"),
+    ):
+        diff = m[f"min_k_frac[{col}]"] - m["min_k_frac[singular_value]"]
+        med, lo, hi = bootstrap_median_ci(diff)
+        if key == "importance_order":
+            v = _verdict(lo > 0, hi < 0)
+        else:
+            v = _verdict(hi > -0.05, hi <= -0.05)
+        add(key, claim, study, f"min_k/d {fmt(m[f'min_k_frac[{col}]'])}; minus SVD order's: {med:+.3f} "
+            f"[{lo:+.3f}, {hi:+.3f}] (95% CI of the median)", f"SVD order: {fmt(m['min_k_frac[singular_value]'])}", v)
+
+    mk = m["min_k_frac[singular_value]"]
+    diff = m["min_k_frac[random_basis]"] - mk
+    med, lo, hi = bootstrap_median_ci(diff)
+    _, q1, q3 = _median_iqr(mk)
+    overlaps_study = q1 <= STUDY_MIN_K_FRAC[1] and q3 >= STUDY_MIN_K_FRAC[0]
+    add("minimal_k", "Minimal subspace reaching the unclipped log-probability is a large fraction of d",
+        "46%, 81%, 66%, 61% of d", f"min_k/d {fmt(mk)} (tolerance {fmt(m.tolerance, 5)} nats)",
+        f"random basis: {fmt(m['min_k_frac[random_basis]'])}; random - SVD {med:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+        _verdict(overlaps_study and lo > 0, q1 > STUDY_MIN_K_FRAC[1]))
+
+    if pairs is not None and len(pairs):
+        rel = pairs.rel_err_analytic.abs()
+        kfrac = float(np.mean(np.r_[pairs.k_a, pairs.k_b]) / d)
+        forced = kfrac >= 0.9
+        add("overlap", "Pairwise overlap of two texts' minimal subspaces = k_i k_j / d (random subsets) to ~1%",
+            "about 1% error", f"|relative error| {fmt(rel, 4, pct=True)}; z {fmt(pairs.z_analytic, 1)} "
+            f"({len(pairs)} pairs; subspaces {kfrac:.0%} of d on average)",
+            f"analytic k_i k_j / d; Monte Carlo and spectrum-matched in the pair table",
+            "can't tell (forced: subspaces this large overlap as predicted whatever they are)" if forced
+            else _verdict(_median_iqr(rel)[0] <= 0.02, _median_iqr(rel)[0] > 0.02))
+    else:
+        add("overlap", "Pairwise overlap of two texts' minimal subspaces = k_i k_j / d (random subsets) to ~1%",
+            "about 1% error", "n/a (fewer than two texts)", "", "can't tell")
+
+    gk = m.gen_k_frac
+    deg = m.gen_degradation
+    near_all = _median_iqr(gk)[0] >= 0.95
+    add("generation", "The clipped model still generates text: on topic but degraded",
+        "vaguely on topic, degraded", f"log p under the unclipped model, clipped minus unclipped samples: "
+        f"{fmt(-deg, 2)} nats/token at k/d {fmt(gk)}", "0 (the unclipped model's own samples)",
+        "can't tell (k is nearly d)" if near_all else _verdict(0 < _median_iqr(deg)[0] < 2, _median_iqr(deg)[0] >= 2))
+    return pd.DataFrame(rows)

@@ -1,0 +1,109 @@
+"""Searches over a clipping curve ``k -> logp(k)`` for where it reaches a target.
+
+Every search takes ``evaluate(ks) -> logps`` (batched; ``interp.sweeps.ClipEvaluator`` memoizes,
+so searches share what others already computed) and the target log-probability. k = d (the
+unclipped model, up to float error) always counts as reaching it.
+
+- ``first_crossing``: the smallest k with logp(k) >= target. Starts from the known points (a
+  coarse grid, or every k), then refines the first interval where the curve crosses by batched
+  probes; exact when every k is known.
+- ``stable_crossing``: the smallest k from which every k' >= k reaches the target (refined
+  between the last failing and the next passing point). Equal to the first crossing on a
+  monotone curve.
+- ``bisect_min_k``: the study's binary search (assumes a monotone curve; one k per step).
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Evaluate = Callable[[Sequence[int]], np.ndarray]
+
+
+@dataclass
+class SearchResult:
+    k: int
+    evaluations: int  # distinct k asked for
+
+
+def _probes(lo: int, hi: int, width: int) -> list[int]:
+    inside = np.linspace(lo, hi, width + 2).round().astype(int)[1:-1]
+    return sorted({int(k) for k in inside if lo < k < hi}) or [(lo + hi) // 2]
+
+
+def _passes(evaluate: Evaluate, ks: Sequence[int], target: float, d: int) -> np.ndarray:
+    ks = list(ks)
+    ok = np.asarray(evaluate(ks)) >= target
+    return ok | (np.asarray(ks) >= d)
+
+
+def first_crossing(
+    evaluate: Evaluate, target: float, d: int, known: Sequence[int], *, width: int = 8
+) -> SearchResult:
+    """Smallest k reaching ``target`` among the ``known`` points, refined inside the first
+    interval between a failing and a passing known point (assumes one crossing inside it)."""
+    ks = sorted(set(int(k) for k in known) | {d})
+    asked = set(ks)
+    ok = _passes(evaluate, ks, target, d)
+    j = int(np.argmax(ok))
+    if j == 0:
+        return SearchResult(ks[0], len(asked))
+    lo, hi = ks[j - 1], ks[j]  # lo fails, hi passes
+    while hi - lo > 1:
+        probes = _probes(lo, hi, width)
+        asked |= set(probes)
+        pk = _passes(evaluate, probes, target, d)
+        if pk.any():
+            first = int(np.argmax(pk))
+            hi = probes[first]
+            lo = probes[first - 1] if first > 0 else lo
+        else:
+            lo = probes[-1]
+    return SearchResult(hi, len(asked))
+
+
+def stable_crossing(
+    evaluate: Evaluate, target: float, d: int, known: Sequence[int], *, width: int = 8
+) -> SearchResult:
+    """Smallest k from which every known (and refined) k' >= k reaches ``target``."""
+    ks = sorted(set(int(k) for k in known) | {d})
+    asked = set(ks)
+    ok = _passes(evaluate, ks, target, d)
+    if ok.all():
+        return SearchResult(ks[0], len(asked))
+    f = int(np.nonzero(~ok)[0][-1])
+    lo, hi = ks[f], ks[f + 1]  # lo: the last failure; hi: the next (passing) point
+    while hi - lo > 1:
+        probes = _probes(lo, hi, width)
+        asked |= set(probes)
+        pk = _passes(evaluate, probes, target, d)
+        if (~pk).any():
+            last = int(np.nonzero(~pk)[0][-1])
+            lo = probes[last]
+            hi = probes[last + 1] if last + 1 < len(probes) else hi
+        else:
+            hi = probes[0]
+    return SearchResult(hi, len(asked))
+
+
+def bisect_min_k(evaluate: Evaluate, target: float, d: int) -> SearchResult:
+    """The study's bisection for the smallest k with logp(k) >= target (monotone assumption)."""
+    asked: set[int] = set()
+
+    def ok(k: int) -> bool:
+        if k >= d:
+            return True
+        asked.add(k)
+        return bool(np.asarray(evaluate([k]))[0] >= target)
+
+    if ok(0):
+        return SearchResult(0, len(asked))
+    lo, hi = 0, d  # invariant: ok(hi), not ok(lo)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return SearchResult(hi, len(asked))
