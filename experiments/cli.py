@@ -53,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--samples", type=int, default=3, help="samples per condition in clipped generation")
     rep.add_argument("--draws", type=int, default=200, help="Monte Carlo draws for the overlap nulls")
     rep.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido)")
+    rep2 = sub.add_parser("replicate", help="the replication table: every model x prompt x seed, exported to docs")
+    _model_args(rep2)
+    rep2.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"])
+    rep2.add_argument("--prompts", nargs="+", default=None, help="default: all shipped replication prompts")
+    rep2.add_argument("--prompts-file", default=None)
+    rep2.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    rep2.add_argument("--samples", type=int, default=3)
+    rep2.add_argument("--draws", type=int, default=200)
+    rep2.add_argument("--docs", default="docs/results", help="where the small outputs and the table go")
+    rep2.add_argument("--no-images", action="store_true", help="skip the SVG figures (they need kaleido + chromium)")
+    rep2.add_argument("--png", action="store_true", help=argparse.SUPPRESS)
     one = sub.add_parser("run", help="one experiment on one prompt, with its own options")
     _model_args(one)
     one.add_argument("experiment", choices=["spectrum", "clipping", "single_direction", "orderings",
@@ -93,6 +104,37 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     print(f"report: {out['report']}  ({time.perf_counter() - t0:.0f} s)")
 
 
+def cmd_replicate(args: argparse.Namespace) -> None:
+    from .prompts import load_prompts_file
+    from .replication import export_results
+    from .reproduce import Settings, reproduce
+
+    texts = load_prompts_file(args.prompts_file) if args.prompts_file else None
+    prompts = args.prompts or (list(texts) if texts else list(REPLICATION_PROMPTS))
+    runs = {}
+    for name in args.models:
+        args.model = name
+        settings = Settings(
+            prompts=prompts, prompt_texts=texts, seeds=args.seeds, kinds=normalize_kinds(args.kinds),
+            max_new_tokens=args.max_new_tokens, exhaustive=args.exhaustive, tolerance=args.tolerance,
+            chunk_size=args.chunk_size, n_exact=args.n_exact, n_samples=args.samples, overlap_draws=args.draws,
+            generation_seeds=args.seeds[:1], progress=not args.no_progress,
+        )
+        for p in settings.prompts:
+            settings.text_of(p)
+        model = _load(args)
+        t0 = time.perf_counter()
+        out = Path(args.out) / name
+        reproduce(model, out, settings)
+        print(f"{name}: {out / 'report.html'} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        runs[name] = out
+        del model
+    command = "python -m experiments replicate " + " ".join(
+        [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}", f"--out {args.out}",
+         f"--docs {args.docs}"] + (["--exhaustive"] if args.exhaustive else []))
+    print(f"table: {export_results(runs, Path(args.docs), command=command, images=not args.no_images)}")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     import experiments as E
 
@@ -125,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    {"reproduce": cmd_reproduce, "run": cmd_run}[args.command](args)
+    {"reproduce": cmd_reproduce, "replicate": cmd_replicate, "run": cmd_run}[args.command](args)
 
 
 if __name__ == "__main__":

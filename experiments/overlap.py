@@ -44,9 +44,14 @@ def expected_random_overlap(k_i: int, k_j: int, d: int) -> float:
     return k_i * k_j / d
 
 
-def random_basis(d: int, k: int, generator: torch.Generator) -> Float[Tensor, "d k"]:
-    """Haar-random orthonormal d x k basis."""
-    q, r = torch.linalg.qr(torch.randn(d, k, generator=generator, dtype=torch.float64))
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def random_basis(d: int, k: int, generator: torch.Generator, device: torch.device | str = "cpu") -> Float[Tensor, "d k"]:
+    """Haar-random orthonormal d x k basis (numbers drawn on the CPU from ``generator``, so a seed
+    gives the same basis on any device; the QR runs on ``device``)."""
+    q, r = torch.linalg.qr(torch.randn(d, k, generator=generator, dtype=torch.float64).to(device))
     return q * torch.sign(torch.diagonal(r))[None, :]
 
 
@@ -54,8 +59,8 @@ def spectral_basis(
     vectors: Float[Tensor, "d r"], singular_values: Float[Tensor, " r"], k: int, generator: torch.Generator
 ) -> Float[Tensor, "d k"]:
     """Random k-dim subspace drawn from N(0, V diag(s^2) V^T) (the writes' own anisotropy)."""
-    z = torch.randn(vectors.shape[1], k, generator=generator, dtype=torch.float64)
-    sample = vectors.double() @ (singular_values.double()[:, None] * z)
+    z = torch.randn(vectors.shape[1], k, generator=generator, dtype=torch.float64).to(vectors.device)
+    sample = vectors.double() @ (singular_values.double().to(vectors.device)[:, None] * z)
     return torch.linalg.qr(sample).Q
 
 
@@ -64,13 +69,20 @@ def random_overlap_sd(k_i: int, k_j: int, d: int) -> float:
     return float(np.sqrt(2 * k_i * k_j * (d - k_i) * (d - k_j) / (d * d * (d - 1) * (d + 2))))
 
 
-def haar_prefix_overlaps(d: int, draws: int, generator: torch.Generator) -> np.ndarray:
-    """(draws, d + 1, d + 1): entry [n, a, b] is the overlap of a random b-dim subspace with a fixed
-    a-dim one in draw n (prefix sums of the squared entries of a Haar-random orthogonal matrix)."""
-    out = np.zeros((draws, d + 1, d + 1))
+def haar_pair_overlaps(
+    d: int, sizes: list[tuple[int, int]], draws: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> np.ndarray:
+    """(draws, len(sizes)): for each draw and size pair (a, b), the overlap of a random b-dim
+    subspace with a fixed a-dim one, read off one Haar-random orthogonal d x d matrix per draw
+    (prefix sums of its squared entries)."""
+    rows = torch.tensor([a for a, _ in sizes], dtype=torch.long)
+    cols = torch.tensor([b for _, b in sizes], dtype=torch.long)
+    out = np.zeros((draws, len(sizes)))
     for n in range(draws):
-        q = random_basis(d, d, generator).pow(2)
-        out[n, 1:, 1:] = q.cumsum(0).cumsum(1).numpy()
+        q = random_basis(d, d, generator, device).pow(2)
+        prefix = torch.zeros(d + 1, d + 1, dtype=q.dtype, device=q.device)
+        prefix[1:, 1:] = q.cumsum(0).cumsum(1)
+        out[n] = prefix[rows.to(q.device), cols.to(q.device)].cpu().numpy()
     return out
 
 
@@ -79,7 +91,7 @@ def monte_carlo_overlap(
 ) -> np.ndarray:
     """Overlaps of ``draws`` pairs of random subspaces (uniform unless ``sampler(k, gen, which)``)."""
     if sampler is None:
-        return haar_prefix_overlaps(d, draws, generator)[:, sizes[0], sizes[1]]
+        return haar_pair_overlaps(d, [sizes], draws, generator)[:, 0]
     out = np.empty(draws)
     for n in range(draws):
         out[n] = overlap(sampler(sizes[0], generator, 0), sampler(sizes[1], generator, 1))
@@ -153,6 +165,7 @@ def run_overlap(
     spectral_draws: int = 16,
     seed: int = 0,
     meta: dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
 ) -> OverlapResult:
     """Pairwise overlaps, principal angles and stacked spectrum of any number of subspaces."""
     if len(subspaces) < 2:
@@ -161,15 +174,23 @@ def run_overlap(
     if any(int(s.basis.shape[0]) != d for s in subspaces):
         raise ValueError("all subspaces must live in the same d_model")
     gen = torch.Generator().manual_seed(seed)
-    uniform = haar_prefix_overlaps(d, draws, gen) if draws else None
+    device = torch.device(device) if device is not None else default_device()
+    if device.type == "cpu" and d > 1024:  # each draw is a d x d QR: keep the nulls a small share of the run
+        draws, spectral_draws = min(draws, 10), min(spectral_draws, 4)
+    bases = [s.basis.to(device) for s in subspaces]
+    pair_index = list(combinations(range(len(subspaces)), 2))
+    sizes = [(bases[i].shape[1], bases[j].shape[1]) for i, j in pair_index]
+    uniform = haar_pair_overlaps(d, sizes, draws, gen, device) if draws else None
     spectral = {  # each subspace's own random draws from its spectrum
-        i: [spectral_basis(s.spectrum_vectors, s.spectrum_values, s.basis.shape[1], gen) for _ in range(spectral_draws)]
+        i: [spectral_basis(s.spectrum_vectors.to(device), s.spectrum_values, s.basis.shape[1], gen)
+            for _ in range(spectral_draws)]
         for i, s in enumerate(subspaces) if s.spectrum_vectors is not None and spectral_draws
     }
     rows, angles = [], []
-    for (ia, a), (ib, b) in combinations(enumerate(subspaces), 2):
-        ki, kj = a.basis.shape[1], b.basis.shape[1]
-        obs = overlap(a.basis, b.basis)
+    for n_pair, (ia, ib) in enumerate(pair_index):
+        a, b = subspaces[ia], subspaces[ib]
+        ki, kj = sizes[n_pair]
+        obs = overlap(bases[ia], bases[ib])
         analytic, sd = expected_random_overlap(ki, kj, d), random_overlap_sd(ki, kj, d)
         row = {
             "pair": f"{a.name} | {b.name}", "a": a.name, "b": b.name, "k_a": ki, "k_b": kj, "d_model": d,
@@ -178,7 +199,7 @@ def run_overlap(
             "z_analytic": (obs - analytic) / sd if sd > 0 else 0.0,
         }
         if uniform is not None:
-            mc = uniform[:, ki, kj]
+            mc = uniform[:, n_pair]
             row.update(null_monte_carlo=mc.mean(), null_monte_carlo_std=mc.std(ddof=1) if draws > 1 else float("nan"))
         if ia in spectral and ib in spectral:
             sp = np.array([overlap(x, y) for x, y in zip(spectral[ia], spectral[ib])])
@@ -187,15 +208,15 @@ def run_overlap(
             if f"null_{null}" in row:
                 row[f"rel_err_{null}"] = (obs - row[f"null_{null}"]) / row[f"null_{null}"]
         rows.append(row)
-        cos = principal_cosines(a.basis, b.basis).numpy()
+        cos = principal_cosines(bases[ia], bases[ib]).cpu().numpy()
         angles += [
             {"pair": row["pair"], "index": i, "cosine": c, "angle_deg": float(np.degrees(np.arccos(c)))}
             for i, c in enumerate(cos)
         ]
-    stacked = torch.cat([s.basis.double() for s in subspaces], dim=1)
-    observed = torch.linalg.svdvals(stacked).numpy()
-    rand = torch.cat([random_basis(d, s.basis.shape[1], gen) for s in subspaces], dim=1)
-    random_sv = torch.linalg.svdvals(rand).numpy()
+    stacked = torch.cat([b.double() for b in bases], dim=1)
+    observed = torch.linalg.svdvals(stacked).cpu().numpy()
+    rand = torch.cat([random_basis(d, s.basis.shape[1], gen, device) for s in subspaces], dim=1)
+    random_sv = torch.linalg.svdvals(rand).cpu().numpy()
     spectrum = pd.concat(
         [
             pd.DataFrame({"source": "observed", "index": np.arange(len(observed)), "singular_value": observed}),
@@ -206,6 +227,6 @@ def run_overlap(
     sizes = pd.DataFrame([{"name": s.name, "prompt": s.prompt, "source": s.source, "k": s.basis.shape[1]} for s in subspaces])
     return OverlapResult(
         tables={"pairs": pd.DataFrame(rows), "angles": pd.DataFrame(angles), "stacked_spectrum": spectrum, "subspaces": sizes},
-        settings={"draws": draws, "spectral_draws": spectral_draws, "seed": seed, "d_model": d},
+        settings={"draws": draws, "spectral_draws": spectral_draws, "seed": seed, "d_model": d, "device": str(device)},
         meta=meta or {},
     )

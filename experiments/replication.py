@@ -251,3 +251,85 @@ def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
         f"{fmt(-deg, 2)} nats/token at k/d {fmt(gk)}", "0 (the unclipped model's own samples)",
         "can't tell (k is nearly d)" if near_all else _verdict(0 < _median_iqr(deg)[0] < 2, _median_iqr(deg)[0] >= 2))
     return pd.DataFrame(rows)
+
+
+# --- the replication over models: one command regenerates docs/results -----------------------
+
+MODEL_LABELS = {"smollm2-135m": "SmolLM2-135M", "gemma-3-270m": "Gemma-3-270M"}
+
+
+def combined_table(per_model: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Claim x model: the study's number, ours per model, and each model's verdict."""
+    first = next(iter(per_model.values()))
+    out = first[["key", "claim", "study (Llama-3-8B)"]].copy()
+    verdicts = []
+    for name, table in per_model.items():
+        label = MODEL_LABELS.get(name, name)
+        t = table.set_index("key")
+        out[label] = [f"{t.loc[k, 'ours']} (null: {t.loc[k, 'null']})" if t.loc[k, "null"] else t.loc[k, "ours"]
+                      for k in out.key]
+        verdicts.append((label, t.verdict))
+    out["verdict"] = ["; ".join(f"{label}: {v.loc[k]}" for label, v in verdicts) for k in out.key]
+    return out
+
+
+def export_results(run_dirs: dict[str, Path], docs: Path, *, command: str, images: bool = True) -> Path:
+    """Copy each model's small outputs into ``docs/<model>/`` (CSV tables, report.md, SVG figures)
+    and write ``docs/README.md`` with the combined replication table."""
+    from .report import _table_md, figures
+
+    docs.mkdir(parents=True, exist_ok=True)
+    per_model = {}
+    for name, run in run_dirs.items():
+        target = docs / name
+        target.mkdir(parents=True, exist_ok=True)
+        m, pairs = text_metrics(run), overlap_pairs(run)
+        table = claims(m, pairs)
+        per_model[name] = table
+        m.to_csv(target / "texts.csv", index=False)
+        table.to_csv(target / "claims.csv", index=False)
+        if len(pairs):
+            pairs.to_csv(target / "overlap_pairs.csv", index=False)
+        for sub, fname in (("minimal_subspace", "minimal_k.csv"), ("minimal_subspace", "sensitivity.csv"),
+                           ("spectrum", "summary.csv"), ("clipping", "curve.csv")):
+            frames = [pd.read_csv(p).assign(text=p.parent.parent.name) for p in sorted(run.glob(f"*/{sub}/{fname}"))]
+            if frames:
+                pd.concat(frames, ignore_index=True).to_csv(target / f"{sub}_{fname}", index=False)
+        gens = [pd.read_csv(p, keep_default_na=False).assign(text=p.parent.parent.name)
+                for p in sorted(run.glob("*/clipped_generation/samples.csv"))]
+        if gens:
+            pd.concat(gens, ignore_index=True).to_csv(target / "clipped_generation_samples.csv", index=False)
+        if (run / "report.md").exists():
+            (target / "report.md").write_text((run / "report.md").read_text())
+        if images:
+            figs = figures(run, m, pairs)
+            (target / "figures").mkdir(exist_ok=True)
+            try:
+                import plotly.io as pio
+
+                pio.write_images(list(figs.values()), [target / "figures" / f"{k}.svg" for k in figs],
+                                 width=760, height=420)
+            except Exception as err:  # kaleido or a browser missing: tables are still written
+                print(f"[resid-writes] figures not written as SVG ({type(err).__name__}: {err}); "
+                      "pip install -e '.[images]' and install chromium", flush=True)
+    combined = combined_table(per_model)
+    lines = [
+        "# The study on real models: replication table", "",
+        f"Regenerate everything here with `{command}`.", "",
+        "Each row is one claim of the study (`shared/STUDY.md`). Ours: median [interquartile range] over texts "
+        "(prompts x sampled continuations), with the null it is judged against; differences are medians with a 95% "
+        "bootstrap interval. A claim *holds* only where it beats its null by more than the spread; the rule behind "
+        "each verdict is in `<model>/claims.csv` (column `rule`).", "",
+        _table_md(combined.drop(columns=["key"])), "",
+        "Per model: `claims.csv` (this table, with rules), `texts.csv` (every text's numbers), "
+        "`minimal_subspace_minimal_k.csv`, `minimal_subspace_sensitivity.csv` (minimal k against the tolerance), "
+        "`spectrum_summary.csv`, `clipping_curve.csv`, `overlap_pairs.csv`, `clipped_generation_samples.csv`, "
+        "`report.md` and `figures/*.svg`.", "",
+    ]
+    for name in run_dirs:
+        figs = sorted((docs / name / "figures").glob("*.svg"))
+        if figs:
+            lines += [f"## {MODEL_LABELS.get(name, name)}", ""] + [f"![{f.stem}]({name}/figures/{f.name})" for f in figs] + [""]
+    path = docs / "README.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -43,6 +43,7 @@ class Settings:
     n_exact: int | None = None  # exact single-direction ablations of the screened default (~8% of d)
     n_fisher: int = 16
     n_samples: int = 3
+    generation_seeds: Sequence[int] | None = None  # clipped generation only for these seeds (None: all)
     overlap_draws: int = 200
     png: bool = False
     progress: bool = True
@@ -133,8 +134,9 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
     run("minimal_subspace", MinimalSubspaceResult, lambda: run_minimal_subspace(
         model, text, orderings=r["orderings"], tolerance=s.tolerance, prompt_name=prompt, seed=seed, **common))
     k = r["minimal_subspace"].order("singular_value")
-    run("clipped_generation", ClippedGenerationResult, lambda: run_clipped_generation(
-        model, text, k=k, n_samples=s.n_samples, seed=seed, max_new_tokens=min(48, s.max_new_tokens)))
+    if s.generation_seeds is None or seed in s.generation_seeds:
+        run("clipped_generation", ClippedGenerationResult, lambda: run_clipped_generation(
+            model, text, k=k, n_samples=s.n_samples, seed=seed, max_new_tokens=min(48, s.max_new_tokens)))
     return PromptResults(comp, text.basis, r, prompt=prompt, seed=seed)
 
 

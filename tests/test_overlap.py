@@ -43,3 +43,14 @@ def test_run_overlap_tables():
     assert set(r.figures()) == {"stacked_spectrum", "pairwise_overlap"}
     with pytest.raises(ValueError, match="at least two"):
         run_overlap(subs[:1])
+
+
+@pytest.mark.parametrize("ki,kj,d", [(5, 8, 20), (25, 28, 30), (3, 3, 12)])
+def test_analytic_sd_matches_monte_carlo(ki, kj, d):
+    from experiments.overlap import haar_pair_overlaps, random_overlap_sd
+
+    mc = haar_pair_overlaps(d, [(ki, kj), (kj, ki)], 3000, torch.Generator().manual_seed(d))
+    for col in range(2):  # the law is symmetric in the two sizes
+        assert mc[:, col].std(ddof=1) == pytest.approx(random_overlap_sd(ki, kj, d), rel=0.08)
+        se = mc[:, col].std(ddof=1) / np.sqrt(len(mc))
+        assert abs(mc[:, col].mean() - expected_random_overlap(ki, kj, d)) < 4 * se
