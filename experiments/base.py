@@ -152,9 +152,16 @@ def prepare(
     with torch.inference_mode(), recording_writes(model, kinds=KINDS) as build:
         lp = continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens)
     writes = build(completion.tokens)
-    basis = write_basis(writes.select(writes.index.kind.isin(kinds)) if kinds != KINDS else writes)
+    basis = write_basis(writes.select(writes.index.kind.isin(kinds)) if kinds != KINDS else writes,
+                        device=_linalg_device(model))
     return Text(model, completion, kinds, writes, basis, float(lp.total[0]), float(lp.mean[0]),
                 chunk_size=chunk_size, progress=progress)
+
+
+def _linalg_device(model: Any) -> torch.device:
+    """Decompositions run on the model's GPU when it has one (float64 there is fast), else the CPU."""
+    device = next(model.parameters()).device
+    return device if device.type == "cuda" else torch.device("cpu")
 
 
 def as_text(model: Any, completion: "Completion | Text", *, kinds: Sequence[str] = KINDS,

@@ -26,7 +26,7 @@ import torch
 from interp import Completion
 from interp.search import bisect_min_k, first_crossing, stable_crossing
 
-from .base import ExperimentResult, Text, as_text
+from .base import ExperimentResult, Text, _linalg_device, as_text
 from .clipping import CONVERGED_NATS, curve_ks
 from .orderings import OrderingsResult
 from .prompts import STUDY_D_MODEL, STUDY_MIN_K
@@ -37,11 +37,12 @@ PER_TOKEN_TOLERANCES = (0.001, 0.01, 0.1)  # nats per continuation token
 SENSITIVITY_ORDERINGS = ("singular_value", "random_basis")
 
 
-def random_orthonormal(d: int, seed: int) -> torch.Tensor:
-    """A Haar-random d x d orthogonal matrix (columns: a random orthonormal basis)."""
+def random_orthonormal(d: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A Haar-random d x d orthogonal matrix (columns: a random orthonormal basis); the numbers
+    come from a seeded CPU generator, the QR runs on ``device``; returned on the CPU."""
     gen = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))[None, :]).float()
+    q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64).to(device))
+    return (q * torch.sign(torch.diagonal(r))[None, :]).float().cpu()
 
 
 def effective_tolerance(tolerance: float, noise: float) -> float:
@@ -111,7 +112,7 @@ def run_minimal_subspace(
         for name in orderings.tables["orders"].ordering.unique():
             evaluators[name] = text.evaluator(name, orderings.order(name))
     if random_null:
-        evaluators["random_basis"] = text.evaluator("random_basis", directions=random_orthonormal(d, seed))
+        evaluators["random_basis"] = text.evaluator("random_basis", directions=random_orthonormal(d, seed, _linalg_device(model)))
     grid = curve_ks(d, exhaustive=exhaustive, jitter=False)
     rows = []
     for name, ev in evaluators.items():

@@ -36,8 +36,9 @@ def overlap(q_i: Float[Tensor, "d ki"], q_j: Float[Tensor, "d kj"]) -> float:
 
 
 def principal_cosines(q_i: Float[Tensor, "d ki"], q_j: Float[Tensor, "d kj"]) -> Float[Tensor, " m"]:
-    """Cosines of the principal angles, descending (min(k_i, k_j) of them)."""
-    return torch.linalg.svdvals(q_i.double().T @ q_j.double()).clamp(0, 1)
+    """Cosines of the principal angles, descending (min(k_i, k_j) of them); float32 SVD of the
+    float64 product (cosines to ~1e-6)."""
+    return torch.linalg.svdvals((q_i.double().T @ q_j.double()).float()).double().clamp(0, 1)
 
 
 def expected_random_overlap(k_i: int, k_j: int, d: int) -> float:
@@ -175,8 +176,10 @@ def run_overlap(
         raise ValueError("all subspaces must live in the same d_model")
     gen = torch.Generator().manual_seed(seed)
     device = torch.device(device) if device is not None else default_device()
-    if device.type == "cpu" and d > 1024:  # each draw is a d x d QR: keep the nulls a small share of the run
-        draws, spectral_draws = min(draws, 10), min(spectral_draws, 4)
+    # each draw is a d x d QR (float64): keep the nulls a small share of the run on large models
+    budget = 2e12 if device.type == "cuda" else 4e10
+    cap = max(10, int(budget / d**3))
+    draws, spectral_draws = min(draws, cap), min(spectral_draws, max(4, cap // 10))
     bases = [s.basis.to(device) for s in subspaces]
     pair_index = list(combinations(range(len(subspaces)), 2))
     sizes = [(bases[i].shape[1], bases[j].shape[1]) for i, j in pair_index]

@@ -64,10 +64,17 @@ class Settings:
 
 
 class Timer:
-    """Wall time of each computed (not loaded) result, for the benchmark and the report."""
+    """Wall time of each computed (not loaded) result, for the benchmark and the report; with a
+    ``path``, the table is rewritten after every phase (a killed run still says where it was)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.path = path
+
+    def add(self, **row: Any) -> None:
+        self.rows.append(row)
+        if self.path is not None:
+            self.table().to_csv(self.path, index=False)
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=["text", "phase", "seconds", "loaded", "forward_rows", "token_rows"])
@@ -92,11 +99,11 @@ def cached(directory: Path, cls: type[ExperimentResult], compute: Callable[[], E
         os.replace(tmp, directory)
         loaded = False
         if timer is not None:
-            timer.rows.append({"text": text, "phase": "save + figures",
+            timer.add(**{"text": text, "phase": "save + figures",
                                "seconds": time.perf_counter() - t1, "loaded": False})
             t0 += time.perf_counter() - t1
     if timer is not None:
-        timer.rows.append({"text": text, "phase": cls.name, "seconds": time.perf_counter() - t0, "loaded": loaded,
+        timer.add(**{"text": text, "phase": cls.name, "seconds": time.perf_counter() - t0, "loaded": loaded,
                            "forward_rows": COUNTERS["rows"] - rows0, "token_rows": COUNTERS["token_rows"] - tokens0})
     return result
 
@@ -117,7 +124,7 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
                             max_new_tokens=s.max_new_tokens)
     text = prepare(model, comp, kinds=s.kinds, chunk_size=s.chunk_size, progress=s.progress)
     if timer is not None:
-        timer.rows.append({"text": text_id, "phase": "continuation + writes + baseline",
+        timer.add(**{"text": text_id, "phase": "continuation + writes + baseline",
                            "seconds": time.perf_counter() - t0, "loaded": False})
     d = out / text_id
     r: dict[str, ExperimentResult] = {}
@@ -167,7 +174,7 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
     out.mkdir(parents=True, exist_ok=True)
     for p in s.prompts:
         s.text_of(p)  # unknown names fail before any work
-    timer = Timer()
+    timer = Timer(out / "timings.csv")
     t0 = time.perf_counter()
     per_text: dict[str, PromptResults] = {}
     ids = s.text_ids()
@@ -193,7 +200,7 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
     t1 = time.perf_counter()
     info = model_info(model).to_dict()
     report = write_report(out, per_text, overlaps, info, s, elapsed=time.perf_counter() - t0)
-    timer.rows.append({"text": "all", "phase": "report", "seconds": time.perf_counter() - t1, "loaded": False})
+    timer.add(**{"text": "all", "phase": "report", "seconds": time.perf_counter() - t1, "loaded": False})
     timings = timer.table()
     timings.to_csv(out / "timings.csv", index=False)
     return {"prompts": per_text, "overlap": overlaps, "report": report, "timings": timings}

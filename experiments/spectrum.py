@@ -13,7 +13,7 @@ import pandas as pd
 
 from interp import Completion, normalize_kinds, write_basis
 
-from .base import ExperimentResult, Text, as_text
+from .base import ExperimentResult, Text, _linalg_device, as_text
 
 KIND_VARIANTS = (("attn",), ("mlp",), ("attn", "mlp"))
 
@@ -72,7 +72,7 @@ def run_spectrum(
     for kinds, exclude_bos in product(kinds_variants, bos_variants):
         kinds = normalize_kinds(kinds)
         writes = text.writes.select(text.writes.index.kind.isin(kinds))
-        basis = write_basis(writes, exclude_positions=(0,) if exclude_bos else ())
+        basis = write_basis(writes, exclude_positions=(0,) if exclude_bos else (), device=_linalg_device(model))
         table = basis.table()
         name = variant_name(kinds, exclude_bos)
         table.insert(0, "variant", name)

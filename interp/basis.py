@@ -63,7 +63,7 @@ def _fix_signs(vh: Tensor) -> Tensor:
 
 
 def svd_basis(
-    matrix: Float[Tensor, "n d_model"], *, dtype: torch.dtype = torch.float64
+    matrix: Float[Tensor, "n d_model"], *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
 ) -> tuple[Float[Tensor, " d_model"], Float[Tensor, "d_model d_model"], int]:
     """(singular values zero-padded to d_model, complete orthonormal V as columns, numerical rank).
 
@@ -71,7 +71,7 @@ def svd_basis(
     than an SVD of the tall matrix, and complete by construction); singular values below
     ~1e-7 of the largest are then numerically zero. In float32, a direct SVD.
     """
-    m = matrix.to(dtype)
+    m = matrix.to(device=device or matrix.device, dtype=dtype)
     n, d = m.shape
     if dtype == torch.float64:
         evals, evecs = torch.linalg.eigh(m.T @ m)
@@ -86,7 +86,7 @@ def svd_basis(
         tol = s.max().clamp_min(1e-300) * max(n, d) * torch.finfo(dtype).eps
     rank = int((s > tol).sum())
     s = torch.where(s > tol, s, torch.zeros_like(s))
-    return s, _fix_signs(vh).T.contiguous(), rank
+    return s.cpu(), _fix_signs(vh).T.contiguous().cpu(), rank
 
 
 def write_basis(
@@ -94,12 +94,14 @@ def write_basis(
     *,
     exclude_positions: Sequence[int] = (),
     dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
 ) -> Basis:
     """SVD of the writes matrix (in ``dtype``, float64 by default, whatever the model's dtype).
 
     Args:
         exclude_positions: token positions whose writes are left out (e.g. ``(0,)`` for the
             BOS token, whose writes are often huge). Reported in ``Basis.excluded_positions``.
+        device: where the decomposition runs (e.g. the model's GPU); the result is on the CPU.
     """
     if dtype not in (torch.float32, torch.float64):
         raise ValueError("write_basis computes in float32 or float64")
@@ -109,7 +111,7 @@ def write_basis(
         if not keep.any():
             raise ValueError(f"excluding positions {excluded} leaves no writes")
         writes = writes.select(keep)
-    s, v, rank = svd_basis(writes.matrix, dtype=dtype)
+    s, v, rank = svd_basis(writes.matrix, dtype=dtype, device=device)
     return Basis(
         singular_values=s.cpu(),
         vectors=v.cpu(),
