@@ -11,7 +11,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from interp import KINDS, Basis, Completion, Writes, capture_writes, model_info, normalize_kinds, write_basis
+from interp import (
+    KINDS, Basis, Completion, Writes, capture_writes, model_info, normalize_kinds, project_writes, write_basis,
+)
 from interp.scoring import continuation_logprob
 from interp.sweeps import ClipEvaluator
 from interp.tokens import check_sequence
@@ -130,8 +132,15 @@ class Text:
         return self.evaluators[ordering]
 
     def noise(self) -> float:
-        """|logp clipped to all d_model directions - logp unclipped|: the clipped pass's own float error."""
-        return abs(float(self.evaluator("singular_value")([self.d_model])[0]) - self.baseline)
+        """The clipped pass's own float error on this text: |logp - logp unclipped| when every write
+        is projected onto all d_model directions (V V^T w, computed as such, in a batch of 2; the
+        evaluators' k = d is exact by construction, see ``interp.projection.compact``). Memoized."""
+        if "_noise" not in self.__dict__:
+            with torch.inference_mode(), project_writes(self.model, self.basis.vectors, record=False, check=False):
+                lp = continuation_logprob(self.model, self.completion.prompt_tokens,
+                                          self.completion.continuation_tokens, batch_size=2)
+            self.__dict__["_noise"] = float((lp.total.double() - self.baseline).abs().max())
+        return self.__dict__["_noise"]
 
     def meta(self, **extra: Any) -> dict[str, Any]:
         return run_meta(self.model, self.completion, baseline_logprob=self.baseline,

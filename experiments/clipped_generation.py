@@ -1,15 +1,13 @@
 """Experiment 6: sample from the model clipped to a subspace (the minimal one by default), after
 the prompt and from an empty prompt (BOS only), beside the unclipped model's samples."""
 
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
 
-from interp import Completion, continuation_logprob, folded_projection, project_writes, sample_continuations
+from interp import Completion, continuation_logprob, prefix_masks, project_writes, sample_continuations
 
 from .base import ExperimentResult, Text, as_text
 
@@ -56,20 +54,6 @@ def _score(model: Any, sample: Completion) -> float:
         return float(continuation_logprob(model, sample.prompt_tokens, sample.continuation_tokens).mean[0])
 
 
-@contextmanager
-def clipped(model: Any, subspace: torch.Tensor, kinds: tuple[str, ...]) -> Iterator[bool]:
-    """The model clipped to ``subspace``: folded into the output weights when the architecture
-    allows (then generation uses the KV cache; yields True), else by hooks (yields False)."""
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(folded_projection(model, subspace, kinds=kinds))
-            folded = True
-        except NotImplementedError:  # e.g. Gemma's post-norms: the write is not an output layer's
-            stack.enter_context(project_writes(model, subspace, kinds=kinds, record=False))
-            folded = False
-        yield folded
-
-
 def run_clipped_generation(
     model: Any,
     completion: "Completion | Text",
@@ -78,36 +62,39 @@ def run_clipped_generation(
     order: list[int] | None = None,
     kinds: tuple[str, ...] = ("attn", "mlp"),
     n_samples: int = 3,
-    max_new_tokens: int = 48,
+    max_new_tokens: int = 32,
     temperature: float = 0.6,
     top_p: float = 0.9,
     seed: int = 0,
 ) -> ClippedGenerationResult:
     """``k`` directions of the text's basis (in ``order``, default singular-value order) are kept;
-    samples after the prompt and from BOS alone, clipped and unclipped, all with the same seed.
+    samples after the prompt and from BOS alone, clipped and unclipped, in one batch with paired
+    randomness (the KV cache is used; the hooks clip each new token's writes).
     Samples after the prompt are scored under the unclipped model (``logprob_per_token``)."""
     text = as_text(model, completion, kinds=kinds)
     if not 0 <= k <= text.d_model:
         raise ValueError(f"k must be in 0..{text.d_model}, got {k}")
-    cols = torch.as_tensor(order if order is not None else range(text.d_model))[:k]
-    subspace = text.basis.vectors[:, cols].float()
+    order = torch.as_tensor(order if order is not None else range(text.d_model))
+    directions = text.basis.vectors[:, order].float()
     settings = dict(num_samples=n_samples, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-    rows, folded = [], None
-    for start, prompt in (("prompt", text.completion.prompt), ("empty", "")):
-        for label in ("unclipped", "clipped"):
-            if label == "clipped":
-                with clipped(model, subspace, text.kinds) as folded:
-                    samples = sample_continuations(model, prompt, seed=seed, use_cache=folded, **settings)
-            else:
-                samples = sample_continuations(model, prompt, seed=seed, use_cache=True, **settings)
-            rows += [
-                {"model": label, "start": start, "sample": i, "text": s.continuation_text,
-                 "n_tokens": s.continuation_tokens.numel(),
-                 "logprob_per_token": _score(model, s) if start == "prompt" else float("nan")}
-                for i, s in enumerate(samples)
-            ]
+    # one batch: (prompt, empty start) x (unclipped, clipped) x samples; the clipped rows keep the
+    # first k directions, the unclipped rows all of them (exactly the model: see projection.compact).
+    # Row i of every group shares its random numbers, so clipped and unclipped samples are paired.
+    conditions = [("prompt", "unclipped"), ("prompt", "clipped"), ("empty", "unclipped"), ("empty", "clipped")]
+    keep = prefix_masks([text.d_model if label == "unclipped" else k for _, label in conditions], text.d_model)
+    mask = keep.repeat_interleave(n_samples, dim=0)
+    starts = {"prompt": text.completion.prompt, "empty": ""}
+    with project_writes(model, directions, mask=mask, kinds=text.kinds, record=False):
+        samples = sample_continuations(model, [starts[start] for start, _ in conditions], seed=seed,
+                                       use_cache=True, **settings)
+    rows = []
+    for i, s in enumerate(samples):
+        start, label = conditions[i // n_samples]
+        rows.append({"model": label, "start": start, "sample": i % n_samples, "text": s.continuation_text,
+                     "n_tokens": s.continuation_tokens.numel(),
+                     "logprob_per_token": _score(model, s) if start == "prompt" else float("nan")})
     return ClippedGenerationResult(
         tables={"samples": pd.DataFrame(rows)},
         settings={"k": k, "kinds": list(text.kinds), "seed": seed, **settings},
-        meta=text.meta(clipped_by="folded weights + KV cache" if folded else "hooks"),
+        meta=text.meta(clipped_by="hooks, KV cache, one batch with the unclipped samples"),
     )

@@ -2,7 +2,7 @@
 of k; many k per forward pass. Also the engine of experiment 4 (other orders).
 
 Default grid (adaptive): ``interp.sweeps.coarse_k_grid`` (0, d, powers of two from both ends,
-17 even steps) plus the adjacent pairs of ``jitter_pairs`` that measure how chaotic the curve
+13 even steps) plus the adjacent pairs of ``jitter_pairs`` that measure how chaotic the curve
 is; the minimal-k searches refine it where the curve crosses its targets. ``exhaustive=True``
 evaluates every k = 0..d_model. Every number in the summary is defined on points both modes
 evaluate, or by a search that is exact when every k is known.
@@ -34,11 +34,14 @@ def baseline_logprob(model: Any, completion: Completion) -> tuple[float, float]:
 
 
 def curve_ks(d: int, *, exhaustive: bool = False, jitter: bool = True) -> list[int]:
-    """Every k, or the adaptive starting grid (with the jitter pairs: only the SVD-order curve
-    needs them)."""
+    """Every k, or the adaptive starting grid: the SVD-order curve (``jitter=True``) gets 13 even
+    steps and the jitter pairs; the other orderings and the random-basis null, which feed only
+    minimal-k searches and a few summary points, 9 even steps."""
     if exhaustive:
         return list(range(d + 1))
-    return sorted(set(coarse_k_grid(d)) | ({k for pair in jitter_pairs(d) for k in pair} if jitter else set()))
+    if not jitter:
+        return coarse_k_grid(d, n_linear=9)
+    return sorted(set(coarse_k_grid(d)) | {k for pair in jitter_pairs(d) for k in pair})
 
 
 def clipping_curve(

@@ -162,8 +162,8 @@ class OverlapResult(ExperimentResult):
 def run_overlap(
     subspaces: list[Subspace],
     *,
-    draws: int = 200,
-    spectral_draws: int = 16,
+    draws: int = 100,
+    spectral_draws: int = 8,
     seed: int = 0,
     meta: dict[str, Any] | None = None,
     device: str | torch.device | None = None,
@@ -209,7 +209,8 @@ def run_overlap(
             row.update(null_spectral=sp.mean(), null_spectral_std=sp.std(ddof=1) if len(sp) > 1 else float("nan"))
         for null in ("analytic", "monte_carlo", "spectral"):
             if f"null_{null}" in row:
-                row[f"rel_err_{null}"] = (obs - row[f"null_{null}"]) / row[f"null_{null}"]
+                expected = row[f"null_{null}"]
+                row[f"rel_err_{null}"] = (obs - expected) / expected if expected else float("nan")
         rows.append(row)
         cos = principal_cosines(bases[ia], bases[ib]).cpu().numpy()
         angles += [

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from interp import Completion, sample_continuation, tokenizer_fingerprint
+from interp import Completion, sample_continuation, sample_continuations, tokenizer_fingerprint
 
 # Inside the multi-line prompts every indented line starts with 8 spaces.
 PROMPTS: dict[str, str] = {
@@ -69,6 +69,34 @@ def load_prompts_file(path: str | Path) -> dict[str, str]:
     return prompts
 
 
+def _stored(model: Any, path: Path, text: str, settings: dict[str, Any]) -> Completion | None:
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    same = stored.get("meta", {}).get("tokenizer") == tokenizer_fingerprint(model.tokenizer)
+    same = same and all(stored["meta"].get(k) == v for k, v in settings.items())
+    return Completion.from_dict(stored, model) if same and stored["prompt"] == text else None
+
+
+def sample_missing(model: Any, items: list[tuple[str, int, Path]], **sampling: Any) -> None:
+    """Sample and store, in one batch per seed, every (text, seed, store) not stored yet.
+
+    Each row draws from the seed's stream of uniform numbers, shared by the rows (see
+    ``interp.sample_token``), so a text gets the same continuation as ``get_continuation`` alone
+    would give it (up to float rounding in the padded batch); generation is memory-bound on a
+    CPU, so a batch costs about what one text costs.
+    """
+    for seed in sorted({seed for _, seed, _ in items}):
+        settings = {**SAMPLING, **sampling, "seed": seed}
+        todo = [(t, p) for t, sd, p in items if sd == seed and _stored(model, p, t, settings) is None]
+        if not todo:
+            continue
+        for (t, path), comp in zip(todo, sample_continuations(model, [t for t, _ in todo], use_cache=True, **settings)):
+            comp.meta["sample"] = 0
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(comp.to_dict(), indent=2, ensure_ascii=False))
+
+
 def get_continuation(
     model: Any,
     prompt: str,
@@ -85,12 +113,8 @@ def get_continuation(
     text = REPLICATION_PROMPTS.get(prompt, prompt)
     settings = {**SAMPLING, **sampling, "seed": seed}
     path = Path(store) if store is not None else None
-    if path is not None and path.exists():
-        stored = json.loads(path.read_text())
-        same = stored.get("meta", {}).get("tokenizer") == tokenizer_fingerprint(model.tokenizer)
-        same = same and all(stored["meta"].get(k) == v for k, v in settings.items())
-        if same and stored["prompt"] == text:
-            return Completion.from_dict(stored, model)
+    if path is not None and (found := _stored(model, path, text, settings)) is not None:
+        return found
     completion = sample_continuation(model, text, use_cache=True, **settings)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

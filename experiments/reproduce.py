@@ -23,7 +23,7 @@ from .clipping import ClippingResult, run_clipping
 from .minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
 from .orderings import OrderingsResult, run_orderings
 from .overlap import OverlapResult, Subspace, run_overlap
-from .prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation
+from .prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, sample_missing
 from .single_direction import SingleDirectionResult, run_single_direction
 from .spectrum import SpectrumResult, run_spectrum
 
@@ -41,10 +41,10 @@ class Settings:
     tolerance: float = 1e-4
     chunk_size: int | None = None
     n_exact: int | None = None  # exact single-direction ablations of the screened default (~8% of d)
-    n_fisher: int = 16
+    n_fisher: int = 8
     n_samples: int = 3
     generation_seeds: Sequence[int] | None = None  # clipped generation only for these seeds (None: all)
-    overlap_draws: int = 200
+    overlap_draws: int = 100
     png: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -124,7 +124,7 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
                             max_new_tokens=s.max_new_tokens)
     text = prepare(model, comp, kinds=s.kinds, chunk_size=s.chunk_size, progress=s.progress)
     if timer is not None:
-        timer.add(**{"text": text_id, "phase": "continuation + writes + baseline",
+        timer.add(**{"text": text_id, "phase": "writes + baseline",
                            "seconds": time.perf_counter() - t0, "loaded": False})
     d = out / text_id
     r: dict[str, ExperimentResult] = {}
@@ -143,7 +143,7 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
     k = r["minimal_subspace"].order("singular_value")
     if s.generation_seeds is None or seed in s.generation_seeds:
         run("clipped_generation", ClippedGenerationResult, lambda: run_clipped_generation(
-            model, text, k=k, n_samples=s.n_samples, seed=seed, max_new_tokens=min(48, s.max_new_tokens)))
+            model, text, k=k, n_samples=s.n_samples, seed=seed, max_new_tokens=min(32, s.max_new_tokens)))
     return PromptResults(comp, text.basis, r, prompt=prompt, seed=seed)
 
 
@@ -178,6 +178,10 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
     t0 = time.perf_counter()
     per_text: dict[str, PromptResults] = {}
     ids = s.text_ids()
+    t1 = time.perf_counter()
+    sample_missing(model, [(s.text_of(p), seed, out / "continuations" / f"{tid}.json") for tid, p, seed in ids],
+                   max_new_tokens=s.max_new_tokens)
+    timer.add(text="all", phase="continuations (one batch per seed)", seconds=time.perf_counter() - t1, loaded=False)
     for text_id, prompt, seed in tqdm(ids, desc="texts", disable=not s.progress):
         per_text[text_id] = run_prompt(model, text_id, prompt, seed, out, s, timer)
     overlaps: dict[int, OverlapResult] = {}

@@ -113,7 +113,7 @@ def run_single_direction(
     kinds: tuple[str, ...] = ("attn", "mlp"),
     exhaustive: bool = False,
     n_exact: int | None = None,
-    n_fisher: int = 16,
+    n_fisher: int = 8,
     seed: int = 0,
     n_deviations: int = 15,
     chunk_size: int | None = None,

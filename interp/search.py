@@ -39,7 +39,7 @@ def _passes(evaluate: Evaluate, ks: Sequence[int], target: float, d: int) -> np.
 
 
 def first_crossing(
-    evaluate: Evaluate, target: float, d: int, known: Sequence[int], *, width: int = 8
+    evaluate: Evaluate, target: float, d: int, known: Sequence[int], *, width: int = 6
 ) -> SearchResult:
     """Smallest k reaching ``target`` among the ``known`` points, refined inside the first
     interval between a failing and a passing known point (assumes one crossing inside it)."""
@@ -64,7 +64,7 @@ def first_crossing(
 
 
 def stable_crossing(
-    evaluate: Evaluate, target: float, d: int, known: Sequence[int], *, width: int = 8
+    evaluate: Evaluate, target: float, d: int, known: Sequence[int], *, width: int = 6
 ) -> SearchResult:
     """Smallest k from which every known (and refined) k' >= k reaches ``target``."""
     ks = sorted(set(int(k) for k in known) | {d})

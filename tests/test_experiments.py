@@ -148,8 +148,9 @@ def test_screened_importance_is_exact_where_it_says(gpt2_tiny, text):
     assert t.exact.sum() == screened.meta["forward_rows"] <= 12 + 2
     assert np.allclose(t.importance[t.exact], full.importance[t.exact], atol=1e-4)
     assert t.importance.notna().all() and not t.exact.all()
-    top_sv = np.argsort(-t.singular_value.to_numpy())[:4]
-    assert t.exact.to_numpy()[top_sv].all()  # the largest directions are always exact
+    n_sv = screened.settings["screen"]["n_top_sv"]
+    top_sv = np.argsort(-t.singular_value.to_numpy())[:n_sv]
+    assert n_sv >= 1 and t.exact.to_numpy()[top_sv].all()  # the largest directions are always exact
 
 
 def test_first_order_estimate_matches_finite_difference(gpt2_tiny, comp, text):
@@ -206,7 +207,7 @@ def test_orderings_and_minimal_subspace(gpt2_tiny, text):
         assert sorted(od.order(name)) == list(range(d))
     for _, g in od.curve[od.curve.k == d].groupby("ordering"):  # every order ends at the baseline
         assert abs(g.logprob.iloc[0] - od.meta["baseline_logprob"]) < 1e-4
-    ms = E.run_minimal_subspace(gpt2_tiny, text, orderings=od)
+    ms = E.run_minimal_subspace(gpt2_tiny, text, orderings=od, bisection=True)
     t = ms.table
     assert set(t.method) == {"first_crossing", "stable", "bisection", "converged"} and t.k.between(0, d).all()
     assert set(t.ordering) == {"singular_value", "importance", "compromise_rank_product", "random_basis"}
@@ -268,7 +269,7 @@ def test_clipped_generation(gpt2_tiny, text):
     r = E.run_clipped_generation(gpt2_tiny, text, k=8, n_samples=2, max_new_tokens=5, seed=1)
     t = r.samples
     assert len(t) == 2 * 2 * 2 and set(t.model) == {"clipped", "unclipped"} and set(t.start) == {"prompt", "empty"}
-    assert r.meta["clipped_by"] == "folded weights + KV cache"
+    assert "KV cache" in r.meta["clipped_by"]
     again = E.run_clipped_generation(gpt2_tiny, text, k=8, n_samples=2, max_new_tokens=5, seed=1)
     assert again.samples.text.tolist() == t.text.tolist()
     full = E.run_clipped_generation(gpt2_tiny, text, k=gpt2_tiny.cfg.d_model, n_samples=2, max_new_tokens=5, seed=1).samples
@@ -282,3 +283,16 @@ def test_grids():
     assert g[0] == 0 and g[-1] == 4096 and 1 in g and len(g) < 500 and g == sorted(set(g))
     c = coarse_k_grid(576)
     assert c[0] == 0 and c[-1] == 576 and {1, 2, 4, 575, 574, 572} <= set(c) and len(c) < 40
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_left_padded_batch_samples_like_each_prompt_alone(model_dirs, arch):
+    import interp
+
+    model = interp.load_model(model_dirs[arch], device="cpu")
+    prompts = ["", "I believe the meaning of life is"]
+    together = interp.sample_continuations(model, prompts, temperature=0, max_new_tokens=6, use_cache=True)
+    for p, got in zip(prompts, together):
+        alone = interp.sample_continuation(model, p, temperature=0, max_new_tokens=6)
+        assert got.continuation_tokens.tolist() == alone.continuation_tokens.tolist()
+        assert got.prompt_tokens.tolist() == alone.prompt_tokens.tolist()
