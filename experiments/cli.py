@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "unless --prompts picks some")
     rep.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampled continuations per prompt, by seed")
     rep.add_argument("--samples", type=int, default=3, help="samples per condition in clipped generation")
-    rep.add_argument("--draws", type=int, default=100, help="Monte Carlo draws for the overlap nulls")
+    rep.add_argument("--draws", type=int, default=50, help="Monte Carlo draws for the overlap nulls (the analytic mean and sd are exact)")
     rep.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido)")
     rep2 = sub.add_parser("replicate", help="the replication table: every model x prompt x seed, exported to docs")
     _model_args(rep2)
@@ -131,7 +131,10 @@ def cmd_replicate(args: argparse.Namespace) -> None:
         del model
     command = "python -m experiments replicate " + " ".join(
         [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}", f"--out {args.out}",
-         f"--docs {args.docs}"] + (["--exhaustive"] if args.exhaustive else []))
+         f"--docs {args.docs}"]
+        + ([f"--prompts {' '.join(args.prompts)}"] if args.prompts else [])
+        + ([f"--prompts-file {args.prompts_file}"] if args.prompts_file else [])
+        + (["--exhaustive"] if args.exhaustive else []))
     print(f"table: {export_results(runs, Path(args.docs), command=command, images=not args.no_images)}")
 
 

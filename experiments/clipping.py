@@ -35,12 +35,13 @@ def baseline_logprob(model: Any, completion: Completion) -> tuple[float, float]:
 
 def curve_ks(d: int, *, exhaustive: bool = False, jitter: bool = True) -> list[int]:
     """Every k, or the adaptive starting grid: the SVD-order curve (``jitter=True``) gets 13 even
-    steps and the jitter pairs; the other orderings and the random-basis null, which feed only
-    minimal-k searches and a few summary points, 9 even steps."""
+    steps, powers of two from both ends and the jitter pairs; the other orderings and the
+    random-basis null, which feed only minimal-k searches and a few summary points, 9 even steps
+    and the powers of two below d."""
     if exhaustive:
         return list(range(d + 1))
     if not jitter:
-        return coarse_k_grid(d, n_linear=9)
+        return coarse_k_grid(d, n_linear=9, low=False)
     return sorted(set(coarse_k_grid(d)) | {k for pair in jitter_pairs(d) for k in pair})
 
 

@@ -20,7 +20,6 @@ in a Haar-random orthonormal basis (seeded), the null a "minimal subspace" must 
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 

@@ -128,9 +128,9 @@ class OverlapResult(ExperimentResult):
             col = f"rel_err_{null}"
             if col in p and len(cross):
                 out[f"mean_abs_rel_err_{null}"] = float(cross[col].abs().mean())
-                out[f"overall_rel_err_{null}"] = float(
-                    (cross.observed.sum() - cross[f"null_{null}"].sum()) / cross[f"null_{null}"].sum()
-                )
+                expected = float(cross[f"null_{null}"].sum())  # 0 when every subspace is empty
+                out[f"overall_rel_err_{null}"] = (
+                    float((cross.observed.sum() - expected) / expected) if expected else float("nan"))
         if len(cross):
             out["median_z_analytic"] = float(cross.z_analytic.median())
             out["mean_k_frac"] = float(np.mean(np.r_[cross.k_a, cross.k_b]) / cross.d_model.iloc[0])

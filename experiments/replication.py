@@ -236,7 +236,7 @@ def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
         add("overlap", "Pairwise overlap of two texts' minimal subspaces = k_i k_j / d (random subsets) to ~1%",
             "about 1% error", f"|relative error| {fmt(rel, 4, pct=True)}; z {fmt(pairs.z_analytic, 1)} "
             f"({len(pairs)} pairs; subspaces {kfrac:.0%} of d on average)",
-            f"analytic k_i k_j / d; Monte Carlo and spectrum-matched in the pair table",
+            "analytic k_i k_j / d; Monte Carlo and spectrum-matched in the pair table",
             "can't tell (forced: subspaces this large overlap as predicted whatever they are)" if forced
             else _verdict(_median_iqr(rel)[0] <= 0.02, _median_iqr(rel)[0] > 0.02))
     else:

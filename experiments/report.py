@@ -172,7 +172,7 @@ def write_report(
           _table_md(table[TABLE_COLUMNS]), "",
           "Ours: median [interquartile range] over texts; differences: median with a 95% bootstrap interval. "
           "Verdict rules are listed in `claims.csv` and under each section.", ""]
-    body = [f"<h1>The residual-stream study on {html.escape(info['name'])}</h1>", f"<p>{html.escape(head)}</p>",
+    body = [f"<h1>The residual-stream study on {html.escape(info['name'])}</h1>", f"<p>{html.escape(head).replace('`', '')}</p>",
             "<h2>Replication table</h2>", _html_table(table[TABLE_COLUMNS], verdict=True),
             "<p class='note'>Ours: median [interquartile range] over texts; differences: median with a 95% bootstrap "
             "interval of the median. Each verdict follows the rule printed in its section.</p>"]

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from interp import Basis, Completion, model_info
 from interp.sweeps import COUNTERS
+from interp.writes import model_device
 
 from .base import ExperimentResult, prepare, run_meta
 from .clipped_generation import ClippedGenerationResult, run_clipped_generation
@@ -44,7 +46,7 @@ class Settings:
     n_fisher: int = 8
     n_samples: int = 3
     generation_seeds: Sequence[int] | None = None  # clipped generation only for these seeds (None: all)
-    overlap_draws: int = 100
+    overlap_draws: int = 50
     png: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -61,6 +63,28 @@ class Settings:
         single-seed run, else ``name~s<seed>``."""
         single = list(self.seeds) == [0]
         return [(p if single else f"{p}~s{seed}", p, seed) for seed in self.seeds for p in self.prompts]
+
+
+UNIT_PHASE = "unit: one plain forward"
+
+
+def plain_forward_seconds(model: Any, comp: Completion, repeats: int = 2) -> float:
+    """Seconds of one plain forward pass of the text (batch 1, no hooks; best of ``repeats``),
+    measured inside the run so that phases can be expressed in forward-pass equivalents that
+    move with the machine's speed (``benchmarks/bench_study.py``)."""
+    net = getattr(model, "original_model", model)
+    tokens = comp.tokens[None].to(model_device(model))
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats):
+            if tokens.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            net(tokens)
+            if tokens.device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+    return best
 
 
 class Timer:
@@ -126,6 +150,8 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
     if timer is not None:
         timer.add(**{"text": text_id, "phase": "writes + baseline",
                            "seconds": time.perf_counter() - t0, "loaded": False})
+        if not (out / text_id / "minimal_subspace" / "settings.json").exists():
+            timer.add(text=text_id, phase=UNIT_PHASE, seconds=plain_forward_seconds(model, comp), loaded=False)
     d = out / text_id
     r: dict[str, ExperimentResult] = {}
 

@@ -3,8 +3,8 @@
 Two exact sweeps over one basis ``V`` (columns in the order to test):
 - ``clip_sweep``: for each k, keep span(V[:, :k]) in every write (prefix masks, one batch row per k);
 - ``ablation_sweep``: for each column i, remove v_i from every write (one direction per row);
-and one estimate, ``gradient_importance``: the first-order change of the continuation's
-log-probability when each v_i is removed, for all i from one forward and one backward pass.
+and ``ClipEvaluator``, which memoizes a clip sweep by k for every consumer of one curve.
+Estimates that avoid a pass per direction are in ``interp.importance``.
 """
 
 from collections.abc import Sequence
@@ -23,7 +23,7 @@ from .hooks import project_writes
 from .projection import prefix_masks
 from .scoring import continuation_logprob
 from .tokens import Completion
-from .writes import KINDS, model_device, normalize_kinds, write_hook_names
+from .writes import KINDS, model_device
 
 
 def free_memory_bytes(device: torch.device) -> int:
@@ -162,42 +162,6 @@ def naive_ablation_loop(
     return ablation_sweep(model, completion, directions, columns=columns, kinds=kinds, chunk_size=1).logprob
 
 
-def gradient_importance(
-    model: Any,
-    completion: Completion,
-    directions: Float[Tensor, "d_model r"],
-    *,
-    kinds: Sequence[str] = KINDS,
-) -> Float[Tensor, " r"]:
-    """First-order estimate of ``logp(ablate v_i) - logp`` for every column v_i, one fwd + bwd.
-
-    Removing v from every write w changes it by -(w.v)v, so to first order the log-probability
-    changes by -sum over writes of (g.v)(w.v), g the gradient of the log-probability at the write
-    (each write a leaf, later layers recomputed). Returns that change (negative = v matters).
-    """
-    kinds = normalize_kinds(kinds)
-    hooks = write_hook_names(model, kinds)
-    writes: list[Tensor] = []
-    probes: list[Tensor] = []
-
-    def add_probe(x: Tensor, *, hook: Any) -> Tensor:
-        # A zero added to the write: its gradient is the total derivative of logp with respect
-        # to the write, later layers' writes recomputed (a detached write would miss that).
-        probe = torch.zeros_like(x, dtype=torch.float32, requires_grad=True)
-        writes.append(x.detach().float())
-        probes.append(probe)
-        return x + probe.to(x.dtype)
-
-    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, add_probe) for _, _, n in hooks]):
-        lp = continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens).total
-        grads = torch.autograd.grad(lp.sum(), probes)
-    v = directions.to(device=writes[0].device, dtype=torch.float32)
-    est = torch.zeros(v.shape[1], dtype=torch.float64, device=v.device)
-    for w, g in zip(writes, grads):
-        est -= ((w[0] @ v) * (g[0] @ v)).sum(0).double()
-    return est.cpu()
-
-
 class ClipEvaluator:
     """Clip-sweep results for one ordering of a basis, memoized by k.
 
@@ -247,15 +211,16 @@ class ClipEvaluator:
             k=ks)[["k", "logprob", "logprob_mean", "orig_delta", "kept_delta"]]
 
 
-def coarse_k_grid(d: int, *, n_linear: int = 13) -> list[int]:
+def coarse_k_grid(d: int, *, n_linear: int = 13, low: bool = True) -> list[int]:
     """The adaptive curves' starting grid: 0, d, powers of two from both ends, ``n_linear`` even steps.
 
     Dense where the study's curves change fastest (small k: the chaotic region; k near d: the
-    convergence), even in between. 31 points for d = 576.
+    convergence), even in between. 31 points for d = 576. ``low=False`` leaves out the powers of
+    two from the low end (curves that only feed minimal-k searches: 17 points for d = 576).
     """
     powers = [2**j for j in range(int(np.log2(max(d, 1))) + 1) if 2**j < d]
     linear = np.linspace(0, d, n_linear).round().astype(int).tolist()
-    return sorted({0, d, *powers, *(d - p for p in powers), *linear})
+    return sorted({0, d, *(powers if low else []), *(d - p for p in powers), *linear})
 
 
 def jitter_pairs(d: int) -> list[tuple[int, int]]:
