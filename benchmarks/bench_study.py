@@ -160,8 +160,14 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=None, help="shorter texts (e.g. for an exhaustive run)")
     ap.add_argument("--out", default="bench_out")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--analyze", default=None, metavar="RUN_DIR",
+                    help="no new run: the phase table of an existing reproduce/replicate output folder")
     args = ap.parse_args()
     runs = []
+    if args.analyze:  # e.g. a replicate run's per-model folder (wall time and RSS unknown there)
+        args.modes = []
+        runs.append({"mode": f"analyzed {args.analyze}", "wall_s": float("nan"), "peak_rss_gb": float("nan"),
+                     "out": Path(args.analyze)})
     for mode in args.modes:
         out = Path(args.out) / f"{args.model.replace(':', '_').replace('/', '_')}-{mode}"
         if out.exists():

@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep2.add_argument("--prompts", nargs="+", default=None, help="default: all shipped replication prompts")
     rep2.add_argument("--prompts-file", default=None)
     rep2.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    rep2.add_argument("--model-seeds", nargs="+", default=[], metavar="MODEL=S,S",
+                      help="other seeds for one model, e.g. gemma-3-270m=0 (a larger model, fewer samples)")
     rep2.add_argument("--samples", type=int, default=3)
     rep2.add_argument("--draws", type=int, default=100)
     rep2.add_argument("--docs", default="docs/results", help="where the small outputs and the table go")
@@ -111,14 +113,20 @@ def cmd_replicate(args: argparse.Namespace) -> None:
 
     texts = load_prompts_file(args.prompts_file) if args.prompts_file else None
     prompts = args.prompts or (list(texts) if texts else list(REPLICATION_PROMPTS))
+    model_seeds = {}
+    for spec in args.model_seeds:
+        name, sep, seeds = spec.partition("=")
+        if not sep or name not in args.models or not seeds:
+            raise SystemExit(f"--model-seeds {spec!r}: expected MODEL=S[,S...] with MODEL one of --models")
+        model_seeds[name] = [int(x) for x in seeds.split(",")]
     runs = {}
     for name in args.models:
         args.model = name
         settings = Settings(
-            prompts=prompts, prompt_texts=texts, seeds=args.seeds, kinds=normalize_kinds(args.kinds),
+            prompts=prompts, prompt_texts=texts, seeds=model_seeds.get(name, args.seeds), kinds=normalize_kinds(args.kinds),
             max_new_tokens=args.max_new_tokens, exhaustive=args.exhaustive, tolerance=args.tolerance,
             chunk_size=args.chunk_size, n_exact=args.n_exact, n_samples=args.samples, overlap_draws=args.draws,
-            generation_seeds=args.seeds[:1], progress=not args.no_progress,
+            generation_seeds=model_seeds.get(name, args.seeds)[:1], progress=not args.no_progress,
         )
         for p in settings.prompts:
             settings.text_of(p)
@@ -132,6 +140,7 @@ def cmd_replicate(args: argparse.Namespace) -> None:
     command = "python -m experiments replicate " + " ".join(
         [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}", f"--out {args.out}",
          f"--docs {args.docs}"]
+        + ([f"--model-seeds {' '.join(args.model_seeds)}"] if args.model_seeds else [])
         + ([f"--prompts {' '.join(args.prompts)}"] if args.prompts else [])
         + ([f"--prompts-file {args.prompts_file}"] if args.prompts_file else [])
         + (["--exhaustive"] if args.exhaustive else []))

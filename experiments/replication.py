@@ -279,13 +279,15 @@ def export_results(run_dirs: dict[str, Path], docs: Path, *, command: str, image
     from .report import _table_md, figures
 
     docs.mkdir(parents=True, exist_ok=True)
-    per_model = {}
+    per_model, sizes = {}, []
     for name, run in run_dirs.items():
         target = docs / name
         target.mkdir(parents=True, exist_ok=True)
         m, pairs = text_metrics(run), overlap_pairs(run)
         table = claims(m, pairs)
         per_model[name] = table
+        sizes.append(f"{MODEL_LABELS.get(name, name)}: {len(m)} texts ({m.prompt.nunique()} prompts x "
+                     f"{m.seed.nunique()} sampled continuations, seeds {sorted(m.seed.unique().tolist())})")
         m.to_csv(target / "texts.csv", index=False)
         table.to_csv(target / "claims.csv", index=False)
         if len(pairs):
@@ -320,12 +322,23 @@ def export_results(run_dirs: dict[str, Path], docs: Path, *, command: str, image
         "(prompts x sampled continuations), with the null it is judged against; differences are medians with a 95% "
         "bootstrap interval. A claim *holds* only where it beats its null by more than the spread; the rule behind "
         "each verdict is in `<model>/claims.csv` (column `rule`).", "",
+        "Texts: " + "; ".join(sizes) + ". Continuations: 64 tokens sampled at temperature 0.6, top-p 0.9 (as in "
+        "the study); float32 on the CPU; default mode (adaptive k grids, screened importances; see "
+        "`docs/performance.md` for how it compares with `--exhaustive`).", "",
         _table_md(combined.drop(columns=["key"])), "",
         "Per model: `claims.csv` (this table, with rules), `texts.csv` (every text's numbers), "
         "`minimal_subspace_minimal_k.csv`, `minimal_subspace_sensitivity.csv` (minimal k against the tolerance), "
         "`spectrum_summary.csv`, `clipping_curve.csv`, `overlap_pairs.csv`, `clipped_generation_samples.csv`, "
         "`report.md` and `figures/*.svg`.", "",
     ]
+    others = sorted(p for p in docs.iterdir() if p.is_dir() and p.name not in run_dirs)
+    if others or (docs / "FINDINGS.md").exists():
+        lines += ["## Also here", ""]
+        if (docs / "FINDINGS.md").exists():
+            lines.append("- [FINDINGS.md](FINDINGS.md): what the table says, claim by claim, in words")
+        lines += [f"- `{p.name}/`: " + ", ".join(f"[{f.name}]({p.name}/{f.name})" for f in sorted(p.iterdir()) if f.is_file())
+                  for p in others]
+        lines.append("")
     for name in run_dirs:
         figs = sorted((docs / name / "figures").glob("*.svg"))
         if figs:

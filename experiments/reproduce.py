@@ -94,6 +94,9 @@ class Timer:
     def __init__(self, path: Path | None = None) -> None:
         self.rows: list[dict[str, Any]] = []
         self.path = path
+        if path is not None and path.exists():  # a resumed run keeps what earlier runs computed
+            earlier = pd.read_csv(path)
+            self.rows = earlier[~earlier.loaded.astype(bool)].to_dict(orient="records")
 
     def add(self, **row: Any) -> None:
         self.rows.append(row)

@@ -216,7 +216,7 @@ def coarse_k_grid(d: int, *, n_linear: int = 13, low: bool = True) -> list[int]:
 
     Dense where the study's curves change fastest (small k: the chaotic region; k near d: the
     convergence), even in between. 31 points for d = 576. ``low=False`` leaves out the powers of
-    two from the low end (curves that only feed minimal-k searches: 17 points for d = 576).
+    two from the low end (curves that only feed minimal-k searches: 19 points for d = 576 with n_linear=9).
     """
     powers = [2**j for j in range(int(np.log2(max(d, 1))) + 1) if 2**j < d]
     linear = np.linspace(0, d, n_linear).round().astype(int).tolist()

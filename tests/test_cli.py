@@ -32,8 +32,15 @@ def test_reproduce_end_to_end_and_resume(env_model, tmp_path, capsys):
     report = (out / "report.html").read_text()
     assert "Plotly.newPlot" in report and "translate" in report
     stamp = (out / "translate" / "clipping" / "settings.json").stat().st_mtime_ns
-    main(args)  # resume: nothing finished is recomputed
+    import pandas as pd
+
+    computed = pd.read_csv(out / "timings.csv")
+    assert {"clipping", "unit: one plain forward"} <= set(computed.phase) and not computed.loaded.any()
+    main(args)  # resume: nothing finished is recomputed, and the first run's timings are kept
     assert (out / "translate" / "clipping" / "settings.json").stat().st_mtime_ns == stamp
+    after = pd.read_csv(out / "timings.csv")
+    assert after.seconds.tolist()[: len(computed)] == computed.seconds.tolist()
+    assert after[after.phase == "clipping"].loaded.tolist() == [False, False, True, True]
     meta = json.loads((out / "translate" / "clipping" / "settings.json").read_text())["meta"]
     assert meta["model"]["name"] == env_model.name and meta["continuation_tokens"]
 
