@@ -9,7 +9,7 @@ exhaustive. Prints ratios and tables; a script, not a timed test.
 Each mode runs the CLI in a fresh process (wall time from start to report, model load and
 imports included; peak RSS of that process). The unit, one plain forward pass of each text
 (batch 1, no hooks), is measured inside each run beside its phases (so it moves with the
-machine's speed; also here, median of 5, for the record), and the dense-matmul FLOP/s of the same
+machine's speed; also here, best of 5, for the record), and the dense-matmul FLOP/s of the same
 dtype here (best of three). Every phase is reported in seconds, in forward-pass equivalents (its time over one
 plain forward of the same text) and, for phases made of batched forward rows, in % of that
 matmul peak. With both modes, the numbers the replication table uses are compared side by side.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import interp  # noqa: E402
 from interp.tokens import Completion  # noqa: E402
-from experiments.reproduce import UNIT_PHASE  # noqa: E402
+from experiments.reproduce import UNIT_PHASE, plain_forward_seconds  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -64,20 +64,6 @@ def forward_flops(model, n_tokens: int, n_cont: int) -> float:
     d_head = int(getattr(cfg, "d_head", cfg.d_model // cfg.n_heads))
     attn = 2 * 2 * int(cfg.n_layers) * n_tokens * n_tokens * int(cfg.n_heads) * d_head
     return 2 * block * n_tokens + attn + 2 * int(cfg.d_model) * int(cfg.d_vocab) * n_cont
-
-
-def plain_forward_seconds(model, comp: Completion) -> float:
-    device = next(model.parameters()).device
-    tokens = comp.tokens[None].to(device)
-    times = []
-    with torch.inference_mode():
-        for _ in range(6):
-            sync(device)
-            t0 = time.perf_counter()
-            model.original_model(tokens)
-            sync(device)
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:]))
 
 
 # Runs the CLI and reports the process's own peak RSS when it exits.
@@ -184,7 +170,7 @@ def main() -> None:
     unit, flops = {}, {}
     for path in sorted((runs[0]["out"] / "continuations").glob("*.json")):
         comp = Completion.from_dict(json.loads(path.read_text()))
-        unit[path.stem] = plain_forward_seconds(model, comp)
+        unit[path.stem] = plain_forward_seconds(model, comp, repeats=5)
         flops[path.stem] = forward_flops(model, comp.tokens.numel(), comp.continuation_tokens.numel())
     info = interp.model_info(model)
     print(f"\nmodel {info.name} ({info.architecture}, d_model {info.d_model}, {info.n_layers} layers), {info.dtype} on "
