@@ -95,20 +95,23 @@ def run_mode(mode: str, args: argparse.Namespace, out: Path) -> dict:
     return {"mode": mode, "wall_s": wall, "peak_rss_gb": kb[-1] / 2**20 if kb else float("nan"), "out": out}
 
 
+def in_run_units(out: Path) -> dict[str, float]:
+    """Seconds of one plain forward per text, as measured inside the run beside its phases."""
+    t = pd.read_csv(out / "timings.csv")
+    t = t[t.phase == UNIT_PHASE]
+    return dict(zip(t.text, t.seconds))
+
+
 def phase_table(out: Path, unit: dict[str, float], flops: dict[str, float], peak: float) -> pd.DataFrame:
     t = pd.read_csv(out / "timings.csv")
-    t = t[~t.loaded]
-    in_run = t[t.phase == UNIT_PHASE]
-    if len(in_run):  # the unit measured inside this run, beside its phases (robust to machine drift)
-        unit = {**unit, **dict(zip(in_run.text, in_run.seconds))}
-    t = t[t.phase != UNIT_PHASE]
-    per_row = {k: flops[k] for k in flops}
+    t = t[~t.loaded & (t.phase != UNIT_PHASE)]
+    unit = {**unit, **in_run_units(out)}  # the in-run unit wins: it is robust to machine drift
+    mean_unit = float(np.mean(list(unit.values())))  # phases over all texts ("all"): the mean forward
     rows = []
     for phase, g in t.groupby("phase", sort=False):
         secs = g.seconds.sum()
-        mean_unit = float(np.mean(list(unit.values())))  # phases over all texts ("all"): the mean forward
         equiv = sum(r.seconds / unit.get(r.text, mean_unit) for r in g.itertuples())
-        done = sum(r.forward_rows * per_row.get(r.text, 0) for r in g.itertuples())
+        done = sum(r.forward_rows * flops.get(r.text, 0) for r in g.itertuples())
         rows.append({"phase": phase, "seconds": secs, "forward_equivalents": equiv,
                      "forward_rows": int(g.forward_rows.sum()),
                      "pct_matmul_peak": 100 * done / (secs * peak) if done else float("nan")})
@@ -180,11 +183,9 @@ def main() -> None:
               "modes": {}}
     for run in runs:
         table = phase_table(run["out"], unit, flops, peak)
-        t = pd.read_csv(run["out"] / "timings.csv")
-        in_run = t[t.phase == UNIT_PHASE]
-        if len(in_run):
+        if in_run := in_run_units(run["out"]):
             print(f"\none plain forward measured inside the {run['mode']} run: "
-                  + ", ".join(f"{r.text} {r.seconds * 1e3:.0f} ms" for r in in_run.itertuples()))
+                  + ", ".join(f"{text} {sec * 1e3:.0f} ms" for text, sec in in_run.items()))
         total = table.seconds.sum()
         print(f"\n== {run['mode']}: {run['wall_s']:.1f} s wall ({total:.1f} s in phases), peak RSS "
               f"{run['peak_rss_gb']:.2f} GB")

@@ -126,12 +126,11 @@ def cached(directory: Path, cls: type[ExperimentResult], compute: Callable[[], E
         os.replace(tmp, directory)
         loaded = False
         if timer is not None:
-            timer.add(**{"text": text, "phase": "save + figures",
-                               "seconds": time.perf_counter() - t1, "loaded": False})
+            timer.add(text=text, phase="save + figures", seconds=time.perf_counter() - t1, loaded=False)
             t0 += time.perf_counter() - t1
     if timer is not None:
-        timer.add(**{"text": text, "phase": cls.name, "seconds": time.perf_counter() - t0, "loaded": loaded,
-                           "forward_rows": COUNTERS["rows"] - rows0, "token_rows": COUNTERS["token_rows"] - tokens0})
+        timer.add(text=text, phase=cls.name, seconds=time.perf_counter() - t0, loaded=loaded,
+                  forward_rows=COUNTERS["rows"] - rows0, token_rows=COUNTERS["token_rows"] - tokens0)
     return result
 
 
@@ -151,8 +150,7 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
                             max_new_tokens=s.max_new_tokens)
     text = prepare(model, comp, kinds=s.kinds, chunk_size=s.chunk_size, progress=s.progress)
     if timer is not None:
-        timer.add(**{"text": text_id, "phase": "writes + baseline",
-                           "seconds": time.perf_counter() - t0, "loaded": False})
+        timer.add(text=text_id, phase="writes + baseline", seconds=time.perf_counter() - t0, loaded=False)
         if not (out / text_id / "minimal_subspace" / "settings.json").exists():
             timer.add(text=text_id, phase=UNIT_PHASE, seconds=plain_forward_seconds(model, comp), loaded=False)
     d = out / text_id
@@ -233,7 +231,5 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
     t1 = time.perf_counter()
     info = model_info(model).to_dict()
     report = write_report(out, per_text, overlaps, info, s, elapsed=time.perf_counter() - t0)
-    timer.add(**{"text": "all", "phase": "report", "seconds": time.perf_counter() - t1, "loaded": False})
-    timings = timer.table()
-    timings.to_csv(out / "timings.csv", index=False)
-    return {"prompts": per_text, "overlap": overlaps, "report": report, "timings": timings}
+    timer.add(text="all", phase="report", seconds=time.perf_counter() - t1, loaded=False)  # writes timings.csv
+    return {"prompts": per_text, "overlap": overlaps, "report": report, "timings": timer.table()}
