@@ -77,23 +77,95 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UsageError(ValueError):
+    """Bad command-line input: printed as one line ``error: <what> (<how to fix>)``, exit status 2."""
+
+
+def _positive(args: argparse.Namespace, name: str, minimum: int = 1) -> None:
+    value = getattr(args, name, None)
+    if value is not None and value < minimum:
+        flag = "--" + name.replace("_", "-")
+        raise UsageError(f"{flag} {value} is below {minimum} (give {flag} {minimum} or more)")
+
+
+def _check_device(device: str | None) -> None:
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise UsageError(f"--device {device!r} is not a device (use cpu, cuda or cuda:N)") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: this torch ({torch.__version__}) has no usable CUDA "
+                             "(use --device cpu, or install a CUDA build of torch: see README, GPU install)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here "
+                             f"(use cuda:0 ... cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: MPS is not available here (use --device cpu)")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {device}: unsupported device type {dev.type!r} (use cpu or cuda)")
+
+
+def _prompt_texts(args: argparse.Namespace) -> dict[str, str] | None:
+    """The prompts of --prompts-file, or None; a missing, empty or undecodable file is a usage error."""
+    if not getattr(args, "prompts_file", None):
+        return None
+    from .prompts import load_prompts_file
+
+    path = Path(args.prompts_file)
+    if not path.is_file():
+        raise UsageError(f"--prompts-file {path}: no such file (give a text file, one prompt per line, or JSONL)")
+    try:
+        return load_prompts_file(path)
+    except UnicodeDecodeError as err:
+        raise UsageError(f"--prompts-file {path} is not UTF-8 text (save it as UTF-8)") from err
+    except ValueError as err:
+        raise UsageError(f"--prompts-file: {err}") from err
+
+
+def validate(args: argparse.Namespace) -> dict[str, str] | None:
+    """Every check that needs no model, run before one loads; returns the --prompts-file prompts."""
+    try:
+        args.kinds = normalize_kinds(args.kinds)
+    except ValueError as err:
+        raise UsageError(f"--kinds {args.kinds!r} is not attn, mlp or attn,mlp (e.g. --kinds attn,mlp)") from err
+    for name in ("max_new_tokens", "chunk_size", "samples", "draws"):
+        _positive(args, name)
+    for name in ("n_exact", "k"):
+        _positive(args, name, 0)
+    if args.tolerance < 0 or args.tolerance != args.tolerance:
+        raise UsageError(f"--tolerance {args.tolerance} must be >= 0 nats (e.g. --tolerance 1e-4)")
+    if any(seed < 0 for seed in getattr(args, "seeds", None) or [getattr(args, "seed", 0)]):
+        raise UsageError("seeds must be >= 0 (e.g. --seeds 0 1)")
+    _check_device(args.device)
+    texts = _prompt_texts(args)
+    names = getattr(args, "prompts", None) or []
+    known = {**REPLICATION_PROMPTS, **(texts or {})}
+    unknown = [p for p in names if p not in known]
+    if unknown:
+        raise UsageError(f"--prompts: unknown prompt {unknown[0]!r} (choose from {', '.join(known)}, "
+                         "or pass your own with --prompts-file)")
+    return texts
+
+
 def _load(args: argparse.Namespace):
     try:
         return load_model(args.model, device=args.device, dtype=args.dtype, processing=args.processing)
     except ModelNotFoundError as err:
-        print(err, file=sys.stderr)
-        raise SystemExit(2) from err
+        raise UsageError(str(err)) from err
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from .reproduce import Settings, reproduce
 
-    from .prompts import load_prompts_file
-
-    texts = load_prompts_file(args.prompts_file) if args.prompts_file else None
+    texts = validate(args)
     prompts = args.prompts or (list(texts) if texts else list(PROMPTS))
     settings = Settings(
-        prompts=prompts, prompt_texts=texts, seeds=args.seeds, kinds=normalize_kinds(args.kinds),
+        prompts=prompts, prompt_texts=texts, seeds=args.seeds, kinds=args.kinds,
         max_new_tokens=args.max_new_tokens, exhaustive=args.exhaustive, tolerance=args.tolerance,
         chunk_size=args.chunk_size, n_exact=args.n_exact, n_samples=args.samples, overlap_draws=args.draws,
         png=args.png, progress=not args.no_progress,
@@ -107,23 +179,23 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def cmd_replicate(args: argparse.Namespace) -> None:
-    from .prompts import load_prompts_file
     from .replication import export_results
     from .reproduce import Settings, reproduce
 
-    texts = load_prompts_file(args.prompts_file) if args.prompts_file else None
+    texts = validate(args)
     prompts = args.prompts or (list(texts) if texts else list(REPLICATION_PROMPTS))
     model_seeds = {}
     for spec in args.model_seeds:
         name, sep, seeds = spec.partition("=")
         if not sep or name not in args.models or not seeds:
-            raise SystemExit(f"--model-seeds {spec!r}: expected MODEL=S[,S...] with MODEL one of --models")
+            raise UsageError(f"--model-seeds {spec!r} is not MODEL=S[,S...] with MODEL one of --models "
+                             "(e.g. --model-seeds gemma-3-270m=0)")
         model_seeds[name] = [int(x) for x in seeds.split(",")]
     runs = {}
     for name in args.models:
         args.model = name
         settings = Settings(
-            prompts=prompts, prompt_texts=texts, seeds=model_seeds.get(name, args.seeds), kinds=normalize_kinds(args.kinds),
+            prompts=prompts, prompt_texts=texts, seeds=model_seeds.get(name, args.seeds), kinds=args.kinds,
             max_new_tokens=args.max_new_tokens, exhaustive=args.exhaustive, tolerance=args.tolerance,
             chunk_size=args.chunk_size, n_exact=args.n_exact, n_samples=args.samples, overlap_draws=args.draws,
             generation_seeds=model_seeds.get(name, args.seeds)[:1], progress=not args.no_progress,
@@ -150,11 +222,16 @@ def cmd_replicate(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     import experiments as E
 
+    from .checks import check_text
+
+    validate(args)
     model = _load(args)
+    if args.k is not None and args.k > model.cfg.d_model:
+        raise UsageError(f"--k {args.k} is outside 0..d_model={model.cfg.d_model} (give --k {model.cfg.d_model} or less)")
     comp = E.get_continuation(model, args.prompt, seed=args.seed, max_new_tokens=args.max_new_tokens,
                               store=Path(args.out) / "continuation.json")
-    text = E.prepare(model, comp, kinds=normalize_kinds(args.kinds), chunk_size=args.chunk_size,
-                     progress=not args.no_progress)
+    text = E.prepare(model, comp, kinds=args.kinds, chunk_size=args.chunk_size, progress=not args.no_progress)
+    check_text(text)  # refuses to report from a broken environment
     common = dict(exhaustive=args.exhaustive)
     name = args.experiment
     if name == "spectrum":
@@ -178,8 +255,20 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Usage errors end as one line ``error: ...`` with exit status 2; a failed self-check prints its
+    report and exits with status 3."""
+    from .checks import SelfCheckError
+    from .reproduce import ResultsMismatchError
+
     args = build_parser().parse_args(argv)
-    {"reproduce": cmd_reproduce, "replicate": cmd_replicate, "run": cmd_run}[args.command](args)
+    try:
+        {"reproduce": cmd_reproduce, "replicate": cmd_replicate, "run": cmd_run}[args.command](args)
+    except (UsageError, ResultsMismatchError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except SelfCheckError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

@@ -56,7 +56,11 @@ def load_prompts_file(path: str | Path) -> dict[str, str]:
     for i, line in enumerate(lines, 1):
         name = f"p{i:02d}"
         if line.lstrip().startswith("{"):
-            obj = json.loads(line)
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {i}: not valid JSON ({err.msg}); use one JSON object per line, "
+                                 "or plain text lines") from err
             text = obj.get("text", obj.get("prompt"))
             if text is None:
                 raise ValueError(f"{path}, line {i}: a JSON object needs a 'text' (or 'prompt') field")

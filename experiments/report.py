@@ -148,7 +148,7 @@ TABLE_COLUMNS = ["claim", "study (Llama-3-8B)", "ours", "null", "verdict"]
 
 def write_report(
     out: Path, per_prompt: dict[str, Any], overlaps: dict[int, Any], info: dict[str, Any], settings: Any, *,
-    elapsed: float
+    elapsed: float, environment: dict[str, Any] | None = None
 ) -> Path:
     """Write ``texts.csv``, ``claims.csv``, ``report.md`` and ``report.html`` into ``out``."""
     import plotly.offline
@@ -168,11 +168,14 @@ def write_report(
             f"{len(m)} texts ({m.prompt.nunique()} prompts x {m.seed.nunique()} sampled continuations); "
             f"mode: {mode}; this run: {elapsed:.0f} s (results loaded from an earlier run take no time).")
     by_key = table.set_index("key")
-    md = [f"# The residual-stream study on {info['name']}", "", head, "", "## Replication table", "",
+    prov = provenance_lines(out, environment)
+    md = [f"# The residual-stream study on {info['name']}", "", head, "", *[f"- {line}" for line in prov], "",
+          "## Replication table", "",
           _table_md(table[TABLE_COLUMNS]), "",
           "Ours: median [interquartile range] over texts; differences: median with a 95% bootstrap interval. "
           "Verdict rules are listed in `claims.csv` and under each section.", ""]
     body = [f"<h1>The residual-stream study on {html.escape(info['name'])}</h1>", f"<p>{html.escape(head).replace('`', '')}</p>",
+            "<ul class='prov'>" + "".join(f"<li>{html.escape(line)}</li>" for line in prov) + "</ul>",
             "<h2>Replication table</h2>", _html_table(table[TABLE_COLUMNS], verdict=True),
             "<p class='note'>Ours: median [interquartile range] over texts; differences: median with a 95% bootstrap "
             "interval of the median. Each verdict follows the rule printed in its section.</p>"]
@@ -212,13 +215,31 @@ def write_report(
     return path
 
 
+def provenance_lines(out: Path, environment: dict[str, Any] | None) -> list[str]:
+    """The short provenance block: versions, model and weights, commit, and the self-checks' worst errors."""
+    from interp.provenance import environment_lines
+
+    lines = environment_lines(environment) if environment else []
+    checks = [c for f in sorted(out.glob("*/checks.json")) for c in json.loads(f.read_text())]
+    if checks:
+        worst = {}
+        for c in checks:
+            if c["name"] not in worst or c["measured"] > worst[c["name"]]["measured"]:
+                worst[c["name"]] = c
+        n = len(list(out.glob("*/checks.json")))
+        status = "all passed" if all(c["passed"] for c in checks) else "FAILED"
+        lines.append(f"self-checks ({status} on {n} texts; worst of each): " + "; ".join(
+            f"{k} {c['measured']:.2g} {c['unit']} (tol {c['tolerance']:.2g})" for k, c in worst.items()))
+    return lines
+
+
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}"
     "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
     "vertical-align:top;text-align:left}th{background:#f3f3f3}.row{display:flex;flex-wrap:wrap;gap:8px}"
     ".fig{flex:1 1 560px;min-width:480px}.caption,.note,.rule{color:#555;font-size:13px}"
     ".v{font-weight:600;padding:1px 6px;border-radius:4px}.holds{background:#d9f2d9}.differs{background:#f9dcdc}"
-    ".cant{background:#eee}details{margin:1em 0}summary{cursor:pointer}pre{white-space:pre-wrap}"
+    ".cant{background:#eee}.prov{color:#555;font-size:12px}details{margin:1em 0}summary{cursor:pointer}pre{white-space:pre-wrap}"
 )
 
 

@@ -3,6 +3,7 @@ overlap and a report. Resumable: a finished experiment's folder holds ``settings
 last, via an atomic rename), and a rerun with the same ``out`` loads it instead of recomputing.
 """
 
+import json
 import os
 import shutil
 import time
@@ -16,10 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from interp import Basis, Completion, model_info
+from interp.provenance import environment, run_key
 from interp.sweeps import COUNTERS
 from interp.writes import model_device
 
 from .base import ExperimentResult, prepare, run_meta
+from .checks import check_text
 from .clipped_generation import ClippedGenerationResult, run_clipped_generation
 from .clipping import ClippingResult, run_clipping
 from .minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
@@ -151,6 +154,12 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
     text = prepare(model, comp, kinds=s.kinds, chunk_size=s.chunk_size, progress=s.progress)
     if timer is not None:
         timer.add(text=text_id, phase="writes + baseline", seconds=time.perf_counter() - t0, loaded=False)
+    t0 = time.perf_counter()
+    checks = check_text(text)  # raises SelfCheckError before anything about this text is written
+    (out / text_id).mkdir(parents=True, exist_ok=True)
+    (out / text_id / "checks.json").write_text(json.dumps([c.to_dict() for c in checks], indent=2))
+    if timer is not None:
+        timer.add(text=text_id, phase="self-checks", seconds=time.perf_counter() - t0, loaded=False)
         if not (out / text_id / "minimal_subspace" / "settings.json").exists():
             timer.add(text=text_id, phase=UNIT_PHASE, seconds=plain_forward_seconds(model, comp), loaded=False)
     d = out / text_id
@@ -193,14 +202,47 @@ def subspaces_from(per_prompt: dict[str, PromptResults]) -> list[Subspace]:
     return subs
 
 
+class ResultsMismatchError(ValueError):
+    """A results folder holds results made by another model, dtype, library set or settings."""
+
+
+# Settings that do not change any number (how to show progress, which figures to draw, which
+# texts to run: every text has its own folder).
+_NEUTRAL = ("progress", "png", "prompts", "prompt_texts", "seeds", "generation_seeds")
+
+
+def claim_folder(out: Path, model: Any, s: Settings) -> dict[str, Any]:
+    """Record the run's environment in ``out/environment.json``; refuse a folder whose earlier
+    results were made under another key (model and weights, dtype, device type, library
+    versions, settings), since resuming would mix them."""
+    env = environment(model)
+    settings = {k: v for k, v in vars(s).items() if k not in _NEUTRAL}
+    env["settings"] = settings
+    env["run_key"] = run_key(env, settings)
+    path = out / "environment.json"
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        if earlier.get("run_key") != env["run_key"]:
+            diff = [k for k in ("versions", "dtype", "device", "settings") if earlier.get(k) != env.get(k)]
+            if earlier.get("model", {}).get("name") != env["model"]["name"]:
+                diff.insert(0, "model")
+            raise ResultsMismatchError(
+                f"{out} holds results of another run (differs in: {', '.join(diff) or 'model weights'}; "
+                f"earlier {earlier.get('versions')}, now {env['versions']}); resuming would mix them: "
+                "use another --out, or delete the folder to recompute.")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(env, indent=2, default=str))
+    return env
+
+
 def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> dict[str, Any]:
     """Run everything; returns {"prompts": {text id: PromptResults}, "overlap": {seed: OverlapResult},
     "report": path, "timings": DataFrame}."""
     s = settings or Settings()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     for p in s.prompts:
         s.text_of(p)  # unknown names fail before any work
+    env = claim_folder(out, model, s)
     timer = Timer(out / "timings.csv")
     t0 = time.perf_counter()
     per_text: dict[str, PromptResults] = {}
@@ -230,6 +272,6 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
 
     t1 = time.perf_counter()
     info = model_info(model).to_dict()
-    report = write_report(out, per_text, overlaps, info, s, elapsed=time.perf_counter() - t0)
+    report = write_report(out, per_text, overlaps, info, s, elapsed=time.perf_counter() - t0, environment=env)
     timer.add(text="all", phase="report", seconds=time.perf_counter() - t1, loaded=False)  # writes timings.csv
     return {"prompts": per_text, "overlap": overlaps, "report": report, "timings": timer.table()}

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .compat import patch_bridge_kv_cache
 from .cache import ModelNotFoundError, dist_version, ensure_gguf, ensure_named
 from .registry import DEFAULT_MODEL, REGISTRY, known_names
 
@@ -202,6 +203,7 @@ def load_model(
     bridge = TransformerBridge.boot_transformers(target, device=device, dtype=dtype)
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=not processing)
     bridge.eval()
+    patch_bridge_kv_cache(bridge)
     if bridge.tokenizer is None:
         raise ValueError(f"{target} has no tokenizer; save one beside the weights (tokenizer.json).")
     bridge._resid_writes_meta = {

@@ -99,6 +99,8 @@ def random_model(shape: str, path: str | Path, *, device: str = "cpu", dtype: to
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM
 
+    from .compat import patch_bridge_kv_cache
+
     arch, sizes = SHAPES[shape]
     sizes = dict(sizes)
     vocab = sizes.pop("vocab_size")
@@ -116,6 +118,7 @@ def random_model(shape: str, path: str | Path, *, device: str = "cpu", dtype: to
     bridge = TransformerBridge.boot_transformers(str(path.resolve()), hf_model=hf, device=device, dtype=dtype)
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     bridge.eval()
+    patch_bridge_kv_cache(bridge)
     bridge._resid_writes_meta = {"name": f"random-{shape}", "path": str(path), "processing": False}
     return bridge
 

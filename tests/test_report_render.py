@@ -1,7 +1,8 @@
 """The report as a person sees it: rendered by headless Chromium, every figure's traces drawn.
 
-CI installs Debian's chromium (.ci/run); the test fails, not skips, when it is missing, unless
-RESID_WRITES_NO_BROWSER=1 says this machine has none on purpose.
+Needs Debian's chromium (`apt-get install chromium`). Without it the test skips and says why;
+CI installs chromium and sets RESID_WRITES_REQUIRE_BROWSER=1 (.ci/run), which turns that skip into a
+failure, so CI can never skip it.
 """
 
 import os
@@ -22,9 +23,10 @@ def chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    if os.environ.get("RESID_WRITES_NO_BROWSER") == "1":
-        pytest.skip("RESID_WRITES_NO_BROWSER=1: no browser on this machine")
-    raise AssertionError("no chromium on PATH: install Debian's chromium (see .ci/run) to render the report")
+    why = "no chromium on PATH: install Debian's chromium (apt-get install chromium) to render the report"
+    if os.environ.get("RESID_WRITES_REQUIRE_BROWSER") == "1":
+        raise AssertionError(why + " (RESID_WRITES_REQUIRE_BROWSER=1: CI must not skip this test)")
+    pytest.skip(why)
 
 
 def rendered_dom(path, tmp_path) -> str:
