@@ -1,5 +1,6 @@
 """The shape every experiment returns: tidy tables + the settings and metadata that made them."""
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -113,28 +114,46 @@ class Text:
     baseline_mean: float
     chunk_size: int | None = None
     progress: bool = False
-    evaluators: dict[str, ClipEvaluator] = field(default_factory=dict)
+    evaluators: dict[tuple[str, str, tuple[str, ...]], ClipEvaluator] = field(default_factory=dict)
+    dtype: str = ""  # the model's parameter dtype when the text was prepared ("" = not recorded)
 
     @property
     def d_model(self) -> int:
         return self.basis.d_model
 
+    def check_model(self, model: Any) -> None:
+        """Refuse a model other than the one this text was prepared with, or the same model whose
+        dtype changed since (every memoized number would belong to the old one)."""
+        if model is not self.model:
+            raise ValueError("this prepared text belongs to another model object: prepare it again with this model "
+                             "(experiments.prepare(model, completion)) or pass the completion instead")
+        now = param_dtype(model)
+        if self.dtype and now != self.dtype:
+            raise ValueError(f"the model's dtype changed since the text was prepared ({self.dtype} -> {now}): its "
+                             "baseline and memoized evaluations are stale; prepare the text again")
+
     def evaluator(self, ordering: str, order: np.ndarray | None = None, *, directions: Tensor | None = None) -> ClipEvaluator:
-        """The evaluator of ``ordering`` (created on first use from ``order``, a permutation of the
-        basis columns, or from explicit ``directions``)."""
-        if ordering not in self.evaluators:
-            if directions is None:
-                directions = self.basis.vectors if order is None else self.basis.vectors[:, np.asarray(order).copy()]
-            self.evaluators[ordering] = ClipEvaluator(
+        """The memoized evaluator of a clipping order: the basis columns in ``order`` (default: as
+        they are, the singular-value order), or explicit ``directions`` (columns, in order of
+        inclusion). Memos are keyed by ``(ordering, digest of the directions, kinds)``: the same
+        name with other directions (a random basis of another seed, another importance order)
+        gets a fresh evaluator, never the old one's numbers."""
+        self.check_model(self.model)
+        if directions is None:
+            directions = self.basis.vectors if order is None else self.basis.vectors[:, np.asarray(order).copy()]
+        key = (ordering, directions_digest(directions), self.kinds)
+        if key not in self.evaluators:
+            self.evaluators[key] = ClipEvaluator(
                 self.model, self.completion, directions, kinds=self.kinds, chunk_size=self.chunk_size,
                 progress=self.progress, desc=ordering,
             )
-        return self.evaluators[ordering]
+        return self.evaluators[key]
 
     def noise(self) -> float:
         """The clipped pass's own float error on this text: |logp - logp unclipped| when every write
         is projected onto all d_model directions (V V^T w, computed as such, in a batch of 2; the
         evaluators' k = d is exact by construction, see ``interp.projection.compact``). Memoized."""
+        self.check_model(self.model)
         if "_noise" not in self.__dict__:
             with torch.inference_mode(), project_writes(self.model, self.basis.vectors, record=False, check=False):
                 lp = continuation_logprob(self.model, self.completion.prompt_tokens,
@@ -164,7 +183,21 @@ def prepare(
     basis = write_basis(writes.select(writes.index.kind.isin(kinds)) if kinds != KINDS else writes,
                         device=_linalg_device(model))
     return Text(model, completion, kinds, writes, basis, float(lp.total[0]), float(lp.mean[0]),
-                chunk_size=chunk_size, progress=progress)
+                chunk_size=chunk_size, progress=progress, dtype=param_dtype(model))
+
+
+def param_dtype(model: Any) -> str:
+    """The model's parameter dtype, e.g. ``"float32"``."""
+    return str(next(model.parameters()).dtype).replace("torch.", "")
+
+
+def directions_digest(directions: Tensor) -> str:
+    """A short fingerprint of a directions matrix (shape and float32 values): the memo key of a
+    clipping order."""
+    v = directions.detach().to("cpu", torch.float32).contiguous()
+    h = hashlib.sha1(str(tuple(v.shape)).encode())
+    h.update(v.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _linalg_device(model: Any) -> torch.device:
@@ -173,12 +206,22 @@ def _linalg_device(model: Any) -> torch.device:
     return device if device.type == "cuda" else torch.device("cpu")
 
 
-def as_text(model: Any, completion: "Completion | Text", *, kinds: Sequence[str] = KINDS,
+def as_text(model: Any, completion: "Completion | Text", *, kinds: Sequence[str] | None = None,
             chunk_size: int | None = None, progress: bool = False) -> Text:
-    """A prepared text as is, or a completion prepared now."""
+    """A prepared text as is, or a completion prepared now (``kinds`` default: attention + MLP).
+
+    A prepared text fixes the kinds of its basis and its model: ``kinds`` other than the text's,
+    or another model (or a changed dtype), is an error rather than a silent use of the text's.
+    """
     if isinstance(completion, Text):
+        completion.check_model(model)
+        if kinds is not None and normalize_kinds(kinds) != completion.kinds:
+            wanted = normalize_kinds(kinds)
+            raise ValueError(
+                f"kinds={wanted} differs from the prepared text's kinds {completion.kinds}: leave kinds out to use "
+                f"the text's, or prepare a text of these kinds (experiments.prepare(model, completion, kinds={wanted}))")
         return completion
-    return prepare(model, completion, kinds=kinds, chunk_size=chunk_size, progress=progress)
+    return prepare(model, completion, kinds=KINDS if kinds is None else kinds, chunk_size=chunk_size, progress=progress)
 
 
 def basis_for(
