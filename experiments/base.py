@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,20 +59,39 @@ class ExperimentResult:
         return cls(tables=tables, settings=payload["settings"], meta=payload["meta"])
 
     def save_figures(self, directory: str | Path, *, png: bool = False) -> list[Path]:
-        """Every figure as standalone HTML (and PNG when ``png`` and kaleido work)."""
+        """Every figure as ``<key>.html`` in ``directory``, drawing offline: plotly.js is written
+        once per folder (``plotly.min.js``, from the installed ``plotly`` package) and each page
+        loads it by relative path, never from a CDN. With ``png``, also ``<key>.png`` through
+        kaleido (``pip install "resid-writes[images]"``): a missing kaleido is an error, raised
+        before anything is written; a PNG that fails to render is a warning (the HTML is kept).
+        Returns the HTML paths."""
+        if png:
+            check_png_export()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         paths = []
         for key, fig in self.figures().items():
             path = directory / f"{key}.html"
-            fig.write_html(path, include_plotlyjs="cdn")
+            fig.write_html(path, include_plotlyjs="directory")
             paths.append(path)
             if png:
                 try:
                     fig.write_image(directory / f"{key}.png")
-                except Exception:  # kaleido missing or no browser: HTML is enough
+                except Exception as err:  # kaleido present but cannot render (e.g. no browser for kaleido >= 1)
+                    warnings.warn(f"PNG export of {key!r} failed ({type(err).__name__}: {err}); the HTML figures "
+                                  "are written, no more PNGs are tried. kaleido >= 1 needs Chrome/Chromium "
+                                  "(kaleido.get_chrome_sync() installs one).", RuntimeWarning, stacklevel=2)
                     png = False
         return paths
+
+
+def check_png_export() -> None:
+    """Raise a clear error when PNG export cannot work (kaleido is not installed)."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError('PNG figures need kaleido: pip install "resid-writes[images]" (or pip install kaleido), '
+                           "or leave png off (the HTML figures need nothing)") from err
 
 
 def _json_default(obj: Any) -> Any:

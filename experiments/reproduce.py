@@ -19,7 +19,7 @@ from interp import Basis, Completion, model_info
 from interp.sweeps import COUNTERS
 from interp.writes import model_device
 
-from .base import ExperimentResult, prepare, run_meta
+from .base import ExperimentResult, check_png_export, prepare, run_meta
 from .clipped_generation import ClippedGenerationResult, run_clipped_generation
 from .clipping import ClippingResult, run_clipping
 from .minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
@@ -201,6 +201,8 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
     out.mkdir(parents=True, exist_ok=True)
     for p in s.prompts:
         s.text_of(p)  # unknown names fail before any work
+    if s.png:
+        check_png_export()  # so does --png without kaleido
     timer = Timer(out / "timings.csv")
     t0 = time.perf_counter()
     per_text: dict[str, PromptResults] = {}
