@@ -53,6 +53,8 @@ class ExperimentResult:
 
     @classmethod
     def load(cls, directory: str | Path) -> "ExperimentResult":
+        """Read back what ``save`` wrote (every ``<table>.csv``, ``settings.json``'s settings and
+        meta) as an instance of ``cls``: call it on the result class, ``ClippingResult.load(d)``."""
         directory = Path(directory)
         payload = json.loads((directory / "settings.json").read_text())
         tables = {p.stem: pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(directory.glob("*.csv"))}
@@ -123,7 +125,14 @@ def run_meta(model: Any, completion: Completion, **extra: Any) -> dict[str, Any]
 class Text:
     """One text, analysed once: its writes (captured during the baseline pass), the basis of the
     chosen kinds, the unclipped log-probability, and one memoized clipping evaluator per ordering
-    shared by every experiment (curves, minimal-k searches, tolerance sensitivity)."""
+    shared by every experiment (curves, minimal-k searches, tolerance sensitivity).
+
+    Made by ``prepare``. Attributes: ``model`` and ``completion``; ``kinds`` (of the basis);
+    ``writes`` (every write of every kind, a ``interp.Writes``); ``basis`` (``interp.Basis`` of
+    the writes of ``kinds``); ``baseline`` and ``baseline_mean`` (the unclipped log-probability of
+    the continuation, total and per token); ``evaluators`` (the memoized clipping evaluators,
+    keyed by ordering name, directions digest and kinds); ``dtype`` (the model's when prepared).
+    """
 
     model: Any
     completion: Completion
@@ -182,6 +191,9 @@ class Text:
         return self.__dict__["_noise"]
 
     def meta(self, **extra: Any) -> dict[str, Any]:
+        """A result's ``meta``: ``run_meta`` of this text (model, dtype, prompt, continuation
+        tokens and text, sampling) plus its baseline log-probability (total and per token), its
+        kinds and ``extra``."""
         return run_meta(self.model, self.completion, baseline_logprob=self.baseline,
                         baseline_logprob_mean=self.baseline_mean, kinds=list(self.kinds), **extra)
 
