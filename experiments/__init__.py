@@ -1,13 +1,15 @@
 """The study's experiments, one module each; every ``run_*`` returns a typed result with tidy
-tables, settings and metadata, ``.save(dir)`` and ``.figures()``."""
+tables, settings and metadata, ``.save(dir)`` and ``.figures()``. Experiments of your own plug in
+through ``register`` (``experiments.registry``)."""
 
-from .base import ExperimentResult, Text, as_text, basis_for, prepare
+from .base import ExperimentResult, Text, as_text, basis_for, prepare, run_meta
 from .clipped_generation import ClippedGenerationResult, run_clipped_generation
 from .clipping import ClippingResult, run_clipping
 from .minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
 from .orderings import OrderingsResult, run_orderings
 from .overlap import OverlapResult, Subspace, run_overlap
 from .prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, load_prompts_file
+from .registry import Plugin, register
 from .single_direction import SingleDirectionResult, run_single_direction
 from .spectrum import SpectrumResult, run_spectrum
 
@@ -20,6 +22,7 @@ __all__ = [
     "MinimalSubspaceResult",
     "OrderingsResult",
     "OverlapResult",
+    "Plugin",
     "SingleDirectionResult",
     "SpectrumResult",
     "Subspace",
@@ -29,10 +32,12 @@ __all__ = [
     "get_continuation",
     "load_prompts_file",
     "prepare",
+    "register",
     "run_clipped_generation",
     "run_clipping",
     "run_minimal_subspace",
     "run_orderings",
+    "run_meta",
     "run_overlap",
     "run_single_direction",
     "run_spectrum",

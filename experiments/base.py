@@ -1,6 +1,8 @@
 """The shape every experiment returns: tidy tables + the settings and metadata that made them."""
 
+import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,26 +53,47 @@ class ExperimentResult:
 
     @classmethod
     def load(cls, directory: str | Path) -> "ExperimentResult":
+        """Read back what ``save`` wrote (every ``<table>.csv``, ``settings.json``'s settings and
+        meta) as an instance of ``cls``: call it on the result class, ``ClippingResult.load(d)``."""
         directory = Path(directory)
         payload = json.loads((directory / "settings.json").read_text())
         tables = {p.stem: pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(directory.glob("*.csv"))}
         return cls(tables=tables, settings=payload["settings"], meta=payload["meta"])
 
     def save_figures(self, directory: str | Path, *, png: bool = False) -> list[Path]:
-        """Every figure as standalone HTML (and PNG when ``png`` and kaleido work)."""
+        """Every figure as ``<key>.html`` in ``directory``, drawing offline: plotly.js is written
+        once per folder (``plotly.min.js``, from the installed ``plotly`` package) and each page
+        loads it by relative path, never from a CDN. With ``png``, also ``<key>.png`` through
+        kaleido (``pip install "resid-writes[images]"``): a missing kaleido is an error, raised
+        before anything is written; a PNG that fails to render is a warning (the HTML is kept).
+        Returns the HTML paths."""
+        if png:
+            check_png_export()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         paths = []
         for key, fig in self.figures().items():
             path = directory / f"{key}.html"
-            fig.write_html(path, include_plotlyjs="cdn")
+            fig.write_html(path, include_plotlyjs="directory")
             paths.append(path)
             if png:
                 try:
                     fig.write_image(directory / f"{key}.png")
-                except Exception:  # kaleido missing or no browser: HTML is enough
+                except Exception as err:  # kaleido present but cannot render (e.g. no browser for kaleido >= 1)
+                    warnings.warn(f"PNG export of {key!r} failed ({type(err).__name__}: {err}); the HTML figures "
+                                  "are written, no more PNGs are tried. kaleido >= 1 needs Chrome/Chromium "
+                                  "(kaleido.get_chrome_sync() installs one).", RuntimeWarning, stacklevel=2)
                     png = False
         return paths
+
+
+def check_png_export() -> None:
+    """Raise a clear error when PNG export cannot work (kaleido is not installed)."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError('PNG figures need kaleido: pip install "resid-writes[images]" (or pip install kaleido), '
+                           "or leave png off (the HTML figures need nothing)") from err
 
 
 def _json_default(obj: Any) -> Any:
@@ -102,7 +125,14 @@ def run_meta(model: Any, completion: Completion, **extra: Any) -> dict[str, Any]
 class Text:
     """One text, analysed once: its writes (captured during the baseline pass), the basis of the
     chosen kinds, the unclipped log-probability, and one memoized clipping evaluator per ordering
-    shared by every experiment (curves, minimal-k searches, tolerance sensitivity)."""
+    shared by every experiment (curves, minimal-k searches, tolerance sensitivity).
+
+    Made by ``prepare``. Attributes: ``model`` and ``completion``; ``kinds`` (of the basis);
+    ``writes`` (every write of every kind, a ``interp.Writes``); ``basis`` (``interp.Basis`` of
+    the writes of ``kinds``); ``baseline`` and ``baseline_mean`` (the unclipped log-probability of
+    the continuation, total and per token); ``evaluators`` (the memoized clipping evaluators,
+    keyed by ordering name, directions digest and kinds); ``dtype`` (the model's when prepared).
+    """
 
     model: Any
     completion: Completion
@@ -113,28 +143,46 @@ class Text:
     baseline_mean: float
     chunk_size: int | None = None
     progress: bool = False
-    evaluators: dict[str, ClipEvaluator] = field(default_factory=dict)
+    evaluators: dict[tuple[str, str, tuple[str, ...]], ClipEvaluator] = field(default_factory=dict)
+    dtype: str = ""  # the model's parameter dtype when the text was prepared ("" = not recorded)
 
     @property
     def d_model(self) -> int:
         return self.basis.d_model
 
+    def check_model(self, model: Any) -> None:
+        """Refuse a model other than the one this text was prepared with, or the same model whose
+        dtype changed since (every memoized number would belong to the old one)."""
+        if model is not self.model:
+            raise ValueError("this prepared text belongs to another model object: prepare it again with this model "
+                             "(experiments.prepare(model, completion)) or pass the completion instead")
+        now = param_dtype(model)
+        if self.dtype and now != self.dtype:
+            raise ValueError(f"the model's dtype changed since the text was prepared ({self.dtype} -> {now}): its "
+                             "baseline and memoized evaluations are stale; prepare the text again")
+
     def evaluator(self, ordering: str, order: np.ndarray | None = None, *, directions: Tensor | None = None) -> ClipEvaluator:
-        """The evaluator of ``ordering`` (created on first use from ``order``, a permutation of the
-        basis columns, or from explicit ``directions``)."""
-        if ordering not in self.evaluators:
-            if directions is None:
-                directions = self.basis.vectors if order is None else self.basis.vectors[:, np.asarray(order).copy()]
-            self.evaluators[ordering] = ClipEvaluator(
+        """The memoized evaluator of a clipping order: the basis columns in ``order`` (default: as
+        they are, the singular-value order), or explicit ``directions`` (columns, in order of
+        inclusion). Memos are keyed by ``(ordering, digest of the directions, kinds)``: the same
+        name with other directions (a random basis of another seed, another importance order)
+        gets a fresh evaluator, never the old one's numbers."""
+        self.check_model(self.model)
+        if directions is None:
+            directions = self.basis.vectors if order is None else self.basis.vectors[:, np.asarray(order).copy()]
+        key = (ordering, directions_digest(directions), self.kinds)
+        if key not in self.evaluators:
+            self.evaluators[key] = ClipEvaluator(
                 self.model, self.completion, directions, kinds=self.kinds, chunk_size=self.chunk_size,
                 progress=self.progress, desc=ordering,
             )
-        return self.evaluators[ordering]
+        return self.evaluators[key]
 
     def noise(self) -> float:
         """The clipped pass's own float error on this text: |logp - logp unclipped| when every write
         is projected onto all d_model directions (V V^T w, computed as such, in a batch of 2; the
         evaluators' k = d is exact by construction, see ``interp.projection.compact``). Memoized."""
+        self.check_model(self.model)
         if "_noise" not in self.__dict__:
             with torch.inference_mode(), project_writes(self.model, self.basis.vectors, record=False, check=False):
                 lp = continuation_logprob(self.model, self.completion.prompt_tokens,
@@ -143,6 +191,9 @@ class Text:
         return self.__dict__["_noise"]
 
     def meta(self, **extra: Any) -> dict[str, Any]:
+        """A result's ``meta``: ``run_meta`` of this text (model, dtype, prompt, continuation
+        tokens and text, sampling) plus its baseline log-probability (total and per token), its
+        kinds and ``extra``."""
         return run_meta(self.model, self.completion, baseline_logprob=self.baseline,
                         baseline_logprob_mean=self.baseline_mean, kinds=list(self.kinds), **extra)
 
@@ -164,7 +215,21 @@ def prepare(
     basis = write_basis(writes.select(writes.index.kind.isin(kinds)) if kinds != KINDS else writes,
                         device=_linalg_device(model))
     return Text(model, completion, kinds, writes, basis, float(lp.total[0]), float(lp.mean[0]),
-                chunk_size=chunk_size, progress=progress)
+                chunk_size=chunk_size, progress=progress, dtype=param_dtype(model))
+
+
+def param_dtype(model: Any) -> str:
+    """The model's parameter dtype, e.g. ``"float32"``."""
+    return str(next(model.parameters()).dtype).replace("torch.", "")
+
+
+def directions_digest(directions: Tensor) -> str:
+    """A short fingerprint of a directions matrix (shape and float32 values): the memo key of a
+    clipping order."""
+    v = directions.detach().to("cpu", torch.float32).contiguous()
+    h = hashlib.sha1(str(tuple(v.shape)).encode())
+    h.update(v.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _linalg_device(model: Any) -> torch.device:
@@ -173,12 +238,22 @@ def _linalg_device(model: Any) -> torch.device:
     return device if device.type == "cuda" else torch.device("cpu")
 
 
-def as_text(model: Any, completion: "Completion | Text", *, kinds: Sequence[str] = KINDS,
+def as_text(model: Any, completion: "Completion | Text", *, kinds: Sequence[str] | None = None,
             chunk_size: int | None = None, progress: bool = False) -> Text:
-    """A prepared text as is, or a completion prepared now."""
+    """A prepared text as is, or a completion prepared now (``kinds`` default: attention + MLP).
+
+    A prepared text fixes the kinds of its basis and its model: ``kinds`` other than the text's,
+    or another model (or a changed dtype), is an error rather than a silent use of the text's.
+    """
     if isinstance(completion, Text):
+        completion.check_model(model)
+        if kinds is not None and normalize_kinds(kinds) != completion.kinds:
+            wanted = normalize_kinds(kinds)
+            raise ValueError(
+                f"kinds={wanted} differs from the prepared text's kinds {completion.kinds}: leave kinds out to use "
+                f"the text's, or prepare a text of these kinds (experiments.prepare(model, completion, kinds={wanted}))")
         return completion
-    return prepare(model, completion, kinds=kinds, chunk_size=chunk_size, progress=progress)
+    return prepare(model, completion, kinds=KINDS if kinds is None else kinds, chunk_size=chunk_size, progress=progress)
 
 
 def basis_for(

@@ -7,6 +7,7 @@ Examples:
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 from interp import ModelNotFoundError, load_model, normalize_kinds
 
 from .prompts import PROMPTS, REPLICATION_PROMPTS
+from .registry import ENV as PLUGINS_ENV
+from .registry import get_plugin, plugin_names
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -53,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--samples", type=int, default=3, help="samples per condition in clipped generation")
     rep.add_argument("--draws", type=int, default=50, help="Monte Carlo draws for the overlap nulls (the analytic mean and sd are exact)")
     rep.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido)")
+    # --- plug-in experiments (experiments/registry.py) ---
+    rep.add_argument("--with", dest="plugins", nargs="+", default=[], choices=plugin_names(), metavar="NAME",
+                     help=f"also run these plug-in experiments on every text (found: {', '.join(plugin_names()) or 'none'}; "
+                          f"see ${PLUGINS_ENV})")
     rep2 = sub.add_parser("replicate", help="the replication table: every model x prompt x seed, exported to docs")
     _model_args(rep2)
     rep2.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"])
@@ -69,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     one = sub.add_parser("run", help="one experiment on one prompt, with its own options")
     _model_args(one)
     one.add_argument("experiment", choices=["spectrum", "clipping", "single_direction", "orderings",
-                                            "minimal_subspace", "clipped_generation"])
+                                            "minimal_subspace", "clipped_generation", *plugin_names()],
+                     help=f"a built-in experiment or a plug-in (${PLUGINS_ENV}, docs/extending.md)")
     one.add_argument("--prompt", default="meaning_of_life", help=f"one of {list(REPLICATION_PROMPTS)} or any text")
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--k", type=int, default=None, help="clipped_generation: directions kept (default: minimal)")
@@ -168,7 +176,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         prompts=prompts, prompt_texts=texts, seeds=args.seeds, kinds=args.kinds,
         max_new_tokens=args.max_new_tokens, exhaustive=args.exhaustive, tolerance=args.tolerance,
         chunk_size=args.chunk_size, n_exact=args.n_exact, n_samples=args.samples, overlap_draws=args.draws,
-        png=args.png, progress=not args.no_progress,
+        png=args.png, progress=not args.no_progress, plugins=tuple(args.plugins),
     )
     for p in settings.prompts:  # a typo fails before the model loads
         settings.text_of(p)
@@ -221,6 +229,7 @@ def cmd_replicate(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     import experiments as E
+    from interp.provenance import environment
 
     from .checks import check_text
 
@@ -231,10 +240,16 @@ def cmd_run(args: argparse.Namespace) -> None:
     comp = E.get_continuation(model, args.prompt, seed=args.seed, max_new_tokens=args.max_new_tokens,
                               store=Path(args.out) / "continuation.json")
     text = E.prepare(model, comp, kinds=args.kinds, chunk_size=args.chunk_size, progress=not args.no_progress)
-    check_text(text)  # refuses to report from a broken environment
+    checks = check_text(text)  # refuses to report from a broken environment
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "environment.json").write_text(json.dumps(environment(model), indent=2, default=str))
+    (Path(args.out) / "checks.json").write_text(json.dumps([c.to_dict() for c in checks], indent=2))
     common = dict(exhaustive=args.exhaustive)
     name = args.experiment
-    if name == "spectrum":
+    if name in plugin_names():  # a plug-in experiment (experiments/registry.py)
+        result = get_plugin(name)(model, text, seed=args.seed, tolerance=args.tolerance, prompt_name=args.prompt,
+                                  chunk_size=args.chunk_size, progress=not args.no_progress, **common)
+    elif name == "spectrum":
         result = E.run_spectrum(model, text)
     elif name == "clipping":
         result = E.run_clipping(model, text, **common)
@@ -243,7 +258,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     elif name == "orderings":
         result = E.run_orderings(model, text, compromise=args.compromise, **common)
     elif name == "minimal_subspace":
-        result = E.run_minimal_subspace(model, text, tolerance=args.tolerance, prompt_name=args.prompt, **common)
+        result = E.run_minimal_subspace(model, text, tolerance=args.tolerance, prompt_name=args.prompt,
+                                        seed=args.seed, **common)
     else:
         k = args.k if args.k is not None else E.run_minimal_subspace(model, text, tolerance=args.tolerance,
                                                                      random_null=False, **common).order()

@@ -60,7 +60,7 @@ def run_clipped_generation(
     *,
     k: int,
     order: list[int] | None = None,
-    kinds: tuple[str, ...] = ("attn", "mlp"),
+    kinds: tuple[str, ...] | None = None,  # default: the prepared text's (attention + MLP for a completion)
     n_samples: int = 3,
     max_new_tokens: int = 32,
     temperature: float = 0.6,

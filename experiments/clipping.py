@@ -72,7 +72,7 @@ def jitter(curve: pd.DataFrame, d: int) -> dict[str, float]:
 def curve_summary(text: Text, curve: pd.DataFrame, ordering: str = "singular_value") -> dict[str, Any]:
     d, base = text.d_model, text.baseline
     ev = text.evaluator(ordering)
-    conv = stable_crossing(ev, base - CONVERGED_NATS, d, sorted(ev.points)).k
+    conv = stable_crossing(ev, base - CONVERGED_NATS, d, sorted(curve.k)).k  # from this curve's ks, not the memo's
     unclipped = curve[curve.k == d].orig_delta.iloc[0]
     low = curve[(curve.k > 0) & (curve.k <= max(1, d // 64))]
     return {
@@ -132,7 +132,7 @@ def run_clipping(
     completion: "Completion | Text",
     *,
     ks: Sequence[int] | None = None,
-    kinds: Sequence[str] = ("attn", "mlp"),
+    kinds: Sequence[str] | None = None,  # default: the prepared text's (attention + MLP for a completion)
     exhaustive: bool = False,
     chunk_size: int | None = None,
     progress: bool = False,

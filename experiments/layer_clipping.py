@@ -46,9 +46,10 @@ class LayerClippingResult(ExperimentResult):
 
 
 def run_layer_clipping(model: Any, completion: "Completion | Text", *, layer_sets: dict[str, Sequence[int]],
-                       ks: Sequence[int], kinds: tuple[str, ...] = ("attn", "mlp")) -> LayerClippingResult:
-    """One clipping curve (over ``ks``, batched) per named set of layers."""
+                       ks: Sequence[int], kinds: tuple[str, ...] | None = None) -> LayerClippingResult:
+    """One clipping curve (over ``ks``, batched) per named set of layers (``kinds``: the text's)."""
     text = as_text(model, completion, kinds=kinds)
+    kinds = text.kinds
     basis, completion = text.basis, text.completion
     masks = prefix_masks(ks, basis.d_model)
     rows = []

@@ -93,7 +93,7 @@ def run_minimal_subspace(
     completion: "Completion | Text",
     *,
     orderings: OrderingsResult | None = None,
-    kinds: tuple[str, ...] = ("attn", "mlp"),
+    kinds: tuple[str, ...] | None = None,  # default: the prepared text's (attention + MLP for a completion)
     tolerance: float = 1e-4,
     random_null: bool = True,
     bisection: bool = False,
@@ -115,12 +115,18 @@ def run_minimal_subspace(
     if random_null:
         evaluators["random_basis"] = text.evaluator("random_basis", directions=random_orthonormal(d, seed, _linalg_device(model)))
     grid = curve_ks(d, exhaustive=exhaustive, jitter=False)
+    # Every search starts from a fixed grid (the SVD order's also from experiment 2's curve grid),
+    # never from whatever the shared evaluators already hold: the result, and its evaluation
+    # counts, do not depend on what ran on the text before (the memo only saves forward passes).
+    starts = {name: sorted(set(grid) | set(curve_ks(d, exhaustive=exhaustive))) if name == "singular_value" else grid
+              for name in evaluators}
     rows = []
     for name, ev in evaluators.items():
-        ev(grid)
+        known = starts[name]
+        ev(known)
         searches = {
-            "first_crossing": first_crossing(ev, target, d, sorted(ev.points)),
-            "stable": stable_crossing(ev, target, d, sorted(ev.points)),
+            "first_crossing": first_crossing(ev, target, d, known),
+            "stable": stable_crossing(ev, target, d, known),
         }
         if bisection or exhaustive:  # free when every k is known; else ~log2(d) sequential passes
             searches["bisection"] = bisect_min_k(ev, target, d)
@@ -128,7 +134,7 @@ def run_minimal_subspace(
             rows.append({"ordering": name, "method": method, "k": res.k, "k_frac": res.k / d, "tolerance": tol,
                          "evaluations": res.evaluations})
         # the curve's convergence point (as in experiment 2), for every ordering and the null
-        conv = stable_crossing(ev, text.baseline - CONVERGED_NATS, d, sorted(ev.points))
+        conv = stable_crossing(ev, text.baseline - CONVERGED_NATS, d, known)
         rows.append({"ordering": name, "method": "converged", "k": conv.k, "k_frac": conv.k / d,
                      "tolerance": CONVERGED_NATS, "evaluations": conv.evaluations})
     n_cont = int(text.completion.continuation_tokens.numel())
@@ -141,14 +147,15 @@ def run_minimal_subspace(
         for criterion, tols, scale in (("total", TOTAL_TOLERANCES, 1.0), ("per_token", per_token, n_cont)):
             for t in tols:
                 nats = max(t * scale, NOISE_FACTOR * noise)
-                k = first_crossing(ev, text.baseline - nats, d, sorted(ev.points)).k
+                k = first_crossing(ev, text.baseline - nats, d, starts[name]).k
                 sens.append({"ordering": name, "criterion": criterion, "tolerance": t, "tolerance_nats": nats,
                              "k": k, "k_frac": k / d})
     study = STUDY_MIN_K.get(prompt_name or "")
     return MinimalSubspaceResult(
         tables={"minimal_k": pd.DataFrame(rows), "sensitivity": pd.DataFrame(sens)},
         settings={"kinds": list(text.kinds), "tolerance": tolerance, "noise_factor": NOISE_FACTOR,
-                  "exhaustive": exhaustive, "random_null_seed": seed if random_null else None},
+                  "exhaustive": exhaustive, "random_null": random_null, "random_null_seed": seed if random_null else None,
+                  "orderings": list(evaluators)},
         meta=text.meta(
             prompt_name=prompt_name, noise_at_d=noise, effective_tolerance=tol,
             study_k=study, study_k_frac=(study / STUDY_D_MODEL) if study else None,

@@ -74,7 +74,7 @@ def run_orderings(
     completion: "Completion | Text",
     *,
     single: SingleDirectionResult | None = None,
-    kinds: tuple[str, ...] = ("attn", "mlp"),
+    kinds: tuple[str, ...] | None = None,  # default: the prepared text's (attention + MLP for a completion)
     compromise: str = "rank_product",
     ks: list[int] | None = None,
     exhaustive: bool = False,

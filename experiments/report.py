@@ -199,6 +199,12 @@ def write_report(
             md += [f"*Figures ({', '.join(shown)}) in report.html:* {caption}", ""]
         if keys == ("generation",):
             body.append(_samples_html(out, m))
+    # --- plug-in experiments (reproduce --with NAME): a section each, from their summary() and figures ---
+    from .plugin_report import plugin_sections
+
+    plugin_md, plugin_body = plugin_sections(out, per_prompt, getattr(settings, "plugins", ()))
+    md += plugin_md
+    body += plugin_body
     body.append("<h2>Per-text numbers</h2><details><summary>every text's numbers (also texts.csv)</summary>"
                 + _html_table(m.round(4)) + "</details>")
     if len(pairs):

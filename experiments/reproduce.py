@@ -21,7 +21,7 @@ from interp.provenance import environment, run_key
 from interp.sweeps import COUNTERS
 from interp.writes import model_device
 
-from .base import ExperimentResult, prepare, run_meta
+from .base import ExperimentResult, check_png_export, prepare, run_meta
 from .checks import check_text
 from .clipped_generation import ClippedGenerationResult, run_clipped_generation
 from .clipping import ClippingResult, run_clipping
@@ -29,6 +29,7 @@ from .minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
 from .orderings import OrderingsResult, run_orderings
 from .overlap import OverlapResult, Subspace, run_overlap
 from .prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, sample_missing
+from .registry import get_plugin
 from .single_direction import SingleDirectionResult, run_single_direction
 from .spectrum import SpectrumResult, run_spectrum
 
@@ -53,6 +54,7 @@ class Settings:
     png: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    plugins: Sequence[str] = ()  # plug-in experiments (experiments.registry) run on every text after the built-ins
 
     def text_of(self, prompt: str) -> str:
         if self.prompt_texts and prompt in self.prompt_texts:
@@ -180,6 +182,12 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
     if s.generation_seeds is None or seed in s.generation_seeds:
         run("clipped_generation", ClippedGenerationResult, lambda: run_clipped_generation(
             model, text, k=k, n_samples=s.n_samples, seed=seed, max_new_tokens=min(32, s.max_new_tokens)))
+    # --- plug-in experiments (experiments/registry.py): saved, resumed and timed like the built-ins ---
+    for name in s.plugins:
+        plugin = get_plugin(name)
+        run(name, plugin.result, lambda plugin=plugin: plugin(
+            model, text, seed=seed, exhaustive=s.exhaustive, tolerance=s.tolerance, chunk_size=s.chunk_size,
+            progress=s.progress, prompt_name=prompt))
     return PromptResults(comp, text.basis, r, prompt=prompt, seed=seed)
 
 
@@ -208,7 +216,7 @@ class ResultsMismatchError(ValueError):
 
 # Settings that do not change any number (how to show progress, which figures to draw, which
 # texts to run: every text has its own folder).
-_NEUTRAL = ("progress", "png", "prompts", "prompt_texts", "seeds", "generation_seeds")
+_NEUTRAL = ("progress", "png", "prompts", "prompt_texts", "seeds", "generation_seeds", "plugins")
 
 
 def claim_folder(out: Path, model: Any, s: Settings) -> dict[str, Any]:
@@ -242,6 +250,10 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
     out = Path(out)
     for p in s.prompts:
         s.text_of(p)  # unknown names fail before any work
+    for name in s.plugins:
+        get_plugin(name)  # so do unknown plug-ins
+    if s.png:
+        check_png_export()  # so does --png without kaleido
     env = claim_folder(out, model, s)
     timer = Timer(out / "timings.csv")
     t0 = time.perf_counter()

@@ -110,7 +110,7 @@ def run_single_direction(
     model: Any,
     completion: "Completion | Text",
     *,
-    kinds: tuple[str, ...] = ("attn", "mlp"),
+    kinds: tuple[str, ...] | None = None,  # default: the prepared text's (attention + MLP for a completion)
     exhaustive: bool = False,
     n_exact: int | None = None,
     n_fisher: int = 8,

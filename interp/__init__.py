@@ -10,6 +10,7 @@ tokens -> writes -> basis (SVD) -> projections/ablations -> scores. One module p
 - ``hooks``: ``project_writes`` / ``ablate_directions`` context managers (batched subspaces)
 - ``scoring``: ``continuation_logprob``
 - ``generation``: ``sample_continuation``
+- ``testing`` / ``pytest_plugin``: tiny random models and pytest fixtures for your own tests
 """
 
 from .basis import Basis, write_basis
@@ -19,7 +20,7 @@ from .models import ModelInfo, ModelNotFoundError, default_model, load_model, mo
 from .projection import ablate, check_orthonormal, order_directions, prefix_masks, project
 from .scoring import LogProbs, continuation_logprob, final_residual
 from .tokens import Completion, TokenizerMismatchError, encode_prompt, tokenizer_fingerprint
-from .writes import KINDS, Writes, capture_writes, normalize_kinds, write_hook_names
+from .writes import KINDS, Writes, capture_writes, model_device, normalize_kinds, write_hook_name, write_hook_names
 
 __all__ = [
     "KINDS",
@@ -40,6 +41,7 @@ __all__ = [
     "encode_prompt",
     "final_residual",
     "load_model",
+    "model_device",
     "model_info",
     "normalize_kinds",
     "order_directions",
@@ -50,6 +52,7 @@ __all__ = [
     "sample_continuations",
     "tokenizer_fingerprint",
     "write_basis",
+    "write_hook_name",
     "write_hook_names",
 ]
 

@@ -7,6 +7,8 @@ and ``ln_final``/``unembed`` modules. A TransformerLens 3.x ``HookedTransformer`
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +161,21 @@ def model_info(model: Any) -> ModelInfo:
     )
 
 
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    """transformers' progress bars ("Loading weights") off inside, when not ``enabled``; restored after."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    if not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before and not enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(
     name_or_path: str | os.PathLike | None = None,
     *,
@@ -175,8 +192,11 @@ def load_model(
             a ``.gguf`` file (dequantized and cached by its hash), or a hub name (needs internet
             or the HF cache). ``None``: ``$RESID_WRITES_MODEL``, else the first directory in
             ``../shared/models``, else ``smollm2-135m``. ``"random:<shape>"`` (a shape of
-            ``interp.testing.SHAPES``) builds random weights of a real model's shape: for
-            benchmarks only, nothing measured on it is a finding.
+            ``interp.testing.SHAPES``) builds random weights of that shape, with the toy
+            tokenizer: a real model's shape for benchmarks (``"random:smollm2-135m"``,
+            ``"random:llama3-8b"``), or a tiny one for tests (``"random:tiny-gpt2"``,
+            ``"random:tiny-llama"``, ``"random:tiny-neox"``: d_model 64, 2 layers, loads in
+            about a second). Nothing measured on random weights is a finding.
         device: ``"cpu"``, ``"cuda"``...; default: CUDA when available, else CPU.
         dtype: parameter dtype (default float32). Linear algebra in this package runs in
             float32/float64 whatever this is.
@@ -184,7 +204,8 @@ def load_model(
             usual processing (fold LayerNorm, center writing weights, center unembed, fold value
             biases), which changes what ``hook_attn_out``/``hook_mlp_out`` contain
             (centering subtracts each write's mean on LayerNorm models).
-        progress: report the first fetch of a named or GGUF model on stderr.
+        progress: report the first fetch of a named or GGUF model, and transformers' weight-loading
+            bar, on stderr; ``False`` prints neither.
     """
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -197,10 +218,13 @@ def load_model(
 
         from .testing import random_model
 
-        return random_model(str(name_or_path)[len(RANDOM_PREFIX):], tempfile.mkdtemp(), device=str(device), dtype=dtype)
+        with _progress_bars(progress):
+            return random_model(str(name_or_path)[len(RANDOM_PREFIX):], tempfile.mkdtemp(), device=str(device),
+                                dtype=dtype)
     resolved = resolve_model(name_or_path, progress=progress)
     target = resolved.target
-    bridge = TransformerBridge.boot_transformers(target, device=device, dtype=dtype)
+    with _progress_bars(progress):
+        bridge = TransformerBridge.boot_transformers(target, device=device, dtype=dtype)
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=not processing)
     bridge.eval()
     patch_bridge_kv_cache(bridge)

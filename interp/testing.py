@@ -79,8 +79,12 @@ def make_config(
     raise ValueError(f"unknown toy architecture {arch!r}; use gpt2, llama or neox")
 
 
-# Real models' shapes, for benchmarks with random weights (timings do not depend on weights).
+# Shapes for ``load_model("random:<shape>")``: real models' shapes for benchmarks with random
+# weights (timings do not depend on weights), and tiny ones for tests (the toy tokenizer's vocabulary).
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "tiny-gpt2": ("gpt2", dict(d_model=64, n_layers=2, n_heads=4, n_ctx=256, vocab_size=384)),
+    "tiny-llama": ("llama", dict(d_model=64, n_layers=2, n_heads=4, n_ctx=256, vocab_size=384)),
+    "tiny-neox": ("neox", dict(d_model=64, n_layers=2, n_heads=4, n_ctx=256, vocab_size=384)),
     "gpt2-small": ("gpt2", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, n_ctx=1024, vocab_size=50257)),
     "pythia-160m": ("neox", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, n_ctx=2048, vocab_size=50304)),
     "smollm2-135m": ("llama", dict(d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_mlp=1536, n_ctx=8192,
@@ -101,6 +105,9 @@ def random_model(shape: str, path: str | Path, *, device: str = "cpu", dtype: to
 
     from .compat import patch_bridge_kv_cache
 
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r} for random weights; choose one of {sorted(SHAPES)} "
+                         "(e.g. load_model('random:tiny-gpt2'))")
     arch, sizes = SHAPES[shape]
     sizes = dict(sizes)
     vocab = sizes.pop("vocab_size")
@@ -149,3 +156,23 @@ def make_model_dir(
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_model(arch: str = "gpt2", path: str | Path | None = None, *, seed: int = 0, device: str = "cpu",
+               progress: bool = False, **sizes: Any) -> Any:
+    """A tiny random-init model of ``arch`` (``gpt2``, ``llama``, ``neox``), saved to ``path`` (a
+    temporary directory by default) by ``make_model_dir`` and loaded with ``load_model``: the same
+    toys the package's own tests use (d_model 64, 2 layers, toy tokenizer; a second or two).
+
+    >>> model = tiny_model("llama")          # doctest: +SKIP
+    >>> model.cfg.d_model, model.cfg.n_layers  # doctest: +SKIP
+    (64, 2)
+    """
+    import tempfile
+
+    from .models import load_model
+
+    path = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix=f"tiny-{arch}-"))
+    if not (path / "config.json").exists():
+        make_model_dir(path, arch, seed=seed, **sizes)
+    return load_model(path, device=device, progress=progress)

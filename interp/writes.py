@@ -61,7 +61,19 @@ def as_batch(tokens: Tensor) -> Int[Tensor, "batch pos"]:
 
 @dataclass
 class Writes:
-    """Every write for one token sequence: ``matrix`` rows described by ``index``."""
+    """Every write for one token sequence: ``matrix`` rows described by ``index``.
+
+    Attributes:
+        matrix: one row per write (float32, CPU), ordered by (layer, kind, position), attention
+            before MLP.
+        index: one row per write, tidy, columns ``row`` (row of ``matrix``), ``layer``, ``kind``
+            (``"attn"`` or ``"mlp"``), ``position`` (0 = BOS), ``token_id`` and ``token`` (the
+            token's string, when the model has a tokenizer). Filter it to build a mask for
+            ``select``, e.g. ``w.select(w.index.layer < 4)``.
+        tokens: the sequence's token ids.
+        kinds: the kinds captured.
+        n_layers: the model's number of layers.
+    """
 
     matrix: Float[Tensor, "n_writes d_model"]
     index: pd.DataFrame  # row, layer, kind, position, token_id, token

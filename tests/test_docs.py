@@ -7,10 +7,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs"))
 
 
-def test_api_reference_is_current():
-    from gen_api import render
+def python_blocks(page: Path) -> list[str]:
+    import re
 
-    assert (ROOT / "docs" / "api.md").read_text() == render(), "run: python docs/gen_api.py"
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+
+
+def test_extending_snippets_run_as_written(model_dirs, monkeypatch, tmp_path):
+    """Every Python block of docs/extending.md, in order, in one namespace: complete (imports
+    included) and current. Only the model differs: the tiny GPT-2 instead of SmolLM2."""
+    from experiments import registry
+
+    blocks = python_blocks(ROOT / "docs" / "extending.md")
+    assert len(blocks) >= 6
+    source = "\n".join(blocks)
+    assert source.count('load_model("smollm2-135m"') == 1
+    source = source.replace('load_model("smollm2-135m"', f"load_model({str(model_dirs['gpt2'])!r}")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "docs_extending"}
+    try:
+        exec(compile(source, "docs/extending.md", "exec"), namespace)
+    finally:
+        registry.unregister("half_layers")
+    assert namespace["again"].summary() == namespace["r"].summary()
+    assert registry.BUILTIN and "half_layers" not in registry.plugin_names()
 
 
 def test_readme_has_the_two_commands():
@@ -28,3 +48,45 @@ def test_docs_hold_no_placeholders_or_pending_results():
         text = page.read_text()
         assert "pending a pretrained model" not in text.lower(), page
         assert not re.search(r"__[A-Z_]+__", text), page
+
+
+API_NAMES = {  # page -> anchors a user writing an experiment needs
+    "interp.html": ["load_model", "model_device", "write_hook_name", "project", "prefix_masks",
+                    "continuation_logprob", "write_basis", "Basis.table", "Writes.select", "Writes.index"],
+    "experiments.html": ["prepare", "Text", "Text.meta", "ExperimentResult.save", "ExperimentResult.load",
+                         "ExperimentResult.save_figures", "ExperimentResult.summary", "run_meta", "register"],
+    "interp/pytest_plugin.html": ["gpt2_tiny", "completion"],
+    "experiments/registry.html": ["register", "discover", "Plugin"],
+}
+
+
+def test_api_reference_builds_without_warnings_and_names_everything(tmp_path):
+    import re
+
+    from gen_api import build
+
+    index = build(tmp_path / "api")
+    assert index.exists()
+    for page, names in API_NAMES.items():
+        html = (tmp_path / "api" / page).read_text()
+        missing = [n for n in names if f'id="{n}"' not in html]
+        assert not missing, (page, missing)
+        assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', html), page  # browsable offline
+    writes = (tmp_path / "api" / "interp.html").read_text()
+    assert all(col in writes for col in ("token_id", "position", "layer"))  # Writes.index columns documented
+
+
+def test_api_reference_warnings_are_errors(tmp_path, monkeypatch):
+    import warnings
+
+    import pdoc
+    import pytest
+
+    from gen_api import APIReferenceWarning, build
+
+    def warn(*modules, output_directory):
+        warnings.warn_explicit("Error parsing type annotation", UserWarning, pdoc.__file__, 1)
+
+    monkeypatch.setattr(pdoc, "pdoc", warn)
+    with pytest.raises(APIReferenceWarning, match="Error parsing type annotation"):
+        build(tmp_path / "api")
