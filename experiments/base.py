@@ -57,7 +57,7 @@ class ExperimentResult:
         meta) as an instance of ``cls``: call it on the result class, ``ClippingResult.load(d)``."""
         directory = Path(directory)
         payload = json.loads((directory / "settings.json").read_text())
-        tables = {p.stem: pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(directory.glob("*.csv"))}
+        tables = {p.stem: _read_table(p) for p in sorted(directory.glob("*.csv"))}
         return cls(tables=tables, settings=payload["settings"], meta=payload["meta"])
 
     def save_figures(self, directory: str | Path, *, png: bool = False) -> list[Path]:
@@ -94,6 +94,14 @@ def check_png_export() -> None:
     except ImportError as err:
         raise RuntimeError('PNG figures need kaleido: pip install "resid-writes[images]" (or pip install kaleido), '
                            "or leave png off (the HTML figures need nothing)") from err
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """A saved table; an empty table (saved with no columns) reads back empty."""
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
 
 
 def _json_default(obj: Any) -> Any:

@@ -87,6 +87,7 @@ def test_provenance_of_the_default_model(smollm2):
     assert (info.name, info.d_model, info.n_layers, info.d_vocab) == ("smollm2-135m", 576, 30, 49152)
 
 
+@pytest.mark.drift
 def test_bridge_equals_plain_transformers(smollm2, plain_smollm2, capsys):
     errs = []
     for prompt_text, cont_text in TEXTS:
@@ -97,6 +98,7 @@ def test_bridge_equals_plain_transformers(smollm2, plain_smollm2, capsys):
     assert max(errs) < 1e-3
 
 
+@pytest.mark.drift
 def test_projection_equals_plain_pytorch_hooks(smollm2, plain_smollm2, capsys):
     """Clipping to a random 200-dim subspace through the bridge's hook points == the same projection
     applied by plain forward hooks on the HF model's o_proj / down_proj outputs."""
@@ -123,6 +125,7 @@ def test_projection_equals_plain_pytorch_hooks(smollm2, plain_smollm2, capsys):
     assert max(errs) < 1e-3 and min(abs(s) for s in shifts) > 1.0  # a real intervention, reproduced
 
 
+@pytest.mark.drift
 def test_writes_sum_to_final_residual_and_identity(smollm2, capsys):
     p, c = encode(smollm2, *TEXTS[0])
     rel, writes = reconstruction_error(smollm2, torch.cat([p, c]))

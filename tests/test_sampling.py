@@ -36,6 +36,7 @@ def test_sampler_records_the_models_log_probabilities(tiny):
 
 
 @pytest.mark.real_model
+@pytest.mark.drift
 @pytest.mark.parametrize("temperature", [0.6, 0])
 def test_real_model_cached_and_uncached_sample_the_same_tokens(smollm2, temperature):
     prompt = PROMPTS["meaning_of_life"]
@@ -48,6 +49,7 @@ def test_real_model_cached_and_uncached_sample_the_same_tokens(smollm2, temperat
 
 
 @pytest.mark.real_model
+@pytest.mark.drift
 def test_real_model_left_padded_batch_samples_what_each_prompt_alone_samples(smollm2):
     """The four study prompts (6 to 40 tokens: every row but one is left-padded) in one batch."""
     prompts = list(PROMPTS.values())

@@ -89,6 +89,7 @@ def test_checks_pass_and_are_recorded_with_provenance(gpt2_tiny, tmp_path):
 
 
 @pytest.mark.real_model
+@pytest.mark.drift
 def test_real_model_checks_pass_and_catch_a_continuation_it_would_not_sample(smollm2):
     comp = interp.sample_continuation(smollm2, "I believe the meaning of life is", max_new_tokens=16, seed=0,
                                       use_cache=True)
