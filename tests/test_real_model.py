@@ -159,3 +159,20 @@ def test_gemma_writes_after_post_norms_sum_to_final_residual_and_identity(gemma,
         print(f"\n[gemma-3-270m] writes-sum reconstruction rel err {rel:.1e}; k = d_model |dlogp| {err:.1e} nats")
     assert rel < 1e-5 and err < 2e-3
     assert interp.model_info(gemma).d_model == 640
+
+
+@pytest.mark.drift
+def test_sampled_continuations_lie_in_plain_transformers_nucleus(smollm2, plain_smollm2):
+    """What the package samples (batched, left-padded, cached) is what an independent plain
+    transformers model could sample: every token inside its top-p nucleus at the temperature."""
+    from experiments.checks import nucleus_excess
+    from experiments.prompts import PROMPTS, SAMPLING
+
+    comps = interp.sample_continuations(smollm2, list(PROMPTS.values()), seed=0, use_cache=True,
+                                        **{**SAMPLING, "max_new_tokens": 32})
+    for comp in comps:
+        with torch.inference_mode():
+            logits = plain_smollm2(comp.tokens[None]).logits[0, comp.n_prompt - 1: -1]
+        excess = nucleus_excess(logits, comp.continuation_tokens, temperature=SAMPLING["temperature"],
+                                top_p=SAMPLING["top_p"])
+        assert float(excess.max()) <= 1e-3, (comp.prompt, comp.continuation_text)
