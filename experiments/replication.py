@@ -303,6 +303,11 @@ def export_results(run_dirs: dict[str, Path], docs: Path, *, command: str, image
             pd.concat(gens, ignore_index=True).to_csv(target / "clipped_generation_samples.csv", index=False)
         if (run / "report.md").exists():
             (target / "report.md").write_text((run / "report.md").read_text())
+        if (run / "environment.json").exists():  # versions, device, dtype, model provenance, commit
+            (target / "environment.json").write_text((run / "environment.json").read_text())
+        checks = [pd.DataFrame(json.loads(p.read_text())).assign(text=p.parent.name) for p in sorted(run.glob("*/checks.json"))]
+        if checks:
+            pd.concat(checks, ignore_index=True).to_csv(target / "checks.csv", index=False)
         if images:
             figs = figures(run, m, pairs)
             (target / "figures").mkdir(exist_ok=True)
