@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The `run` options that change its numbers (the others pick an experiment or how to show it).
+RUN_KEYED = ("model", "dtype", "processing", "kinds", "max_new_tokens", "prompt", "seed", "exhaustive", "tolerance",
+             "n_exact")
+
+
 class UsageError(ValueError):
     """Bad command-line input: printed as one line ``error: <what> (<how to fix>)``, exit status 2."""
 
@@ -229,20 +234,20 @@ def cmd_replicate(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     import experiments as E
-    from interp.provenance import environment
 
     from .checks import check_text
+    from .reproduce import claim_folder
 
     validate(args)
     model = _load(args)
     if args.k is not None and args.k > model.cfg.d_model:
         raise UsageError(f"--k {args.k} is outside 0..d_model={model.cfg.d_model} (give --k {model.cfg.d_model} or less)")
+    # the stored continuation and every result in --out belong to these settings: refuse to mix
+    claim_folder(Path(args.out), model, {k: getattr(args, k) for k in RUN_KEYED})
     comp = E.get_continuation(model, args.prompt, seed=args.seed, max_new_tokens=args.max_new_tokens,
                               store=Path(args.out) / "continuation.json")
     text = E.prepare(model, comp, kinds=args.kinds, chunk_size=args.chunk_size, progress=not args.no_progress)
     checks = check_text(text)  # refuses to report from a broken environment
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "environment.json").write_text(json.dumps(environment(model), indent=2, default=str))
     (Path(args.out) / "checks.json").write_text(json.dumps([c.to_dict() for c in checks], indent=2))
     common = dict(exhaustive=args.exhaustive)
     name = args.experiment

@@ -219,12 +219,11 @@ class ResultsMismatchError(ValueError):
 _NEUTRAL = ("progress", "png", "prompts", "prompt_texts", "seeds", "generation_seeds", "plugins")
 
 
-def claim_folder(out: Path, model: Any, s: Settings) -> dict[str, Any]:
+def claim_folder(out: Path, model: Any, settings: dict[str, Any]) -> dict[str, Any]:
     """Record the run's environment in ``out/environment.json``; refuse a folder whose earlier
     results were made under another key (model and weights, dtype, device type, library
-    versions, settings), since resuming would mix them."""
+    versions, ``settings``: those that change numbers), since resuming would mix them."""
     env = environment(model)
-    settings = {k: v for k, v in vars(s).items() if k not in _NEUTRAL}
     env["settings"] = settings
     env["run_key"] = run_key(env, settings)
     path = out / "environment.json"
@@ -254,7 +253,7 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
         get_plugin(name)  # so do unknown plug-ins
     if s.png:
         check_png_export()  # so does --png without kaleido
-    env = claim_folder(out, model, s)
+    env = claim_folder(out, model, {k: v for k, v in vars(s).items() if k not in _NEUTRAL})
     timer = Timer(out / "timings.csv")
     t0 = time.perf_counter()
     per_text: dict[str, PromptResults] = {}

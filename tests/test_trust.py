@@ -120,3 +120,16 @@ def test_reproduce_stops_when_the_sampler_is_broken(smollm2, tmp_path, monkeypat
     assert exc.value.code == 3
     assert "self-check failed" in err and "sampler: measured" in err and "transformers " in err
     assert not (out / "report.html").exists() and not (out / "meaning_of_life" / "spectrum").exists()
+
+
+def test_run_refuses_a_folder_made_with_other_settings(gpt2_tiny, tmp_path, capsys):
+    model = gpt2_tiny._resid_writes_meta["path"]
+    args = ["run", "spectrum", "--model", model, "--out", str(tmp_path), "--device", "cpu", "--max-new-tokens", "5",
+            "--no-progress"]
+    main(args)
+    main(["run", "clipping", "--model", model, "--out", str(tmp_path), "--device", "cpu", "--max-new-tokens", "5",
+                     "--no-progress"])  # same settings, another experiment: fine
+    assert json.loads((tmp_path / "environment.json").read_text())["settings"]["seed"] == 0
+    with pytest.raises(SystemExit) as exc:
+        main(args + ["--seed", "1"])  # its stored continuation is seed 0's: refused, not reused
+    assert exc.value.code == 2 and "holds results of another run" in capsys.readouterr().err
