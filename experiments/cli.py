@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep2.add_argument("--samples", type=int, default=3)
     rep2.add_argument("--draws", type=int, default=100)
     rep2.add_argument("--docs", default="docs/results", help="where the small outputs and the table go")
+    rep2.add_argument("--exact-texts", type=int, default=8,
+                      help="the audit's exact stage (every direction ablated, every k scanned near the target) on "
+                           "the first N texts of each model (seed 0 first, prompts in order); the importance claims "
+                           "use only these texts")
+    rep2.add_argument("--band", type=float, default=5.0,
+                      help="exact stage: scan every k wherever the curve is within this many nats of the target")
+    rep2.add_argument("--exact-only", action="store_true",
+                      help="run only the exact stage (resumable; a later full replicate reuses it), no table")
     rep2.add_argument("--no-images", action="store_true", help="skip the SVG figures (they need kaleido + chromium)")
     rep2.add_argument("--png", action="store_true", help=argparse.SUPPRESS)
     one = sub.add_parser("run", help="one experiment on one prompt, with its own options")
@@ -148,8 +156,10 @@ def validate(args: argparse.Namespace) -> dict[str, str] | None:
         raise UsageError(f"--kinds {args.kinds!r} is not attn, mlp or attn,mlp (e.g. --kinds attn,mlp)") from err
     for name in ("max_new_tokens", "chunk_size", "samples", "draws"):
         _positive(args, name)
-    for name in ("n_exact", "k"):
+    for name in ("n_exact", "k", "exact_texts"):
         _positive(args, name, 0)
+    if getattr(args, "band", 1.0) < 0:
+        raise UsageError(f"--band {args.band} must be >= 0 nats (e.g. --band 5)")
     if args.tolerance < 0 or args.tolerance != args.tolerance:
         raise UsageError(f"--tolerance {args.tolerance} must be >= 0 nats (e.g. --tolerance 1e-4)")
     if any(seed < 0 for seed in getattr(args, "seeds", None) or [getattr(args, "seed", 0)]):
@@ -192,7 +202,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def cmd_replicate(args: argparse.Namespace) -> None:
-    from .replication import export_results
+    from .export import export_exact, export_results
     from .reproduce import Settings, reproduce
 
     texts = validate(args)
@@ -212,6 +222,7 @@ def cmd_replicate(args: argparse.Namespace) -> None:
             max_new_tokens=args.max_new_tokens, exhaustive=args.exhaustive, tolerance=args.tolerance,
             chunk_size=args.chunk_size, n_exact=args.n_exact, n_samples=args.samples, overlap_draws=args.draws,
             generation_seeds=model_seeds.get(name, args.seeds)[:1], progress=not args.no_progress,
+            exact_texts=args.exact_texts, band=args.band, only=("exact_importance",) if args.exact_only else None,
         )
         for p in settings.prompts:
             settings.text_of(p)
@@ -222,13 +233,19 @@ def cmd_replicate(args: argparse.Namespace) -> None:
         print(f"{name}: {out / 'report.html'} ({time.perf_counter() - t0:.0f} s)", flush=True)
         runs[name] = out
         del model
+    if args.exact_only:
+        for name, out in runs.items():
+            if len(export_exact(out, Path(args.docs) / name)):
+                print(f"exact stage: {Path(args.docs) / name / 'exact_texts.csv'}")
+        return
     command = "python -m experiments replicate " + " ".join(
         [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}", f"--out {args.out}",
          f"--docs {args.docs}"]
         + ([f"--model-seeds {' '.join(args.model_seeds)}"] if args.model_seeds else [])
         + ([f"--prompts {' '.join(args.prompts)}"] if args.prompts else [])
         + ([f"--prompts-file {args.prompts_file}"] if args.prompts_file else [])
-        + (["--exhaustive"] if args.exhaustive else []))
+        + (["--exhaustive"] if args.exhaustive else [])
+        + [f"--exact-texts {args.exact_texts}"] + ([f"--band {args.band:g}"] if args.band != 5.0 else []))
     print(f"table: {export_results(runs, Path(args.docs), command=command, images=not args.no_images)}")
 
 

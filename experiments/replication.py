@@ -21,24 +21,35 @@ STUDY_MIN_K_FRAC = (0.46, 0.81)  # 1886..3329 of 4096
 RULES = {
     "dominant": "holds if the lower quartile of s2/s3 is >= 2 (two directions at least twice the third) and above "
                 "the Gaussian null; 'differs' if its upper quartile is < 2 (then: how many are dominant).",
-    "chaotic": "holds if the lower quartile over texts of jitter(k < 10% of d) / jitter(k > 50% of d) is > 2.",
+    "chaotic": "holds if the lower quartile over texts of jitter(k < 10% of d) / jitter(k > 50% of d) is > 2; "
+               "'differs' if that lower quartile is <= 1 (no calmer at large k in a quarter of the texts).",
     "converging": "holds if the upper quartile of k_converged/d is < 0.9 and the paired difference random basis - "
                   "SVD basis has a 95% bootstrap interval above 0; 'differs' if the median is >= 0.9.",
     "orig_delta": "holds if, in the lower quartile of texts, max orig_delta exceeds the unclipped one and orig_delta at "
-                  "k <= d/64 is below it.",
-    "importance": "holds if the lower quartile of Spearman(s, importance) is above the permutation null's 97.5% "
-                  "point (2/sqrt(d)) and its upper quartile is below 0.9.",
-    "importance_order": "holds if the 95% bootstrap interval of the paired difference min_k(importance) - "
-                        "min_k(SVD) lies above 0 (importance order needs more directions); 'differs' if below 0.",
-    "compromise_order": "holds if the 95% interval of min_k(compromise) - min_k(SVD) reaches above -0.05 d "
-                        "(not much better); 'differs' if it lies below -0.05 d.",
+                  "k <= d/64 is below it (upper quartile < 1); 'differs' if the upper quartile of max orig_delta / "
+                  "unclipped is <= 1 (never larger) or the lower quartile at k <= d/64 is >= 1 (not small at low k "
+                  "in three quarters of the texts).",
+    "importance": "exact ablations of every direction only (texts of the exact stage). Holds if the lower quartile "
+                  "of Spearman(s, importance) is above the median over texts of the permutation null's 97.5% point "
+                  "(importances shuffled over directions) and its upper quartile is below 0.9; 'differs' if that "
+                  "lower quartile is at or below the null's point (not correlated in a quarter of the texts) or the "
+                  "upper quartile is >= 0.99 (no clear deviations); 'can't tell' without exact texts.",
+    "importance_order": "exact importances and exact minimal k (every k scanned near the target) only. Holds if the "
+                        "95% bootstrap interval of the paired difference min_k(importance) - min_k(SVD) lies above "
+                        "+margin (importance order needs more directions); 'differs' if it lies below -margin; "
+                        "'marginal' if an end lies within the margin of 0 (margin: 1 direction, 1/d).",
+    "compromise_order": "exact importances and exact minimal k only. Holds if the upper end of the 95% interval of "
+                        "min_k(compromise) - min_k(SVD) is above -0.05 + margin (not much better); 'differs' if it "
+                        "is below -0.05 - margin; 'marginal' within the margin (1 direction, 1/d).",
     "minimal_k": "holds if the interquartile range of min_k/d overlaps the study's 0.46-0.81 and the SVD basis beats a "
                  "random basis (95% interval of the paired difference above 0); 'differs' if the lower quartile "
-                 "is > 0.81.",
+                 "is > 0.81 + margin; 'marginal' if it is within the margin of 0.81 (margin: the median |grid - "
+                 "exact| min_k/d over the exact stage's texts, when the numbers come from the grid search).",
     "overlap": "'can't tell' when the subspaces cover >= 90% of d on average (any subspaces that large overlap as "
-               "predicted); else holds if the median |relative error| is <= 2%.",
+               "predicted); else holds if the median |relative error| is <= 2%, 'differs' if it is > 2%.",
     "generation": "'can't tell' when the minimal subspace is >= 95% of d (the clipped model is nearly the model); "
-                  "else holds if the median degradation is > 0 nats/token (degraded) and below 2 nats/token.",
+                  "else holds if the median degradation is > 0 nats/token (degraded) and below 2 nats/token; "
+                  "'differs' if it is >= 2 nats/token (not usable text).",
     "attention_only": "as 'dominant', on attention-only writes (the study's first, accidental run).",
 }
 
@@ -120,7 +131,7 @@ def text_metrics(run_dir: str | Path) -> pd.DataFrame:
                             f"{tag}n90_frac": float(v.n90_frac), f"{tag}n_writes": int(v.n_writes)})
         row.update({k: clip[k] for k in ("jitter_low", "jitter_mid", "jitter_high", "k_converged_frac",
                                          "max_orig_delta_over_unclipped", "low_k_orig_delta_over_unclipped")})
-        row["spearman_sv_importance"] = single["spearman_sv_importance"]
+        row["est_spearman_sv_importance"] = single["spearman_sv_importance"]  # screened estimate (default mode)
         row["importance_exact_fraction"] = single["n_exact"] / max(single["n_directions"], 1)
         for ordering, frac in first.items():
             row[f"min_k_frac[{ordering.split('_rank')[0]}]"] = float(frac)
@@ -134,6 +145,37 @@ def text_metrics(run_dir: str | Path) -> pd.DataFrame:
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"{run_dir} holds no finished texts (no */minimal_subspace/settings.json)")
+    m = pd.DataFrame(rows)
+    exact = exact_metrics(run_dir)
+    return m.merge(exact, on="text", how="left") if len(exact) else m
+
+
+EXACT_ORDERINGS = {"singular_value": "singular_value", "importance": "importance",
+                   "compromise_rank_product": "compromise"}
+
+
+def exact_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """One row per text of the audit's exact stage (``*/exact_importance``): Spearman(s, exact
+    importance) and its permutation null, the estimators' accuracy against the exact values, and
+    minimal k by the every-k-near-target scan, the study's bisection and the coarse grid, per order.
+    Columns are prefixed ``exact_`` so that no claim can take them for the screened estimates."""
+    rows = []
+    for folder in sorted(Path(run_dir).glob("*/exact_importance")):
+        if not (folder / "settings.json").exists():
+            continue
+        payload = _load(folder / "settings.json")
+        summary, meta = payload["summary"], payload["meta"]
+        row = {"text": folder.parent.name, "exact_spearman_sv_importance": summary["spearman_sv_importance"],
+               "exact_perm_q975": summary["null_q975"], "exact_perm_p": summary["p_one_sided"],
+               "exact_tolerance": meta["effective_tolerance"]}
+        for method, tag in (("exact_scan", "exact_min_k_frac"), ("bisection", "exact_bisection_k_frac"),
+                            ("grid_first_crossing", "exact_grid_k_frac"), ("stable", "exact_stable_k_frac")):
+            for ordering, short in EXACT_ORDERINGS.items():
+                row[f"{tag}[{short}]"] = summary[f"{method}_k_frac[{ordering}]"]
+        for est in ("first_order", "first_plus_half_fisher", "screened_default"):
+            row[f"exact_{est}_spearman"] = summary[f"{est}_spearman"]
+            row[f"exact_{est}_top10_recall"] = summary[f"{est}_top10_recall"]
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -157,9 +199,9 @@ def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     d = int(m.d_model.iloc[0])
     rows = []
 
-    def add(key: str, claim: str, study: str, ours: str, null: str, verdict: str) -> None:
+    def add(key: str, claim: str, study: str, ours: str, null: str, verdict: str, n: int | None = None) -> None:
         rows.append({"key": key, "claim": claim, "study (Llama-3-8B)": study, "ours": ours, "null": null,
-                     "verdict": verdict, "n_texts": len(m), "rule": RULES[key]})
+                     "verdict": verdict, "n_texts": len(m) if n is None else n, "rule": RULES[key]})
 
     for key, tag, label in (("dominant", "", "attention + MLP writes"), ("attention_only", "attn_", "attention-only writes")):
         null = gaussian_spectrum_null(int(m[f"{tag}n_writes"].median()), d)
@@ -189,45 +231,70 @@ def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
         f"random basis: {fmt(m['k_converged_frac[random_basis]'])}; random - SVD {med:+.3f} [{lo:+.3f}, {hi:+.3f}]",
         _verdict(q3 < 0.9 and lo > 0, _median_iqr(kc)[0] >= 0.9))
 
-    _, q1_max, _ = _median_iqr(m.max_orig_delta_over_unclipped)
-    _, _, q3_low = _median_iqr(m.low_k_orig_delta_over_unclipped)
+    _, q1_max, q3_max = _median_iqr(m.max_orig_delta_over_unclipped)
+    _, q1_low, q3_low = _median_iqr(m.low_k_orig_delta_over_unclipped)
     add("orig_delta", "Attempted writes (orig_delta) small at low k, larger than unclipped mid-range",
         "small at low k, exploding mid-range, back down when the loss recovers",
         f"max orig_delta / unclipped {fmt(m.max_orig_delta_over_unclipped, 1)}; at k <= d/64 "
         f"{fmt(m.low_k_orig_delta_over_unclipped, 2)}", "1 (the unclipped model's norm)",
-        _verdict(q1_max > 1 and q3_low < 1, _median_iqr(m.max_orig_delta_over_unclipped)[2] <= 1))
+        _verdict(q1_max > 1 and q3_low < 1, q3_max <= 1 or q1_low >= 1))
 
-    rho = m.spearman_sv_importance
-    _, q1, q3 = _median_iqr(rho)
-    crit = 2 / np.sqrt(d)
-    add("importance", "Single-direction importance correlates with singular value, with clear deviations",
-        "correlated, clear deviations", f"Spearman(s, importance) {fmt(rho)}",
-        f"permutation: 0 +/- {crit:.3f} (97.5%)", _verdict(q1 > crit and q3 < 0.9, q1 <= crit or q3 >= 0.99))
-
+    # --- claims built on importances: exact ablations only (the exact stage's texts) -------------
+    ex = m[m["exact_spearman_sv_importance"].notna()] if "exact_spearman_sv_importance" in m else m.iloc[:0]
+    n_ex = len(ex)
+    if n_ex:
+        rho = ex.exact_spearman_sv_importance
+        _, q1, q3 = _median_iqr(rho)
+        crit = float(ex.exact_perm_q975.median())
+        est = (f"; default mode's screened estimate ranks the exact importances at Spearman "
+               f"{fmt(ex.exact_screened_default_spearman)}, top-10 recall {fmt(ex.exact_screened_default_top10_recall)}")
+        add("importance", "Single-direction importance correlates with singular value, with clear deviations",
+            "correlated, clear deviations", f"Spearman(s, exact importance) {fmt(rho)}{est}",
+            f"permutation (importances shuffled over directions, 10,000 per text): 97.5% point {crit:.3f}",
+            _verdict(q1 > crit and q3 < 0.9, q1 <= crit or q3 >= 0.99), n=n_ex)
+    else:
+        add("importance", "Single-direction importance correlates with singular value, with clear deviations",
+            "correlated, clear deviations", "n/a: no exact ablations (replicate --exact-texts N)", "",
+            "can't tell", n=0)
+    margin = 1.0 / d
     for key, col, claim, study in (
         ("importance_order", "importance", "Importance order reaches the unclipped log-probability more slowly than "
          "SVD order", "much more slowly"),
         ("compromise_order", "compromise", "Compromise order (size and importance) not much better than SVD order",
          "did not work much better"),
     ):
-        diff = m[f"min_k_frac[{col}]"] - m["min_k_frac[singular_value]"]
+        if not n_ex:
+            add(key, claim, study, "n/a: no exact ablations (replicate --exact-texts N)", "", "can't tell", n=0)
+            continue
+        diff = ex[f"exact_min_k_frac[{col}]"] - ex["exact_min_k_frac[singular_value]"]
         med, lo, hi = bootstrap_median_ci(diff)
         if key == "importance_order":
-            v = _verdict(lo > 0, hi < 0)
+            v = "holds" if lo > margin else "differs" if hi < -margin else (
+                "marginal" if min(abs(lo), abs(hi)) <= margin else "can't tell")
         else:
-            v = _verdict(hi > -0.05, hi <= -0.05)
-        add(key, claim, study, f"min_k/d {fmt(m[f'min_k_frac[{col}]'])}; minus SVD order's: {med:+.3f} "
-            f"[{lo:+.3f}, {hi:+.3f}] (95% CI of the median)", f"SVD order: {fmt(m['min_k_frac[singular_value]'])}", v)
-
+            v = "holds" if hi > -0.05 + margin else "differs" if hi < -0.05 - margin else "marginal"
+        bis = ex[f"exact_bisection_k_frac[{col}]"] - ex["exact_bisection_k_frac[singular_value]"]
+        add(key, claim, study, f"exact min_k/d {fmt(ex[f'exact_min_k_frac[{col}]'])}; minus SVD order's: {med:+.3f} "
+            f"[{lo:+.3f}, {hi:+.3f}] (95% CI of the median); by the study's bisection: {fmt(bis, 3)}",
+            f"SVD order (exact): {fmt(ex['exact_min_k_frac[singular_value]'])}", v, n=n_ex)
     mk = m["min_k_frac[singular_value]"]
     diff = m["min_k_frac[random_basis]"] - mk
     med, lo, hi = bootstrap_median_ci(diff)
     _, q1, q3 = _median_iqr(mk)
     overlaps_study = q1 <= STUDY_MIN_K_FRAC[1] and q3 >= STUDY_MIN_K_FRAC[0]
+    method_err, exact_note = 0.0, ""
+    if n_ex:  # the grid search's own error, measured on the exact stage's texts
+        err = (ex["min_k_frac[singular_value]"] - ex["exact_min_k_frac[singular_value]"]).abs()
+        method_err = float(err.median())
+        exact_note = (f"; exact (every k near the target) on {n_ex} texts {fmt(ex['exact_min_k_frac[singular_value]'])}, "
+                      f"study's bisection {fmt(ex['exact_bisection_k_frac[singular_value]'])}, grid minus exact "
+                      f"median {method_err:.3f}")
+    v = _verdict(overlaps_study and lo > 0, q1 > STUDY_MIN_K_FRAC[1] + method_err)
+    if not overlaps_study and abs(q1 - STUDY_MIN_K_FRAC[1]) <= method_err:
+        v = "marginal"
     add("minimal_k", "Minimal subspace reaching the unclipped log-probability is a large fraction of d",
-        "46%, 81%, 66%, 61% of d", f"min_k/d {fmt(mk)} (tolerance {fmt(m.tolerance, 5)} nats)",
-        f"random basis: {fmt(m['min_k_frac[random_basis]'])}; random - SVD {med:+.3f} [{lo:+.3f}, {hi:+.3f}]",
-        _verdict(overlaps_study and lo > 0, q1 > STUDY_MIN_K_FRAC[1]))
+        "46%, 81%, 66%, 61% of d", f"min_k/d {fmt(mk)} (tolerance {fmt(m.tolerance, 5)} nats){exact_note}",
+        f"random basis: {fmt(m['min_k_frac[random_basis]'])}; random - SVD {med:+.3f} [{lo:+.3f}, {hi:+.3f}]", v)
 
     if pairs is not None and len(pairs):
         rel = pairs.rel_err_analytic.abs()
@@ -249,7 +316,8 @@ def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     add("generation", "The clipped model still generates text: on topic but degraded",
         "vaguely on topic, degraded", f"log p under the unclipped model, clipped minus unclipped samples: "
         f"{fmt(-deg, 2)} nats/token at k/d {fmt(gk)}", "0 (the unclipped model's own samples)",
-        "can't tell (k is nearly d)" if near_all else _verdict(0 < _median_iqr(deg)[0] < 2, _median_iqr(deg)[0] >= 2))
+        "can't tell (k is nearly d)" if near_all else _verdict(0 < _median_iqr(deg)[0] < 2, _median_iqr(deg)[0] >= 2),
+        n=int(deg.notna().sum()))
     return pd.DataFrame(rows)
 
 
@@ -271,83 +339,3 @@ def combined_table(per_model: dict[str, pd.DataFrame]) -> pd.DataFrame:
         verdicts.append((label, t.verdict))
     out["verdict"] = ["; ".join(f"{label}: {v.loc[k]}" for label, v in verdicts) for k in out.key]
     return out
-
-
-def export_results(run_dirs: dict[str, Path], docs: Path, *, command: str, images: bool = True) -> Path:
-    """Copy each model's small outputs into ``docs/<model>/`` (CSV tables, report.md, SVG figures)
-    and write ``docs/README.md`` with the combined replication table."""
-    from .report import _table_md, figures
-
-    docs.mkdir(parents=True, exist_ok=True)
-    per_model, sizes = {}, []
-    for name, run in run_dirs.items():
-        target = docs / name
-        target.mkdir(parents=True, exist_ok=True)
-        m, pairs = text_metrics(run), overlap_pairs(run)
-        table = claims(m, pairs)
-        per_model[name] = table
-        sizes.append(f"{MODEL_LABELS.get(name, name)}: {len(m)} texts ({m.prompt.nunique()} prompts x "
-                     f"{m.seed.nunique()} sampled continuations, seeds {sorted(m.seed.unique().tolist())})")
-        m.to_csv(target / "texts.csv", index=False)
-        table.to_csv(target / "claims.csv", index=False)
-        if len(pairs):
-            pairs.to_csv(target / "overlap_pairs.csv", index=False)
-        for sub, fname in (("minimal_subspace", "minimal_k.csv"), ("minimal_subspace", "sensitivity.csv"),
-                           ("spectrum", "summary.csv"), ("clipping", "curve.csv")):
-            frames = [pd.read_csv(p).assign(text=p.parent.parent.name) for p in sorted(run.glob(f"*/{sub}/{fname}"))]
-            if frames:
-                pd.concat(frames, ignore_index=True).to_csv(target / f"{sub}_{fname}", index=False)
-        gens = [pd.read_csv(p, keep_default_na=False).assign(text=p.parent.parent.name)
-                for p in sorted(run.glob("*/clipped_generation/samples.csv"))]
-        if gens:
-            pd.concat(gens, ignore_index=True).to_csv(target / "clipped_generation_samples.csv", index=False)
-        if (run / "report.md").exists():
-            (target / "report.md").write_text((run / "report.md").read_text())
-        if (run / "environment.json").exists():  # versions, device, dtype, model provenance, commit
-            (target / "environment.json").write_text((run / "environment.json").read_text())
-        checks = [pd.DataFrame(json.loads(p.read_text())).assign(text=p.parent.name) for p in sorted(run.glob("*/checks.json"))]
-        if checks:
-            pd.concat(checks, ignore_index=True).to_csv(target / "checks.csv", index=False)
-        if images:
-            figs = figures(run, m, pairs)
-            (target / "figures").mkdir(exist_ok=True)
-            try:
-                import plotly.io as pio
-
-                pio.write_images(list(figs.values()), [target / "figures" / f"{k}.svg" for k in figs],
-                                 width=760, height=420)
-            except Exception as err:  # kaleido or a browser missing: tables are still written
-                print(f"[resid-writes] figures not written as SVG ({type(err).__name__}: {err}); "
-                      "pip install -e '.[images]' and install chromium", flush=True)
-    combined = combined_table(per_model)
-    lines = [
-        "# The study on real models: replication table", "",
-        f"Regenerate everything here with `{command}`.", "",
-        "Each row is one claim of the study (`shared/STUDY.md`). Ours: median [interquartile range] over texts "
-        "(prompts x sampled continuations), with the null it is judged against; differences are medians with a 95% "
-        "bootstrap interval. A claim *holds* only where it beats its null by more than the spread; the rule behind "
-        "each verdict is in `<model>/claims.csv` (column `rule`).", "",
-        "Texts: " + "; ".join(sizes) + ". Continuations: 64 tokens sampled at temperature 0.6, top-p 0.9 (as in "
-        "the study); float32 on the CPU; default mode (adaptive k grids, screened importances; see "
-        "`docs/performance.md` for how it compares with `--exhaustive`).", "",
-        _table_md(combined.drop(columns=["key"])), "",
-        "Per model: `claims.csv` (this table, with rules), `texts.csv` (every text's numbers), "
-        "`minimal_subspace_minimal_k.csv`, `minimal_subspace_sensitivity.csv` (minimal k against the tolerance), "
-        "`spectrum_summary.csv`, `clipping_curve.csv`, `overlap_pairs.csv`, `clipped_generation_samples.csv`, "
-        "`report.md` and `figures/*.svg`.", "",
-    ]
-    others = sorted(p for p in docs.iterdir() if p.is_dir() and p.name not in run_dirs)
-    if others or (docs / "FINDINGS.md").exists():
-        lines += ["## Also here", ""]
-        if (docs / "FINDINGS.md").exists():
-            lines.append("- [FINDINGS.md](FINDINGS.md): what the table says, claim by claim, in words")
-        lines += [f"- `{p.name}/`: " + ", ".join(f"[{f.name}]({p.name}/{f.name})" for f in sorted(p.iterdir()) if f.is_file())
-                  for p in others]
-        lines.append("")
-    for name in run_dirs:
-        figs = sorted((docs / name / "figures").glob("*.svg"))
-        if figs:
-            lines += [f"## {MODEL_LABELS.get(name, name)}", ""] + [f"![{f.stem}]({name}/figures/{f.name})" for f in figs] + [""]
-    path = docs / "README.md"
-    path.write_text("\n".join(lines))
-    return path

@@ -99,9 +99,13 @@ def figures(run_dir: Path, m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, An
         imp, x="singular_value", y="abs_importance", color="sign", symbol="how", log_x=True, log_y=True,
         render_mode="svg", hover_data=["direction"], title=f"importance vs singular value, {first}").update_layout(
         xaxis_title="singular value", yaxis_title="|importance| (nats)")
-    figs["importance_spearman"] = px.strip(m, y="spearman_sv_importance", hover_data=["text"],
+    cols = {"est_spearman_sv_importance": "screened estimate (default mode)",
+            "exact_spearman_sv_importance": "exact ablations (exact stage)"}
+    rho = m.melt(id_vars=["text"], value_vars=[c for c in cols if c in m], var_name="how", value_name="spearman")
+    rho = rho[rho.spearman.notna()].assign(how=lambda t: t.how.map(cols))
+    figs["importance_spearman"] = px.strip(rho, x="how", y="spearman", hover_data=["text"],
                                            title="Spearman(singular value, importance)").update_layout(
-        yaxis_title="Spearman correlation", yaxis_range=[-0.2, 1])
+        yaxis_title="Spearman correlation", yaxis_range=[-0.2, 1], xaxis_title="")
 
     orders = [c for c in m.columns if c.startswith("min_k_frac[") and "@" not in c]
     mk = m.melt(id_vars=["text"], value_vars=orders, var_name="ordering", value_name="k_frac")

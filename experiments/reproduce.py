@@ -25,6 +25,7 @@ from .base import ExperimentResult, check_png_export, prepare, run_meta
 from .checks import check_text
 from .clipped_generation import ClippedGenerationResult, run_clipped_generation
 from .clipping import ClippingResult, run_clipping
+from .exact_importance import ExactImportanceResult, run_exact_importance
 from .minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
 from .orderings import OrderingsResult, run_orderings
 from .overlap import OverlapResult, Subspace, run_overlap
@@ -55,6 +56,9 @@ class Settings:
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     plugins: Sequence[str] = ()  # plug-in experiments (experiments.registry) run on every text after the built-ins
+    exact_texts: int = 0  # the audit's exact stage (experiments.exact_importance) on the first N texts
+    band: float = 5.0  # exact stage: every k scanned where the curve is within this many nats of the target
+    only: Sequence[str] | None = None  # compute only these experiments (others load if finished); no overlap, no report
 
     def text_of(self, prompt: str) -> str:
         if self.prompt_texts and prompt in self.prompt_texts:
@@ -149,7 +153,7 @@ class PromptResults:
 
 
 def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: Settings,
-               timer: Timer | None = None) -> PromptResults:
+               timer: Timer | None = None, exact: bool = False) -> PromptResults:
     t0 = time.perf_counter()
     comp = get_continuation(model, s.text_of(prompt), seed=seed, store=out / "continuations" / f"{text_id}.json",
                             max_new_tokens=s.max_new_tokens)
@@ -168,8 +172,18 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
     r: dict[str, ExperimentResult] = {}
 
     def run(name: str, cls: type[ExperimentResult], compute: Callable[[], ExperimentResult]) -> None:
+        if s.only is not None and name not in s.only:
+            if (d / name / "settings.json").exists():
+                r[name] = cls.load(d / name)
+            return
         r[name] = cached(d / name, cls, compute, s.png, timer, text_id)
 
+    if exact:  # the audit's exact stage first: it needs nothing else, and feeds the importance claims
+        run("exact_importance", ExactImportanceResult, lambda: run_exact_importance(
+            model, text, tolerance=s.tolerance, band=s.band, seed=seed, n_fisher=s.n_fisher,
+            chunk_size=s.chunk_size, progress=s.progress))
+    if s.only is not None and not set(s.only) - {"exact_importance"}:
+        return PromptResults(comp, text.basis, r, prompt=prompt, seed=seed)
     common = dict(exhaustive=s.exhaustive)
     run("spectrum", SpectrumResult, lambda: run_spectrum(model, text))
     run("clipping", ClippingResult, lambda: run_clipping(model, text, **common))
@@ -216,7 +230,7 @@ class ResultsMismatchError(ValueError):
 
 # Settings that do not change any number (how to show progress, which figures to draw, which
 # texts to run: every text has its own folder).
-_NEUTRAL = ("progress", "png", "prompts", "prompt_texts", "seeds", "generation_seeds", "plugins")
+_NEUTRAL = ("progress", "png", "prompts", "prompt_texts", "seeds", "generation_seeds", "plugins", "exact_texts", "only")
 
 
 def claim_folder(out: Path, model: Any, settings: dict[str, Any]) -> dict[str, Any]:
@@ -262,8 +276,12 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
     sample_missing(model, [(s.text_of(p), seed, out / "continuations" / f"{tid}.json") for tid, p, seed in ids],
                    max_new_tokens=s.max_new_tokens)
     timer.add(text="all", phase="continuations (one batch per seed)", seconds=time.perf_counter() - t1, loaded=False)
-    for text_id, prompt, seed in tqdm(ids, desc="texts", disable=not s.progress):
-        per_text[text_id] = run_prompt(model, text_id, prompt, seed, out, s, timer)
+    for i, (text_id, prompt, seed) in enumerate(tqdm(ids, desc="texts", disable=not s.progress)):
+        if s.only is not None and i >= s.exact_texts and set(s.only) <= {"exact_importance"}:
+            break
+        per_text[text_id] = run_prompt(model, text_id, prompt, seed, out, s, timer, exact=i < s.exact_texts)
+    if s.only is not None:  # a partial pass (e.g. the exact stage alone): no overlap, no report
+        return {"prompts": per_text, "overlap": {}, "report": None, "timings": timer.table()}
     overlaps: dict[int, OverlapResult] = {}
     for seed in s.seeds:
         group = {tid: per_text[tid] for tid, _, sd in ids if sd == seed}

@@ -111,7 +111,7 @@ class ScreenedImportance:
     exact: np.ndarray  # bool per direction
     estimate: TaylorEstimate
     calibrated: Float[np.ndarray, " r"]  # the calibrated estimate, for every direction
-    coefficients: Float[np.ndarray, " 3"]  # the score: first_order + b * fisher + c * (scaled) s^2
+    coefficients: Float[np.ndarray, " 2"]  # the score: first_order + b * fisher
     n_exact_rows: int
 
 
@@ -137,21 +137,18 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def score_weights(estimate: TaylorEstimate, singular_values: np.ndarray, rows: np.ndarray,
-                  exact: np.ndarray) -> tuple[float, float]:
-    """The weights (b, c) of the score ``first_order + b * fisher + c * s^2`` that best rank the exact
-    values at ``rows`` (Spearman over a grid; rank-based, so a few huge values cannot dominate).
-    b = 1/2, c = 0 is the plain second-order Taylor estimate; c lets the spectrum correct the
-    Fisher term's scale across directions of very different size."""
-    s2 = np.square(singular_values)[rows] / max(float(np.square(singular_values).max()), 1e-300)
-    best = (-2.0, 0.5, 0.0)
-    for b in np.logspace(-2, 2, 25):
-        for c in (0.0, *np.logspace(-6, 3, 19)):
-            scale = c * float(np.abs(estimate.first_order).max() + estimate.fisher.max())
-            r = _spearman(estimate.first_order[rows] + b * estimate.fisher[rows] + scale * s2, exact)
-            if r > best[0] + 1e-12:
-                best = (r, float(b), float(c))
-    return best[1], best[2]
+def score_weights(estimate: TaylorEstimate, rows: np.ndarray, exact: np.ndarray) -> float:
+    """The weight b of the score ``first_order + b * fisher`` that best ranks the exact values at
+    ``rows`` (Spearman over a grid; rank-based, so a few huge values cannot dominate). b = 1/2 is
+    the plain second-order Taylor estimate. The singular value is deliberately not a feature: the
+    estimate is correlated with s in the report, and a score built from s would follow s by
+    construction (an earlier version added c * s^2 and overstated Spearman(s, importance))."""
+    best = (-2.0, 0.5)
+    for b in np.logspace(-2, 2, 49):
+        r = _spearman(estimate.first_order[rows] + b * estimate.fisher[rows], exact)
+        if r > best[0] + 1e-12:
+            best = (r, float(b))
+    return best[1]
 
 
 def screened_importance(
@@ -166,8 +163,8 @@ def screened_importance(
     """Exact importance (``exact_fn(columns)``) for the screened candidates and a calibration
     sample; every other direction gets a calibrated estimate:
 
-    1. the score ``first_order + b * fisher + c * s^2`` (s^2 scaled), (b, c) chosen on the
-       calibration sample by rank (``score_weights``);
+    1. the score ``first_order + b * fisher``, b chosen on the calibration sample by rank
+       (``score_weights``; the singular value is not a feature);
     2. a monotone map from score to value: a direction whose score is at quantile q of all
        directions gets quantile q of the calibration sample's exact values (the sample is spread
        evenly over the spectrum, so its values stand for the distribution of all directions).
@@ -182,15 +179,10 @@ def screened_importance(
     exact[columns] = True
     importance = np.full(r, np.nan)
     importance[columns] = values
-    if len(calibration) >= 3:
-        b, c = score_weights(estimate, singular_values, calibration, importance[calibration])
-    else:
-        b, c = 0.5, 0.0
-    s2 = np.square(singular_values) / max(float(np.square(singular_values).max()), 1e-300)
-    score = estimate.first_order + b * estimate.fisher + c * float(
-        np.abs(estimate.first_order).max() + estimate.fisher.max()) * s2
+    b = score_weights(estimate, calibration, importance[calibration]) if len(calibration) >= 3 else 0.5
+    score = estimate.first_order + b * estimate.fisher
     q = (np.argsort(np.argsort(score, kind="stable")) + 0.5) / r
     reference = importance[calibration] if len(calibration) else values
     calibrated = np.quantile(reference, q)
     importance[~exact] = calibrated[~exact]
-    return ScreenedImportance(importance, exact, estimate, calibrated, np.array([1.0, b, c]), n_exact_rows=len(columns))
+    return ScreenedImportance(importance, exact, estimate, calibrated, np.array([1.0, b]), n_exact_rows=len(columns))

@@ -107,3 +107,37 @@ def bisect_min_k(evaluate: Evaluate, target: float, d: int) -> SearchResult:
         else:
             lo = mid
     return SearchResult(hi, len(asked))
+
+
+@dataclass
+class ScanResult(SearchResult):
+    scanned: int  # k evaluated one by one inside the band
+    band: float  # nats: intervals with an end within this of the target were scanned at every k
+
+
+def scan_first_crossing(
+    evaluate: Evaluate, target: float, d: int, known: Sequence[int], *, band: float = 5.0
+) -> ScanResult:
+    """The smallest k with logp(k) >= ``target``, exact wherever the curve comes near the target.
+
+    Evaluates the ``known`` points, then *every* k inside each interval between neighbouring known
+    points where either end is within ``band`` nats of the target (or above it), and returns the
+    smallest passing k seen. Exact (equal to an every-k scan) unless the curve rises more than
+    ``band`` nats above both ends of an interval between two grid points; with every k known it is
+    the every-k scan itself. A non-monotone curve can pass, fail and pass again: every passing k in
+    a scanned interval is seen, not only the first crossing of the coarse grid.
+    """
+    ks = sorted(set(int(k) for k in known) | {0, d})
+    asked = set(ks)
+    values = np.asarray(evaluate(ks), dtype=float)
+    near = values >= target - band
+    scan: list[int] = []
+    for j in range(len(ks) - 1):
+        if (near[j] or near[j + 1]) and ks[j + 1] - ks[j] > 1:
+            scan.extend(range(ks[j] + 1, ks[j + 1]))
+    if scan:
+        asked |= set(scan)
+    every = sorted(asked)
+    ok = _passes(evaluate, every, target, d)
+    k = every[int(np.argmax(ok))]
+    return ScanResult(k, len(asked), scanned=len(scan), band=band)

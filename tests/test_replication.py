@@ -1,0 +1,160 @@
+"""The replication table itself: verdicts on synthetic per-text tables whose answer is known.
+
+Each table has the columns ``text_metrics`` produces; a test sets the few that one claim reads
+and checks the verdict that claim's rule gives. The importance claims must read only the exact
+stage's columns: a table whose screened estimates say one thing and exact ablations another must
+follow the exact ones, and one without exact ablations must say "can't tell".
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.exact_importance import spearman_permutation_null
+from experiments.replication import RULES, bootstrap_median_ci, claims, exact_metrics, text_metrics
+
+D = 576
+
+
+def synthetic(n: int = 16, *, seed: int = 0, exact: bool = True, **cols: float | np.ndarray) -> pd.DataFrame:
+    """n texts with the columns the claims read; defaults describe the small models' usual answers
+    (one dominant direction, min k ~ d), overridden by ``cols`` (scalars get a little spread)."""
+    rng = np.random.default_rng(seed)
+    base = {
+        "s1_s3": 10.0, "s2_s3": 1.2, "attn_s1_s3": 3.0, "attn_s2_s3": 1.1, "n_writes": 4000, "attn_n_writes": 2000,
+        "jitter_low": 5.0, "jitter_mid": 1.0, "jitter_high": 0.1, "k_converged_frac": 0.95,
+        "k_converged_frac[singular_value]": 0.95, "k_converged_frac[random_basis]": 0.99,
+        "max_orig_delta_over_unclipped": 1.5, "low_k_orig_delta_over_unclipped": 0.5,
+        "est_spearman_sv_importance": 0.95, "importance_exact_fraction": 0.07,
+        "min_k_frac[singular_value]": 0.99, "min_k_frac[random_basis]": 1.0, "min_k_frac[importance]": 0.999,
+        "min_k_frac[compromise]": 0.999, "tolerance": 1e-4, "gen_degradation": 0.1, "gen_k_frac": 0.99,
+    }
+    if exact:
+        base.update({
+            "exact_spearman_sv_importance": 0.5, "exact_perm_q975": 2 / np.sqrt(D), "exact_perm_p": 1e-4,
+            "exact_min_k_frac[singular_value]": 0.99, "exact_min_k_frac[importance]": 0.995,
+            "exact_min_k_frac[compromise]": 0.99, "exact_bisection_k_frac[singular_value]": 0.99,
+            "exact_bisection_k_frac[importance]": 0.995, "exact_bisection_k_frac[compromise]": 0.99,
+            "exact_screened_default_spearman": 0.8, "exact_screened_default_top10_recall": 0.8,
+        })
+    base.update(cols)
+    table = {"text": [f"t{i}" for i in range(n)], "prompt": [f"p{i}" for i in range(n)], "seed": 0,
+             "model": "toy", "d_model": D}
+    for key, value in base.items():
+        if np.ndim(value):
+            table[key] = np.asarray(value, dtype=float)
+        else:  # a small spread that cannot cross any threshold the tests set
+            table[key] = value + rng.normal(0, 1e-6, n)
+    return pd.DataFrame(table)
+
+
+def verdict(m: pd.DataFrame, key: str) -> str:
+    return claims(m).set_index("key").loc[key, "verdict"]
+
+
+def test_every_rule_names_every_verdict_its_code_can_give():
+    for key, rule in RULES.items():
+        if key != "attention_only":
+            assert "holds" in rule.lower() and "differs" in rule, key
+    for key in ("importance_order", "compromise_order", "minimal_k"):  # the claims that can be "marginal"
+        assert "marginal" in RULES[key], key
+
+
+def test_importance_uses_exact_ablations_only():
+    # screened estimates near 1 (they would say "no clear deviations"), exact ones at 0.5: holds
+    m = synthetic(est_spearman_sv_importance=0.999, exact_spearman_sv_importance=0.5)
+    row = claims(m).set_index("key").loc["importance"]
+    assert row.verdict == "holds" and "0.50" in row.ours and row.n_texts == len(m)
+    # exact ones uncorrelated: differs, whatever the estimate says
+    assert verdict(synthetic(est_spearman_sv_importance=0.9, exact_spearman_sv_importance=0.01), "importance") == "differs"
+    # no exact ablations: the estimate is never used
+    row = claims(synthetic(exact=False, est_spearman_sv_importance=0.5)).set_index("key").loc["importance"]
+    assert row.verdict == "can't tell" and row.n_texts == 0
+
+
+def test_importance_rows_count_only_exact_texts():
+    m = synthetic(16)
+    m.loc[8:, [c for c in m if c.startswith("exact_")]] = np.nan  # exact stage on the first 8 texts
+    t = claims(m).set_index("key")
+    assert t.loc["importance", "n_texts"] == 8 and t.loc["compromise_order", "n_texts"] == 8
+    assert t.loc["dominant", "n_texts"] == 16
+
+
+@pytest.mark.parametrize("diff,expected", [(0.2, "holds"), (-0.2, "differs"), (0.0, "marginal")])
+def test_importance_order_verdicts(diff, expected):
+    m = synthetic(**{"exact_min_k_frac[singular_value]": 0.7, "exact_min_k_frac[importance]": 0.7 + diff,
+                     "min_k_frac[importance]": 0.7 - diff})  # the grid's numbers say the opposite
+    assert verdict(m, "importance_order") == expected
+
+
+@pytest.mark.parametrize("diff,expected", [(0.0, "holds"), (-0.2, "differs"), (-0.05, "marginal")])
+def test_compromise_order_verdicts(diff, expected):
+    m = synthetic(**{"exact_min_k_frac[singular_value]": 0.9, "exact_min_k_frac[compromise]": 0.9 + diff})
+    assert verdict(m, "compromise_order") == expected
+
+
+def test_orig_delta_can_differ_at_low_k():
+    assert verdict(synthetic(), "orig_delta") == "holds"
+    assert verdict(synthetic(low_k_orig_delta_over_unclipped=1.19), "orig_delta") == "differs"
+    assert verdict(synthetic(max_orig_delta_over_unclipped=0.9), "orig_delta") == "differs"
+
+
+def test_minimal_k_verdicts():
+    assert verdict(synthetic(), "minimal_k") == "differs"  # ~99% of d, well above 0.81
+    m = synthetic(**{"min_k_frac[singular_value]": np.linspace(0.5, 0.7, 16), "min_k_frac[random_basis]": 0.95,
+                     "exact_min_k_frac[singular_value]": np.linspace(0.5, 0.7, 16)})
+    assert verdict(m, "minimal_k") == "holds"
+    m = synthetic(**{"min_k_frac[singular_value]": np.linspace(0.5, 0.7, 16), "min_k_frac[random_basis]":
+                     np.linspace(0.5, 0.7, 16)})  # no better than a random basis
+    assert verdict(m, "minimal_k") == "can't tell"
+    # just above the study's range, within the grid's own measured error of it: marginal
+    m = synthetic(**{"min_k_frac[singular_value]": np.full(16, 0.83), "exact_min_k_frac[singular_value]": 0.80})
+    assert verdict(m, "minimal_k") == "marginal"
+
+
+def test_chaotic_and_dominant_verdicts():
+    assert verdict(synthetic(jitter_low=5.0, jitter_high=0.1), "chaotic") == "holds"
+    assert verdict(synthetic(jitter_low=0.1, jitter_high=0.1), "chaotic") == "differs"
+    assert verdict(synthetic(s2_s3=3.0, s1_s3=4.0), "dominant") == "holds"
+    assert verdict(synthetic(), "dominant").startswith("differs (one dominant")
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_median():
+    x = np.random.default_rng(1).normal(2.0, 1.0, 40)
+    med, lo, hi = bootstrap_median_ci(x)
+    assert med == pytest.approx(np.median(x)) and lo < med < hi
+    assert bootstrap_median_ci(x) == (med, lo, hi)  # same seed, same interval
+    assert hi - lo > bootstrap_median_ci(np.tile(x, 16))[2] - bootstrap_median_ci(np.tile(x, 16))[1]
+
+
+def test_permutation_null_matches_theory():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=576)
+    out = spearman_permutation_null(x, rng.normal(size=576), n=4000, seed=0)
+    # under independence Spearman's sd is 1/sqrt(n - 1): the 97.5% point is near 1.96 of it
+    assert out["null_q975"] == pytest.approx(1.96 / np.sqrt(575), rel=0.1)
+    assert out["p_one_sided"] > 0.01
+    strong = spearman_permutation_null(x, x + rng.normal(scale=0.5, size=576), n=2000, seed=0)
+    assert strong["rho"] > 0.8 and strong["p_one_sided"] == pytest.approx(1 / 2001)
+
+
+def test_text_metrics_joins_the_exact_stage(tmp_path):
+    import json
+
+    from experiments.base import prepare
+    from experiments.exact_importance import run_exact_importance
+    from experiments.prompts import get_continuation
+    from interp.testing import tiny_model
+
+    model = tiny_model()
+    comp = get_continuation(model, "hello world this is", seed=0, max_new_tokens=6)
+    text = prepare(model, comp)
+    result = run_exact_importance(model, text, n_permutations=500)
+    result.save(tmp_path / "t0" / "exact_importance")
+    row = exact_metrics(tmp_path).iloc[0]
+    s = json.loads((tmp_path / "t0" / "exact_importance" / "settings.json").read_text())["summary"]
+    assert row.exact_spearman_sv_importance == pytest.approx(s["spearman_sv_importance"])
+    # the exact scan is an every-k scan where it matters: never above the grid's first crossing
+    assert row["exact_min_k_frac[singular_value]"] <= row["exact_grid_k_frac[singular_value]"]
+    with pytest.raises(FileNotFoundError):  # an exact stage alone is not a finished text
+        text_metrics(tmp_path)
