@@ -5,6 +5,7 @@ through ``register`` (``experiments.registry``)."""
 from .base import ExperimentResult, Text, as_text, basis_for, prepare, run_meta
 from .clipped_generation import ClippedGenerationResult, run_clipped_generation
 from .clipping import ClippingResult, run_clipping
+from .exact_importance import ExactImportanceResult, run_exact_importance
 from .minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
 from .orderings import OrderingsResult, run_orderings
 from .overlap import OverlapResult, Subspace, run_overlap
@@ -18,6 +19,7 @@ __all__ = [
     "REPLICATION_PROMPTS",
     "ClippedGenerationResult",
     "ClippingResult",
+    "ExactImportanceResult",
     "ExperimentResult",
     "MinimalSubspaceResult",
     "OrderingsResult",
@@ -35,6 +37,7 @@ __all__ = [
     "register",
     "run_clipped_generation",
     "run_clipping",
+    "run_exact_importance",
     "run_minimal_subspace",
     "run_orderings",
     "run_meta",

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     one = sub.add_parser("run", help="one experiment on one prompt, with its own options")
     _model_args(one)
     one.add_argument("experiment", choices=["spectrum", "clipping", "single_direction", "orderings",
-                                            "minimal_subspace", "clipped_generation", *plugin_names()],
+                                            "minimal_subspace", "clipped_generation", "exact_importance",
+                                            *plugin_names()],
                      help=f"a built-in experiment or a plug-in (${PLUGINS_ENV}, docs/extending.md)")
     one.add_argument("--prompt", default="meaning_of_life", help=f"one of {list(REPLICATION_PROMPTS)} or any text")
     one.add_argument("--seed", type=int, default=0)
@@ -282,6 +283,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     elif name == "minimal_subspace":
         result = E.run_minimal_subspace(model, text, tolerance=args.tolerance, prompt_name=args.prompt,
                                         seed=args.seed, **common)
+    elif name == "exact_importance":
+        result = E.run_exact_importance(model, text, tolerance=args.tolerance, seed=args.seed,
+                                        progress=not args.no_progress)
     else:
         k = args.k if args.k is not None else E.run_minimal_subspace(model, text, tolerance=args.tolerance,
                                                                      random_null=False, **common).order()

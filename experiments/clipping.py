@@ -60,12 +60,29 @@ def clipping_curve(
 
 
 def jitter(curve: pd.DataFrame, d: int) -> dict[str, float]:
-    """Median |logp(k+1) - logp(k)| over the jitter pairs in each region of the curve (nats)."""
+    """How rough the curve is in each region (below 10% of d, 10-50%, above 50%):
+
+    - ``jitter_<region>``: median |logp(k+1) - logp(k)| over the region's adjacent pairs (nats);
+    - ``smooth_step_<region>``: what a smooth monotone curve with the same rise would change per
+      unit k there: |logp(end) - logp(start)| / (end - start), start and end the evaluated k
+      nearest the region's bounds (the null "a steep slope, not chaos");
+    - ``roughness_<region>``: jitter / smooth step. About 1 for a smooth curve however steep;
+      much larger where neighbouring k jump around more than the region's net rise explains.
+    """
     lp = dict(zip(curve.k, curve.logprob))
+    ks = np.array(sorted(lp))
     out = {}
     for lo, hi, name in REGIONS:
         diffs = [abs(lp[b] - lp[a]) for a, b in jitter_pairs(d) if lo <= a / d < hi and a in lp and b in lp]
-        out[f"jitter_{name}"] = float(np.median(diffs)) if diffs else float("nan")
+        jit = float(np.median(diffs)) if diffs else float("nan")
+        inside = ks[(ks >= lo * d) & (ks <= hi * d)]
+        if len(inside) >= 2 and inside[-1] > inside[0]:
+            step = abs(lp[inside[-1]] - lp[inside[0]]) / float(inside[-1] - inside[0])
+        else:
+            step = float("nan")
+        out[f"jitter_{name}"] = jit
+        out[f"smooth_step_{name}"] = step
+        out[f"roughness_{name}"] = jit / max(step, 1e-6) if np.isfinite(step) else float("nan")
     return out
 
 

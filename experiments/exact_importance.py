@@ -139,7 +139,7 @@ def run_exact_importance(
     grid = curve_ks(d, jitter=False)
     rows, curves = [], []
     for name in ORDERINGS:
-        ev = text.evaluator(name if name == "singular_value" else f"exact_{name}", orders[name])
+        ev = text.evaluator(name, orders[name])  # memo keyed by the order itself: shared with an exhaustive run's
         scan = scan_first_crossing(ev, target, d, grid, band=band)
         searches = {
             "exact_scan": (scan.k, scan.evaluations),
@@ -160,6 +160,6 @@ def run_exact_importance(
                   "seed": seed, "n_fisher": n_fisher},
         meta=text.meta(permutation=perm, effective_tolerance=tol, noise_at_d=text.noise(),
                        forward_rows=single.meta["forward_rows"] + sum(
-                           text.evaluator(n if n == "singular_value" else f"exact_{n}", orders[n]).n_rows
+                           text.evaluator(n, orders[n]).n_rows
                            for n in ORDERINGS)),
     )

@@ -12,7 +12,9 @@ which every larger k reaches it), ``bisection`` (the study's binary search; with
 ``bisection=True`` or in exhaustive mode, where it costs nothing), and ``converged``
 (the stable crossing 1 nat below the baseline: the curve's convergence point, as in experiment 2). Orderings: the
 SVD order, importance and compromise orders (experiment 4), and ``random_basis``: the same search
-in a Haar-random orthonormal basis (seeded), the null a "minimal subspace" must beat.
+in Haar-random orthonormal bases, the null a "minimal subspace" must beat: ``random_draws``
+independent draws per text (``random_basis``, ``random_basis#1``, ...), each seeded by the run's
+seed, the text's tokens and the draw (texts sharing a seed do not share a basis).
 ``sensitivity``: the first crossing for tolerances from 1e-4 to 10 nats in total and 0.001 to
 0.1 nats per continuation token.
 """
@@ -43,6 +45,15 @@ def random_orthonormal(d: int, seed: int, device: torch.device | str = "cpu") ->
     gen = torch.Generator().manual_seed(seed)
     q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64).to(device))
     return (q * torch.sign(torch.diagonal(r))[None, :]).float().cpu()
+
+
+def text_draw_seed(seed: int, tokens: Any, draw: int) -> int:
+    """A seed for one random-basis draw of one text: from the run's seed, the text's tokens and the
+    draw's index, so that texts sharing a sampling seed still get independent random bases."""
+    import hashlib
+
+    key = f"{seed}:{draw}:" + ",".join(str(int(t)) for t in torch.as_tensor(tokens).flatten().tolist())
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
 
 
 def effective_tolerance(tolerance: float, noise: float) -> float:
@@ -96,6 +107,7 @@ def run_minimal_subspace(
     kinds: tuple[str, ...] | None = None,  # default: the prepared text's (attention + MLP for a completion)
     tolerance: float = 1e-4,
     random_null: bool = True,
+    random_draws: int = 3,
     bisection: bool = False,
     seed: int = 0,
     exhaustive: bool = False,
@@ -112,8 +124,11 @@ def run_minimal_subspace(
     if orderings is not None:
         for name in orderings.tables["orders"].ordering.unique():
             evaluators[name] = text.evaluator(name, orderings.order(name))
-    if random_null:
-        evaluators["random_basis"] = text.evaluator("random_basis", directions=random_orthonormal(d, seed, _linalg_device(model)))
+    if random_null:  # independent Haar draws per text (seeded by the run's seed, the text and the draw)
+        for draw in range(max(random_draws, 1)):
+            name = "random_basis" if draw == 0 else f"random_basis#{draw}"
+            q = random_orthonormal(d, text_draw_seed(seed, text.completion.tokens, draw), _linalg_device(model))
+            evaluators[name] = text.evaluator(name, directions=q)
     grid = curve_ks(d, exhaustive=exhaustive, jitter=False)
     # Every search starts from a fixed grid (the SVD order's also from experiment 2's curve grid),
     # never from whatever the shared evaluators already hold: the result, and its evaluation
@@ -155,6 +170,7 @@ def run_minimal_subspace(
         tables={"minimal_k": pd.DataFrame(rows), "sensitivity": pd.DataFrame(sens)},
         settings={"kinds": list(text.kinds), "tolerance": tolerance, "noise_factor": NOISE_FACTOR,
                   "exhaustive": exhaustive, "random_null": random_null, "random_null_seed": seed if random_null else None,
+                  "random_draws": random_draws if random_null else 0,
                   "orderings": list(evaluators)},
         meta=text.meta(
             prompt_name=prompt_name, noise_at_d=noise, effective_tolerance=tol,

@@ -21,8 +21,12 @@ STUDY_MIN_K_FRAC = (0.46, 0.81)  # 1886..3329 of 4096
 RULES = {
     "dominant": "holds if the lower quartile of s2/s3 is >= 2 (two directions at least twice the third) and above "
                 "the Gaussian null; 'differs' if its upper quartile is < 2 (then: how many are dominant).",
-    "chaotic": "holds if the lower quartile over texts of jitter(k < 10% of d) / jitter(k > 50% of d) is > 2; "
-               "'differs' if that lower quartile is <= 1 (no calmer at large k in a quarter of the texts).",
+    "chaotic": "roughness = median |logp(k+1) - logp(k)| over 8 adjacent pairs in a region, divided by what a "
+               "smooth monotone curve with the region's net rise changes per unit k (null: about 1, a steep slope "
+               "is not chaos). Holds if the lower quartile over texts of roughness below 10% of d is > 3 and of "
+               "jitter(k < 10% of d) / jitter(k > 50% of d) is > 2 (calmer at large k); 'differs' if the upper "
+               "quartile of roughness below 10% of d is <= 3 (a slope, not chaos) or the lower quartile of the "
+               "jitter ratio is <= 1 (no calmer at large k in a quarter of the texts).",
     "converging": "holds if the upper quartile of k_converged/d is < 0.9 and the paired difference random basis - "
                   "SVD basis has a 95% bootstrap interval above 0; 'differs' if the median is >= 0.9.",
     "orig_delta": "holds if, in the lower quartile of texts, max orig_delta exceeds the unclipped one and orig_delta at "
@@ -42,7 +46,8 @@ RULES = {
                         "min_k(compromise) - min_k(SVD) is above -0.05 + margin (not much better); 'differs' if it "
                         "is below -0.05 - margin; 'marginal' within the margin (1 direction, 1/d).",
     "minimal_k": "holds if the interquartile range of min_k/d overlaps the study's 0.46-0.81 and the SVD basis beats a "
-                 "random basis (95% interval of the paired difference above 0); 'differs' if the lower quartile "
+                 "random basis (the median over the text's independent Haar draws; 95% interval of the paired "
+                 "difference above 0); 'differs' if the lower quartile "
                  "is > 0.81 + margin; 'marginal' if it is within the margin of 0.81 (margin: the median |grid - "
                  "exact| min_k/d over the exact stage's texts, when the numbers come from the grid search).",
     "overlap": "'can't tell' when the subspaces cover >= 90% of d on average (any subspaces that large overlap as "
@@ -129,6 +134,7 @@ def text_metrics(run_dir: str | Path) -> pd.DataFrame:
                 v = spec.loc[variant]
                 row.update({f"{tag}s1_s3": float(v.s1_over_s3), f"{tag}s2_s3": float(v.s2_over_s3),
                             f"{tag}n90_frac": float(v.n90_frac), f"{tag}n_writes": int(v.n_writes)})
+        row.update({k: clip.get(k, float("nan")) for k in ("roughness_low", "roughness_mid", "roughness_high")})
         row.update({k: clip[k] for k in ("jitter_low", "jitter_mid", "jitter_high", "k_converged_frac",
                                          "max_orig_delta_over_unclipped", "low_k_orig_delta_over_unclipped")})
         row["est_spearman_sv_importance"] = single["spearman_sv_importance"]  # screened estimate (default mode)
@@ -137,6 +143,12 @@ def text_metrics(run_dir: str | Path) -> pd.DataFrame:
             row[f"min_k_frac[{ordering.split('_rank')[0]}]"] = float(frac)
         for ordering, frac in conv.items():
             row[f"k_converged_frac[{ordering.split('_rank')[0]}]"] = float(frac)
+        # the random-basis null: the median over this text's independent draws
+        draws = [o for o in first.index if o.split("#")[0] == "random_basis"]
+        row["random_draws"] = len(draws)
+        if draws:
+            row["min_k_frac[random_basis]"] = float(np.median([first[o] for o in draws]))
+            row["k_converged_frac[random_basis]"] = float(np.median([conv[o] for o in draws]))
         for r in sens.itertuples():
             unit = "" if r.criterion == "total" else "/tok"
             row[f"min_k_frac[{r.ordering}]@{r.tolerance:g}{unit}"] = float(r.k_frac)
@@ -217,10 +229,18 @@ def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
 
     ratio = m.jitter_low / m.jitter_high
     _, q1, _ = _median_iqr(ratio)
+    rough = m.roughness_low if "roughness_low" in m else pd.Series(np.nan, index=m.index)
+    _, r1, r3 = _median_iqr(rough)
+    if np.isfinite(r1):
+        v = _verdict(r1 > 3 and q1 > 2, r3 <= 3 or q1 <= 1)
+        rough_txt = (f"; roughness (jitter / a smooth curve's step) {fmt(rough, 1)} below 10% of d, "
+                     f"{fmt(m.roughness_mid, 1)} at 10-50%, {fmt(m.roughness_high, 1)} above 50%")
+    else:  # a run from before the roughness measure: it cannot tell chaos from a steep slope
+        v, rough_txt = "can't tell (no roughness measure in this run)", ""
     add("chaotic", "Clipping curve chaotic at small k, calmer at large k",
         "chaotic for k < ~300 (7% of d), stable after",
         f"|logp(k+1) - logp(k)|: {fmt(m.jitter_low, 1)} nats below 10% of d, {fmt(m.jitter_mid, 1)} at 10-50%, "
-        f"{fmt(m.jitter_high, 2)} above 50%", "ratio 1 (no change along the curve)", _verdict(q1 > 2, q1 <= 1))
+        f"{fmt(m.jitter_high, 2)} above 50%{rough_txt}", "roughness 1 (a smooth monotone curve of the same rise)", v)
 
     kc = m.k_converged_frac
     diff = m["k_converged_frac[random_basis]"] - m["k_converged_frac[singular_value]"]

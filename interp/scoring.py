@@ -28,11 +28,12 @@ class LogProbs:
 
     @property
     def total(self) -> Float[Tensor, " batch"]:
-        return self.per_token.sum(-1)
+        """Summed in float64 (64 float32 terms of ~1-10 nats lose ~1e-5 nats in a float32 sum)."""
+        return self.per_token.double().sum(-1)
 
     @property
     def mean(self) -> Float[Tensor, " batch"]:
-        return self.per_token.mean(-1)
+        return self.per_token.double().mean(-1)
 
 
 def final_residual(model: Any, tokens: Tensor) -> Float[Tensor, "batch pos d_model"]:

@@ -223,12 +223,15 @@ def coarse_k_grid(d: int, *, n_linear: int = 13, low: bool = True) -> list[int]:
     return sorted({0, d, *(powers if low else []), *(d - p for p in powers), *linear})
 
 
-def jitter_pairs(d: int) -> list[tuple[int, int]]:
-    """Adjacent (k, k + 1) pairs at fixed fractions of d in the three regions of the study's curve
-    (below 10% of d, 10-50%, above 50%): their |logp(k+1) - logp(k)| measures how chaotic it is."""
-    fractions = (0.01, 0.03, 0.06, 0.2, 0.35, 0.6, 0.8, 0.95)
-    ks = sorted({min(max(int(round(f * d)), 1), d - 1) for f in fractions})
-    return [(k, k + 1) for k in ks]
+def jitter_pairs(d: int, per_region: int = 8) -> list[tuple[int, int]]:
+    """Adjacent (k, k + 1) pairs, ``per_region`` spread evenly inside each of the three regions of
+    the study's curve (below 10% of d, 10-50%, above 50%): their |logp(k+1) - logp(k)| measures how
+    rough the curve is there (``experiments.clipping.jitter``)."""
+    ks: set[int] = set()
+    for lo, hi in ((0.0, 0.1), (0.1, 0.5), (0.5, 1.0)):
+        for f in np.linspace(lo, hi, per_region + 2)[1:-1]:
+            ks.add(min(max(int(round(f * d)), 1), d - 1))
+    return [(k, k + 1) for k in sorted(ks)]
 
 
 def default_k_grid(d_model: int, *, dense_up_to: int = 1024, n_log: int = 160, n_lin: int = 257) -> list[int]:

@@ -36,12 +36,12 @@ def run(model, comp, exhaustive):
     orders = E.run_orderings(model, text, single=single, exhaustive=exhaustive)
     ms = E.run_minimal_subspace(model, text, orderings=orders, exhaustive=exhaustive)
     rows = sum(ev.n_rows for ev in text.evaluators.values()) + single.meta["forward_rows"]
-    return clip, single, ms, rows
+    return clip, single, ms, rows, text
 
 
 def test_default_agrees_with_exhaustive_on_the_replication_numbers(smollm2, capsys):
     comp = interp.sample_continuation(smollm2, "The capital of France is", temperature=0, max_new_tokens=10)
-    (clip_d, single_d, ms_d, rows_d), (clip_x, single_x, ms_x, rows_x) = (
+    (clip_d, single_d, ms_d, rows_d, _), (clip_x, single_x, ms_x, rows_x, text_x) = (
         run(smollm2, comp, False), run(smollm2, comp, True))
     d = smollm2.cfg.d_model
     t_d, t_x = ms_d.table.set_index(["ordering", "method"]).k, ms_x.table.set_index(["ordering", "method"]).k
@@ -73,3 +73,11 @@ def test_default_agrees_with_exhaustive_on_the_replication_numbers(smollm2, caps
     assert np.allclose(single_d.importance.importance[single_d.importance.exact], exact[single_d.importance.exact],
                        atol=2e-3)
     assert rows_x > 5 * rows_d  # the default is the cheap one
+    # The audit's exact stage (exact importances; every k scanned within 5 nats of the target) gives
+    # exactly the every-k answer of the exhaustive run, in every order: no tolerance.
+    exact = E.run_exact_importance(smollm2, text_x, n_permutations=200)
+    with capsys.disabled():
+        print("exact stage vs every-k scan:\n" + exact.tables["minimal_k"].to_string())
+    for ordering in ("singular_value", "importance", "compromise_rank_product"):
+        assert exact.min_k(ordering, "exact_scan") == t_x[ordering, "first_crossing"], ordering
+        assert exact.min_k(ordering, "exact_scan") <= exact.min_k(ordering, "grid_first_crossing"), ordering

@@ -23,6 +23,7 @@ def synthetic(n: int = 16, *, seed: int = 0, exact: bool = True, **cols: float |
     base = {
         "s1_s3": 10.0, "s2_s3": 1.2, "attn_s1_s3": 3.0, "attn_s2_s3": 1.1, "n_writes": 4000, "attn_n_writes": 2000,
         "jitter_low": 5.0, "jitter_mid": 1.0, "jitter_high": 0.1, "k_converged_frac": 0.95,
+        "roughness_low": 20.0, "roughness_mid": 5.0, "roughness_high": 2.0,
         "k_converged_frac[singular_value]": 0.95, "k_converged_frac[random_basis]": 0.99,
         "max_orig_delta_over_unclipped": 1.5, "low_k_orig_delta_over_unclipped": 0.5,
         "est_spearman_sv_importance": 0.95, "importance_exact_fraction": 0.07,
@@ -115,8 +116,26 @@ def test_minimal_k_verdicts():
 def test_chaotic_and_dominant_verdicts():
     assert verdict(synthetic(jitter_low=5.0, jitter_high=0.1), "chaotic") == "holds"
     assert verdict(synthetic(jitter_low=0.1, jitter_high=0.1), "chaotic") == "differs"
+    # a steep but smooth low-k curve: big steps, but no more than its slope explains
+    assert verdict(synthetic(jitter_low=5.0, jitter_high=0.1, roughness_low=1.2), "chaotic") == "differs"
+    assert verdict(synthetic().drop(columns=["roughness_low"]), "chaotic").startswith("can't tell")
     assert verdict(synthetic(s2_s3=3.0, s1_s3=4.0), "dominant") == "holds"
     assert verdict(synthetic(), "dominant").startswith("differs (one dominant")
+
+
+def test_roughness_tells_chaos_from_a_steep_slope():
+    from experiments.clipping import jitter
+    from interp.sweeps import jitter_pairs
+
+    d = 576
+    ks = sorted({0, d, *range(0, d + 1, 48), *(k for pair in jitter_pairs(d) for k in pair)})
+    smooth = pd.DataFrame({"k": ks, "logprob": [-500.0 * np.exp(-k / 40) for k in ks]})  # steep, smooth
+    rng = np.random.default_rng(0)
+    noisy = smooth.assign(logprob=smooth.logprob + rng.normal(0, 20, len(ks)) * (smooth.k < 0.1 * d))
+    r_smooth, r_noisy = jitter(smooth, d), jitter(noisy, d)
+    assert r_smooth["jitter_low"] > 5  # big steps at low k ...
+    assert r_smooth["roughness_low"] < 3  # ... but a slope, not chaos
+    assert r_noisy["roughness_low"] > 3
 
 
 def test_bootstrap_interval_is_seeded_and_brackets_the_median():
