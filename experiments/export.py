@@ -25,7 +25,7 @@ def export_exact(run: Path, target: Path) -> pd.DataFrame:
     per_text.to_csv(target / "exact_texts.csv", index=False)
     for fname in ("importance.csv", "minimal_k.csv", "estimators.csv"):
         frames = [pd.read_csv(p).assign(text=p.parent.parent.name) for p in sorted(run.glob(f"*/exact_importance/{fname}"))]
-        pd.concat(frames, ignore_index=True).to_csv(target / f"exact_{fname}", index=False)
+        pd.concat(frames, ignore_index=True).to_csv(target / f"exact_{fname}", index=False, float_format="%.7g")
     return per_text
 
 
