@@ -113,13 +113,17 @@ def run_exact_importance(
     n_fisher: int = 8,
     chunk_size: int | None = None,
     progress: bool = False,
+    single: Any = None,
     **_: Any,
 ) -> ExactImportanceResult:
-    """Exact importances of every direction, the claims built on them, and exact minimal k."""
+    """Exact importances of every direction, the claims built on them, and exact minimal k.
+    ``single``: an exhaustive ``run_single_direction`` result of this text to reuse (its
+    importances are all exact); anything else is recomputed."""
     text = as_text(model, completion, kinds=kinds, chunk_size=chunk_size, progress=progress)
     d = text.d_model
-    single = run_single_direction(model, text, exhaustive=True, n_fisher=n_fisher, seed=seed,
-                                  chunk_size=chunk_size, progress=progress)
+    if single is None or not bool(single.importance.exact.all()) or len(single.importance) != d:
+        single = run_single_direction(model, text, exhaustive=True, n_fisher=n_fisher, seed=seed,
+                                      chunk_size=chunk_size, progress=progress)
     imp = single.importance
     exact = imp.importance.to_numpy()
     s = imp.singular_value.to_numpy()

@@ -69,8 +69,11 @@ def test_importance_uses_exact_ablations_only():
     # exact ones uncorrelated: differs, whatever the estimate says
     assert verdict(synthetic(est_spearman_sv_importance=0.9, exact_spearman_sv_importance=0.01), "importance") == "differs"
     # no exact ablations: the estimate is never used
-    row = claims(synthetic(exact=False, est_spearman_sv_importance=0.5)).set_index("key").loc["importance"]
-    assert row.verdict == "can't tell" and row.n_texts == 0
+    t = claims(synthetic(exact=False, est_spearman_sv_importance=0.5)).set_index("key")
+    for key in ("importance", "importance_order", "compromise_order"):  # labelled, with the estimator's accuracy
+        row = t.loc[key]
+        assert row.verdict == "can't tell (estimates only)" and row.n_texts == 0, key
+        assert row.ours.startswith("ESTIMATE only") and "exact ablations" in row.ours, key
 
 
 def test_importance_rows_count_only_exact_texts():
