@@ -30,7 +30,7 @@ from .base import ExperimentResult, Text, as_text
 from .clipping import curve_ks
 from .minimal_subspace import effective_tolerance
 from .orderings import orders_from_importance
-from .single_direction import run_single_direction, top_k_agreement
+from .single_direction import estimator_quality, run_single_direction
 
 ORDERINGS = ("singular_value", "importance", "compromise_rank_product")
 
@@ -129,21 +129,19 @@ def run_exact_importance(
     s = imp.singular_value.to_numpy()
     nz = s > 0
     perm = spearman_permutation_null(s[nz], exact[nz], n=n_permutations, seed=seed)
-    estimators = []
-    for name, col in (("first_order", "first_order"), ("first_plus_half_fisher", "second_order"),
-                      ("screened_default", "screened_estimate")):
-        est = imp[col].to_numpy()
-        estimators.append({"estimator": name, "spearman": float(stats.spearmanr(est, exact).statistic),
-                           "top10_recall": top_k_agreement(est, exact, 10),
-                           "top100_recall": top_k_agreement(est, exact, 100),
-                           "spearman_with_s": float(stats.spearmanr(est[nz], s[nz]).statistic)})
+    estimators = [
+        {"estimator": name, **estimator_quality(imp[col].to_numpy(), exact),
+         "spearman_with_s": float(stats.spearmanr(imp[col].to_numpy()[nz], s[nz]).statistic)}
+        for name, col in (("first_order", "first_order"), ("first_plus_half_fisher", "second_order"),
+                          ("screened_default", "screened_estimate"))
+    ]
     orders = orders_from_importance(imp)
     tol = effective_tolerance(tolerance, text.noise())
     target = text.baseline - tol
     grid = curve_ks(d, jitter=False)
     rows, curves = [], []
-    for name in ORDERINGS:
-        ev = text.evaluator(name, orders[name])  # memo keyed by the order itself: shared with an exhaustive run's
+    evaluators = {name: text.evaluator(name, orders[name]) for name in ORDERINGS}  # shared with an exhaustive run's
+    for name, ev in evaluators.items():
         scan = scan_first_crossing(ev, target, d, grid, band=band)
         searches = {
             "exact_scan": (scan.k, scan.evaluations),
@@ -163,7 +161,5 @@ def run_exact_importance(
         settings={"kinds": list(text.kinds), "tolerance": tolerance, "band": band, "n_permutations": n_permutations,
                   "seed": seed, "n_fisher": n_fisher},
         meta=text.meta(permutation=perm, effective_tolerance=tol, noise_at_d=text.noise(),
-                       forward_rows=single.meta["forward_rows"] + sum(
-                           text.evaluator(n, orders[n]).n_rows
-                           for n in ORDERINGS)),
+                       forward_rows=single.meta["forward_rows"] + sum(ev.n_rows for ev in evaluators.values())),
     )

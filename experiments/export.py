@@ -14,6 +14,12 @@ from .replication import MODEL_LABELS, claims, combined_table, exact_metrics, ov
 from .report import _table_md, figures
 
 
+def gather(run: Path, pattern: str, **read: object) -> pd.DataFrame | None:
+    """Every text's ``<run>/<text>/<pattern>`` CSV in one table with a ``text`` column (None if none)."""
+    frames = [pd.read_csv(p, **read).assign(text=p.parent.parent.name) for p in sorted(run.glob(f"*/{pattern}"))]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
 def export_exact(run: Path, target: Path) -> pd.DataFrame:
     """The exact stage's tables for one model: ``exact_texts.csv`` (one row per text: Spearman and
     its permutation null, estimator accuracy, minimal k by every method), ``exact_importance.csv``
@@ -24,8 +30,7 @@ def export_exact(run: Path, target: Path) -> pd.DataFrame:
         return per_text
     per_text.to_csv(target / "exact_texts.csv", index=False)
     for fname in ("importance.csv", "minimal_k.csv", "estimators.csv"):
-        frames = [pd.read_csv(p).assign(text=p.parent.parent.name) for p in sorted(run.glob(f"*/exact_importance/{fname}"))]
-        pd.concat(frames, ignore_index=True).to_csv(target / f"exact_{fname}", index=False, float_format="%.7g")
+        gather(run, f"exact_importance/{fname}").to_csv(target / f"exact_{fname}", index=False, float_format="%.7g")
     return per_text
 
 
@@ -49,13 +54,12 @@ def export_results(run_dirs: dict[str, Path], docs: Path, *, command: str, image
             pairs.to_csv(target / "overlap_pairs.csv", index=False)
         for sub, fname in (("minimal_subspace", "minimal_k.csv"), ("minimal_subspace", "sensitivity.csv"),
                            ("spectrum", "summary.csv"), ("clipping", "curve.csv")):
-            frames = [pd.read_csv(p).assign(text=p.parent.parent.name) for p in sorted(run.glob(f"*/{sub}/{fname}"))]
-            if frames:
-                pd.concat(frames, ignore_index=True).to_csv(target / f"{sub}_{fname}", index=False)
-        gens = [pd.read_csv(p, keep_default_na=False).assign(text=p.parent.parent.name)
-                for p in sorted(run.glob("*/clipped_generation/samples.csv"))]
-        if gens:
-            pd.concat(gens, ignore_index=True).to_csv(target / "clipped_generation_samples.csv", index=False)
+            table = gather(run, f"{sub}/{fname}")
+            if table is not None:
+                table.to_csv(target / f"{sub}_{fname}", index=False)
+        gens = gather(run, "clipped_generation/samples.csv", keep_default_na=False)
+        if gens is not None:
+            gens.to_csv(target / "clipped_generation_samples.csv", index=False)
         if (run / "report.md").exists():
             (target / "report.md").write_text((run / "report.md").read_text())
         if (run / "environment.json").exists():  # versions, device, dtype, model provenance, commit

@@ -60,6 +60,11 @@ class Settings:
     band: float = 5.0  # exact stage: every k scanned where the curve is within this many nats of the target
     only: Sequence[str] | None = None  # compute only these experiments (others load if finished); no overlap, no report
 
+    @property
+    def exact_stage_only(self) -> bool:
+        """Only the exact stage is asked for (``replicate --exact-only``)."""
+        return self.only is not None and set(self.only) <= {"exact_importance"}
+
     def text_of(self, prompt: str) -> str:
         if self.prompt_texts and prompt in self.prompt_texts:
             return self.prompt_texts[prompt]
@@ -182,7 +187,7 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
         run("exact_importance", ExactImportanceResult, lambda: run_exact_importance(
             model, text, tolerance=s.tolerance, band=s.band, seed=seed, n_fisher=s.n_fisher,
             chunk_size=s.chunk_size, progress=s.progress))
-    if s.only is not None and not set(s.only) - {"exact_importance"}:
+    if s.exact_stage_only:
         return PromptResults(comp, text.basis, r, prompt=prompt, seed=seed)
     common = dict(exhaustive=s.exhaustive)
     run("spectrum", SpectrumResult, lambda: run_spectrum(model, text))
@@ -277,7 +282,7 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
                    max_new_tokens=s.max_new_tokens)
     timer.add(text="all", phase="continuations (one batch per seed)", seconds=time.perf_counter() - t1, loaded=False)
     for i, (text_id, prompt, seed) in enumerate(tqdm(ids, desc="texts", disable=not s.progress)):
-        if s.only is not None and i >= s.exact_texts and set(s.only) <= {"exact_importance"}:
+        if s.exact_stage_only and i >= s.exact_texts:
             break
         per_text[text_id] = run_prompt(model, text_id, prompt, seed, out, s, timer, exact=i < s.exact_texts)
     if s.only is not None:  # a partial pass (e.g. the exact stage alone): no overlap, no report
