@@ -17,7 +17,7 @@ from interp import (
     KINDS, Basis, Completion, Writes, capture_writes, model_info, normalize_kinds, project_writes, write_basis,
 )
 from interp.scoring import continuation_logprob
-from interp.sweeps import ClipEvaluator
+from interp.sweeps import ClipEvaluator, auto_chunk_size
 from interp.tokens import check_sequence
 from interp.writes import recording_writes
 
@@ -187,16 +187,31 @@ class Text:
         return self.evaluators[key]
 
     def noise(self) -> float:
-        """The clipped pass's own float error on this text: |logp - logp unclipped| when every write
-        is projected onto all d_model directions (V V^T w, computed as such, in a batch of 2; the
-        evaluators' k = d is exact by construction, see ``interp.projection.compact``). Memoized."""
+        """The float error of the sweeps' own path on this text: the largest |logp - logp
+        unclipped| when every write is projected onto all d_model directions (V V^T w computed as
+        such, not skipped) in a batch of the sweeps' chunk size, and in a batch of 1. The
+        evaluators' k = d is exact by construction (``interp.projection.compact``), so this is the
+        error a clip or ablation row carries from its batch and its arithmetic: the noise floor of
+        minimal-k targets and of exact importances. Memoized."""
         self.check_model(self.model)
         if "_noise" not in self.__dict__:
-            with torch.inference_mode(), project_writes(self.model, self.basis.vectors, record=False, check=False):
-                lp = continuation_logprob(self.model, self.completion.prompt_tokens,
-                                          self.completion.continuation_tokens, batch_size=2)
-            self.__dict__["_noise"] = float((lp.total.double() - self.baseline).abs().max())
+            self.__dict__["_noise"] = max(self.noise_by_batch().values())
         return self.__dict__["_noise"]
+
+    def noise_by_batch(self) -> dict[int, float]:
+        """``noise()`` per batch size measured (1 and the sweeps' chunk size): {batch: nats}."""
+        self.check_model(self.model)
+        if "_noise_by_batch" not in self.__dict__:
+            c = self.completion
+            chunk = self.chunk_size or auto_chunk_size(self.model, c.tokens.numel(), c.continuation_tokens.numel())
+            out = {}
+            for batch in sorted({1, int(chunk)}):
+                with torch.inference_mode(), project_writes(self.model, self.basis.vectors, kinds=self.kinds,
+                                                            record=False, check=False):
+                    lp = continuation_logprob(self.model, c.prompt_tokens, c.continuation_tokens, batch_size=batch)
+                out[batch] = float((lp.total.double() - self.baseline).abs().max())
+            self.__dict__["_noise_by_batch"] = out
+        return self.__dict__["_noise_by_batch"]
 
     def meta(self, **extra: Any) -> dict[str, Any]:
         """A result's ``meta``: ``run_meta`` of this text (model, dtype, prompt, continuation

@@ -72,6 +72,10 @@ class ExactImportanceResult(ExperimentResult):
         out: dict[str, Any] = dict(self.meta["permutation"])
         out["spearman_sv_importance"] = out.pop("rho")
         out["n_directions"] = len(self.importance)
+        noise = self.meta.get("importance_noise", {})
+        out["importance_noise_floor"] = noise.get("noise_floor", float("nan"))
+        out["n_within_noise_floor"] = noise.get("n_within_noise_floor", -1)
+        out["spearman_above_noise_floor"] = noise.get("spearman_above_noise_floor", float("nan"))
         out["top10_sv_ranks"] = self.importance.sort_values("importance", ascending=False).sv_rank.head(10).tolist()
         for r in mk.itertuples():
             out[f"{r.method}_k_frac[{r.ordering}]"] = float(r.k_frac)
@@ -129,6 +133,14 @@ def run_exact_importance(
     s = imp.singular_value.to_numpy()
     nz = s > 0
     perm = spearman_permutation_null(s[nz], exact[nz], n=n_permutations, seed=seed)
+    # The noise floor of an exact importance: an ablation row runs in a batch of the sweeps' chunk
+    # size, and the same pass with nothing removed differs from the baseline by up to text.noise().
+    floor = text.noise()
+    above = nz & (np.abs(exact) > floor)
+    noise_floor = {"noise_floor": floor, "noise_by_batch": {str(b): v for b, v in text.noise_by_batch().items()},
+                   "n_within_noise_floor": int((np.abs(exact) <= floor).sum()),
+                   "spearman_above_noise_floor": float(stats.spearmanr(s[above], exact[above]).statistic)
+                   if above.sum() > 2 else float("nan")}
     estimators = [
         {"estimator": name, **estimator_quality(imp[col].to_numpy(), exact),
          "spearman_with_s": float(stats.spearmanr(imp[col].to_numpy()[nz], s[nz]).statistic)}
@@ -160,6 +172,6 @@ def run_exact_importance(
                 "curve": pd.concat(curves, ignore_index=True)[["ordering", "k", "logprob", "orig_delta", "kept_delta"]]},
         settings={"kinds": list(text.kinds), "tolerance": tolerance, "band": band, "n_permutations": n_permutations,
                   "seed": seed, "n_fisher": n_fisher},
-        meta=text.meta(permutation=perm, effective_tolerance=tol, noise_at_d=text.noise(),
+        meta=text.meta(permutation=perm, importance_noise=noise_floor, effective_tolerance=tol, noise_at_d=text.noise(),
                        forward_rows=single.meta["forward_rows"] + sum(ev.n_rows for ev in evaluators.values())),
     )

@@ -179,7 +179,10 @@ def exact_metrics(run_dir: str | Path) -> pd.DataFrame:
         summary, meta = payload["summary"], payload["meta"]
         row = {"text": folder.parent.name, "exact_spearman_sv_importance": summary["spearman_sv_importance"],
                "exact_perm_q975": summary["null_q975"], "exact_perm_p": summary["p_one_sided"],
-               "exact_tolerance": meta["effective_tolerance"]}
+               "exact_tolerance": meta["effective_tolerance"],
+               "exact_importance_noise_floor": summary.get("importance_noise_floor", float("nan")),
+               "exact_n_within_noise_floor": summary.get("n_within_noise_floor", -1),
+               "exact_spearman_above_noise_floor": summary.get("spearman_above_noise_floor", float("nan"))}
         for method, tag in (("exact_scan", "exact_min_k_frac"), ("bisection", "exact_bisection_k_frac"),
                             ("grid_first_crossing", "exact_grid_k_frac"), ("stable", "exact_stable_k_frac")):
             for ordering, short in EXACT_ORDERINGS.items():

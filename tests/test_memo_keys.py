@@ -71,3 +71,23 @@ def test_another_model_or_a_changed_dtype_is_refused(model_dirs, gpt2_tiny, comp
         E.run_clipping(model, text, ks=[0, gpt2_tiny.cfg.d_model])
     with pytest.raises(ValueError, match="dtype changed"):
         text.noise()
+
+
+def test_noise_floor_is_measured_the_way_the_sweeps_run(gpt2_tiny, comp, monkeypatch):
+    """The noise floor runs full projections in a batch of the sweeps' chunk size (and of 1), with
+    the text's kinds: the batch sizes it reports are those, and the floor is their largest error."""
+    seen = []
+    real = E.base.continuation_logprob
+
+    def spy(model, prompt, cont, batch_size=1, **kw):
+        seen.append(batch_size)
+        return real(model, prompt, cont, batch_size=batch_size, **kw)
+
+    monkeypatch.setattr(E.base, "continuation_logprob", spy)
+    text = E.prepare(gpt2_tiny, comp, chunk_size=5, kinds=("attn",))
+    by_batch = text.noise_by_batch()
+    assert sorted(by_batch) == [1, 5] and sorted(seen[-2:]) == [1, 5]
+    assert text.noise() == max(by_batch.values())
+    auto = E.prepare(gpt2_tiny, comp)
+    chunk = interp.sweeps.auto_chunk_size(gpt2_tiny, comp.tokens.numel(), comp.continuation_tokens.numel())
+    assert sorted(auto.noise_by_batch()) == sorted({1, chunk})
