@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import interp  # noqa: E402
 from interp.tokens import Completion  # noqa: E402
-from experiments.reproduce import UNIT_PHASE, plain_forward_seconds  # noqa: E402
+from experiments.study.reproduce import UNIT_PHASE, plain_forward_seconds  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

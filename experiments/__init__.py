@@ -6,13 +6,15 @@ from .base import ExperimentResult, Text, as_text, basis_for, prepare, run_meta
 from .clipped_generation import ClippedGenerationResult, run_clipped_generation
 from .clipping import ClippingResult, run_clipping
 from .exact_importance import ExactImportanceResult, run_exact_importance
+from .method_sensitivity import MethodSensitivityResult, run_method_sensitivity
 from .minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
 from .orderings import OrderingsResult, run_orderings
 from .overlap import OverlapResult, Subspace, run_overlap
-from .prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, load_prompts_file
+from .study.prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, load_prompts_file
 from .registry import Plugin, register
 from .single_direction import SingleDirectionResult, run_single_direction
 from .spectrum import SpectrumResult, run_spectrum
+from .text_length import TextLengthResult, run_text_length
 
 __all__ = [
     "PROMPTS",
@@ -21,6 +23,7 @@ __all__ = [
     "ClippingResult",
     "ExactImportanceResult",
     "ExperimentResult",
+    "MethodSensitivityResult",
     "MinimalSubspaceResult",
     "OrderingsResult",
     "OverlapResult",
@@ -29,6 +32,7 @@ __all__ = [
     "SpectrumResult",
     "Subspace",
     "Text",
+    "TextLengthResult",
     "as_text",
     "basis_for",
     "get_continuation",
@@ -38,10 +42,12 @@ __all__ = [
     "run_clipped_generation",
     "run_clipping",
     "run_exact_importance",
+    "run_method_sensitivity",
     "run_minimal_subspace",
     "run_orderings",
     "run_meta",
     "run_overlap",
     "run_single_direction",
     "run_spectrum",
+    "run_text_length",
 ]

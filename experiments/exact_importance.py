@@ -13,7 +13,7 @@ For one text: the exact importance of every direction (one batch row per directi
   it (``minimal_k``; every evaluated point in ``curve``).
 
 The replication runs it on a stated subset of texts (``replicate --exact-texts N``); the claims
-about importance read only these numbers (``experiments.replication``).
+about importance read only these numbers (``experiments.study.replication``).
 """
 
 from dataclasses import dataclass

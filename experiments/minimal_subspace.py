@@ -26,12 +26,12 @@ import pandas as pd
 import torch
 
 from interp import Completion
-from interp.search import bisect_min_k, first_crossing, stable_crossing
+from interp.search import bisect_min_k, first_crossing, stable_crossing, study_bisection
 
 from .base import ExperimentResult, Text, _linalg_device, as_text
 from .clipping import CONVERGED_NATS, curve_ks
 from .orderings import OrderingsResult
-from .prompts import STUDY_D_MODEL, STUDY_MIN_K
+from .study.prompts import STUDY_D_MODEL, STUDY_MIN_K
 
 NOISE_FACTOR = 10.0
 TOTAL_TOLERANCES = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)  # nats over the whole continuation
@@ -109,6 +109,7 @@ def run_minimal_subspace(
     random_null: bool = True,
     random_draws: int = 3,
     bisection: bool = False,
+    study_procedure: bool = False,
     seed: int = 0,
     exhaustive: bool = False,
     chunk_size: int | None = None,
@@ -145,8 +146,14 @@ def run_minimal_subspace(
         }
         if bisection or exhaustive:  # free when every k is known; else ~log2(d) sequential passes
             searches["bisection"] = bisect_min_k(ev, target, d)
+        tols = {method: tol for method in searches}
+        if study_procedure and name == "singular_value":
+            # The study's own procedure: binary search over 1..d for the smallest k whose clipped
+            # log-probability is at least the unclipped one, no tolerance, in the model's dtype.
+            searches["study_bisection"] = study_bisection(ev, text.baseline, d)
+            tols["study_bisection"] = 0.0
         for method, res in searches.items():
-            rows.append({"ordering": name, "method": method, "k": res.k, "k_frac": res.k / d, "tolerance": tol,
+            rows.append({"ordering": name, "method": method, "k": res.k, "k_frac": res.k / d, "tolerance": tols[method],
                          "evaluations": res.evaluations})
         # the curve's convergence point (as in experiment 2), for every ordering and the null
         conv = stable_crossing(ev, text.baseline - CONVERGED_NATS, d, known)
@@ -170,7 +177,7 @@ def run_minimal_subspace(
         tables={"minimal_k": pd.DataFrame(rows), "sensitivity": pd.DataFrame(sens)},
         settings={"kinds": list(text.kinds), "tolerance": tolerance, "noise_factor": NOISE_FACTOR,
                   "exhaustive": exhaustive, "random_null": random_null, "random_null_seed": seed if random_null else None,
-                  "random_draws": random_draws if random_null else 0,
+                  "random_draws": random_draws if random_null else 0, "study_procedure": study_procedure,
                   "orderings": list(evaluators)},
         meta=text.meta(
             prompt_name=prompt_name, noise_at_d=noise, effective_tolerance=tol,

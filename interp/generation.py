@@ -5,7 +5,7 @@ sequence at every step (no KV cache: right under any hooks, on any hooked model)
 runs transformers' own ``generate`` on the HF model inside a bridge (KV cache, left padding). Tokens
 are drawn on the CPU from a seeded generator, so a seed gives the same text on any device up to
 floating-point ties, and every completion records the log-probability its sampler saw for each
-token (``meta["token_logprobs"]``), which ``experiments.checks`` compares with the scoring pass.
+token (``meta["token_logprobs"]``), which ``experiments.study.checks`` compares with the scoring pass.
 """
 
 from collections.abc import Sequence

@@ -109,6 +109,28 @@ def bisect_min_k(evaluate: Evaluate, target: float, d: int) -> SearchResult:
     return SearchResult(hi, len(asked))
 
 
+def study_bisection(evaluate: Evaluate, target: float, d: int) -> SearchResult:
+    """The study's binary search: the smallest k in 1..d with ``evaluate([k]) >= target``,
+    assuming the curve is monotone.
+
+    Invariant: ``lo`` fails, ``hi`` passes; it starts at ``lo = 0``, ``hi = d`` with neither
+    evaluated (k = d is the unclipped model and counts as passing; k = 0 is not a candidate) and
+    probes ``mid = (lo + hi) // 2`` until ``hi - lo == 1``. One k per step, about log2(d) steps.
+    It is ``bisect_min_k`` without that function's first probe at k = 0: the two
+    probe the same k and return the same k whenever ``logp(0) < target``.
+    """
+    asked: set[int] = set()
+    lo, hi = 0, int(d)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        asked.add(mid)
+        if bool(np.asarray(evaluate([mid]))[0] >= target):
+            hi = mid
+        else:
+            lo = mid
+    return SearchResult(hi, len(asked))
+
+
 @dataclass
 class ScanResult(SearchResult):
     scanned: int  # k evaluated one by one inside the band

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import main
+from experiments.study.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +49,37 @@ def test_run_one_experiment(env_model, tmp_path):
     main(["run", "minimal_subspace", "--prompt", "relativity", "--out", str(tmp_path), "--device", "cpu",
           "--max-new-tokens", "5", "--no-progress"])
     assert (tmp_path / "minimal_subspace" / "minimal_k.csv").exists()
+
+
+def test_study_procedure_is_the_studys_bisection_in_bfloat16(env_model, tmp_path, capsys):
+    """``--study-procedure``: bfloat16 unless told otherwise, and a k whose clipped log-probability
+    reaches the unclipped one with no tolerance while k - 1 does not (the bisection's own claim)."""
+    import pandas as pd
+
+    main(["run", "minimal_subspace", "--study-procedure", "--prompt", "relativity", "--out", str(tmp_path),
+          "--device", "cpu", "--max-new-tokens", "5", "--no-progress"])
+    folder = tmp_path / "minimal_subspace"
+    saved = json.loads((folder / "settings.json").read_text())
+    assert saved["meta"]["model"]["dtype"] == "bfloat16" and saved["settings"]["study_procedure"]
+    t = pd.read_csv(folder / "minimal_k.csv")
+    row = t[t.method == "study_bisection"].iloc[0]
+    assert row.ordering == "singular_value" and row.tolerance == 0.0 and 1 <= row.k <= saved["meta"]["model"]["d_model"]
+    with pytest.raises(SystemExit) as err:
+        main(["run", "clipping", "--study-procedure", "--out", str(tmp_path / "x"), "--device", "cpu"])
+    assert err.value.code == 2 and "option of minimal_subspace" in capsys.readouterr().err
+
+
+def test_study_bisection_row_is_a_crossing(gpt2_tiny):
+    import experiments as E
+
+    comp = E.get_continuation(gpt2_tiny, "relativity", max_new_tokens=6, seed=0)
+    text = E.prepare(gpt2_tiny, comp)
+    r = E.run_minimal_subspace(gpt2_tiny, text, study_procedure=True, random_null=False)
+    k = int(r.table.set_index("method").loc["study_bisection", "k"])
+    ev = text.evaluator("singular_value")
+    d = text.d_model
+    assert k == d or ev([k])[0] >= text.baseline
+    assert k == 1 or ev([k - 1])[0] < text.baseline  # searched over 1..d
 
 
 def test_no_model_is_a_clear_error(tmp_path):

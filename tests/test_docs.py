@@ -57,6 +57,8 @@ API_NAMES = {  # page -> anchors a user writing an experiment needs
                          "ExperimentResult.save_figures", "ExperimentResult.summary", "run_meta", "register"],
     "interp/pytest_plugin.html": ["gpt2_tiny", "completion"],
     "experiments/registry.html": ["register", "discover", "Plugin"],
+    "experiments/study/reproduce.html": ["Settings", "reproduce"],  # nested packages are documented too
+    "experiments/study/replication.html": ["claims", "RULES", "text_metrics"],
 }
 
 

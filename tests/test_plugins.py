@@ -13,7 +13,7 @@ import pytest
 
 import experiments as E
 from experiments import registry
-from experiments.cli import main
+from experiments.study.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "layer_range"

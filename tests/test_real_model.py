@@ -165,8 +165,8 @@ def test_gemma_writes_after_post_norms_sum_to_final_residual_and_identity(gemma,
 def test_sampled_continuations_lie_in_plain_transformers_nucleus(smollm2, plain_smollm2):
     """What the package samples (batched, left-padded, cached) is what an independent plain
     transformers model could sample: every token inside its top-p nucleus at the temperature."""
-    from experiments.checks import nucleus_excess
-    from experiments.prompts import PROMPTS, SAMPLING
+    from experiments.study.checks import nucleus_excess
+    from experiments.study.prompts import PROMPTS, SAMPLING
 
     comps = interp.sample_continuations(smollm2, list(PROMPTS.values()), seed=0, use_cache=True,
                                         **{**SAMPLING, "max_new_tokens": 32})

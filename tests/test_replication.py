@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from experiments.exact_importance import spearman_permutation_null
-from experiments.replication import RULES, bootstrap_median_ci, claims, exact_metrics, text_metrics
+from experiments.study.replication import RULES, bootstrap_median_ci, claims, exact_metrics, text_metrics
 
 D = 576
 
@@ -165,7 +165,7 @@ def test_text_metrics_joins_the_exact_stage(tmp_path):
 
     from experiments.base import prepare
     from experiments.exact_importance import run_exact_importance
-    from experiments.prompts import get_continuation
+    from experiments.study.prompts import get_continuation
     from interp.testing import tiny_model
 
     model = tiny_model()

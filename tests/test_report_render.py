@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from experiments.cli import main
+from experiments.study.cli import main
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

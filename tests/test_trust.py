@@ -9,8 +9,8 @@ import torch
 import interp
 import interp.compat
 from experiments.base import prepare
-from experiments.checks import SelfCheckError, check_text, nucleus_excess
-from experiments.cli import main
+from experiments.study.checks import SelfCheckError, check_text, nucleus_excess
+from experiments.study.cli import main
 from interp.tokens import Completion
 
 ARGS = ["--out", "unused", "--no-progress"]
@@ -21,7 +21,7 @@ def no_model(monkeypatch):
     """Usage errors must be found before a model loads: loading one fails this test."""
     def load(*a, **k):
         raise AssertionError("a model was loaded before the arguments were checked")
-    monkeypatch.setattr("experiments.cli.load_model", load)
+    monkeypatch.setattr("experiments.study.cli.load_model", load)
 
 
 @pytest.mark.parametrize(("argv", "says"), [

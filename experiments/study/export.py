@@ -1,7 +1,7 @@
 """Export a replication to ``docs/results``: each model's small outputs and the combined table.
 
-The one place that joins the two halves of the study pipeline: ``experiments.replication``
-computes the table (it imports nothing from the report), ``experiments.report`` renders tables
+The one place that joins the two halves of the study pipeline: ``experiments.study.replication``
+computes the table (it imports nothing from the report), ``experiments.study.report`` renders tables
 it is handed, and this module writes both to the docs folder.
 """
 

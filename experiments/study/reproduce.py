@@ -21,18 +21,18 @@ from interp.provenance import environment, run_key
 from interp.sweeps import COUNTERS
 from interp.writes import model_device
 
-from .base import ExperimentResult, check_png_export, prepare, run_meta
+from ..base import ExperimentResult, check_png_export, prepare, run_meta
 from .checks import check_text
-from .clipped_generation import ClippedGenerationResult, run_clipped_generation
-from .clipping import ClippingResult, run_clipping
-from .exact_importance import ExactImportanceResult, run_exact_importance
-from .minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
-from .orderings import OrderingsResult, run_orderings
-from .overlap import OverlapResult, Subspace, run_overlap
+from ..clipped_generation import ClippedGenerationResult, run_clipped_generation
+from ..clipping import ClippingResult, run_clipping
+from ..exact_importance import ExactImportanceResult, run_exact_importance
+from ..minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
+from ..orderings import OrderingsResult, run_orderings
+from ..overlap import OverlapResult, Subspace, run_overlap
 from .prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, sample_missing
-from .registry import get_plugin
-from .single_direction import SingleDirectionResult, run_single_direction
-from .spectrum import SpectrumResult, run_spectrum
+from ..registry import get_plugin
+from ..single_direction import SingleDirectionResult, run_single_direction
+from ..spectrum import SpectrumResult, run_spectrum
 
 EXPERIMENTS = ("spectrum", "clipping", "single_direction", "orderings", "minimal_subspace", "clipped_generation")
 

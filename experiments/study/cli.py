@@ -15,15 +15,16 @@ from pathlib import Path
 from interp import ModelNotFoundError, load_model, normalize_kinds
 
 from .prompts import PROMPTS, REPLICATION_PROMPTS
-from .registry import ENV as PLUGINS_ENV
-from .registry import get_plugin, plugin_names
+from ..registry import ENV as PLUGINS_ENV
+from ..registry import get_plugin, plugin_names
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="smollm2-135m, gemma-3-270m, a local HF directory, a .gguf file or a hub name "
                    "(default: $RESID_WRITES_MODEL, else ../shared/models, else smollm2-135m)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16", "float64"],
+                   help="the model's dtype (default float32; bfloat16 with --study-procedure)")
     p.add_argument("--processing", action="store_true", help="apply TransformerLens weight processing (default: raw writes)")
     p.add_argument("--kinds", default="attn,mlp", help="writes to use: attn, mlp or attn,mlp")
     p.add_argument("--out", default="results", help="output folder (rerun with the same folder to resume)")
@@ -85,18 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(one)
     one.add_argument("experiment", choices=["spectrum", "clipping", "single_direction", "orderings",
                                             "minimal_subspace", "clipped_generation", "exact_importance",
+                                            "method_sensitivity",
                                             *plugin_names()],
                      help=f"a built-in experiment or a plug-in (${PLUGINS_ENV}, docs/extending.md)")
     one.add_argument("--prompt", default="meaning_of_life", help=f"one of {list(REPLICATION_PROMPTS)} or any text")
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--k", type=int, default=None, help="clipped_generation: directions kept (default: minimal)")
     one.add_argument("--compromise", default="rank_product", help="orderings: compromise formula")
+    one.add_argument("--study-procedure", action="store_true",
+                     help="minimal_subspace: also the study's own search (bisection over 1..d, clipped >= unclipped "
+                          "with no tolerance), in bfloat16 unless --dtype says otherwise")
     return parser
 
 
 # The `run` options that change its numbers (the others pick an experiment or how to show it).
 RUN_KEYED = ("model", "dtype", "processing", "kinds", "max_new_tokens", "prompt", "seed", "exhaustive", "tolerance",
-             "n_exact")
+             "n_exact", "study_procedure")
 
 
 class UsageError(ValueError):
@@ -151,6 +156,11 @@ def _prompt_texts(args: argparse.Namespace) -> dict[str, str] | None:
 
 def validate(args: argparse.Namespace) -> dict[str, str] | None:
     """Every check that needs no model, run before one loads; returns the --prompts-file prompts."""
+    if args.dtype is None:  # the study most likely ran bfloat16 (Meta's reference code on CUDA)
+        args.dtype = "bfloat16" if getattr(args, "study_procedure", False) else "float32"
+    if getattr(args, "study_procedure", False) and args.experiment != "minimal_subspace":
+        raise UsageError(f"--study-procedure is an option of minimal_subspace, not {args.experiment} "
+                         "(run minimal_subspace --study-procedure)")
     try:
         args.kinds = normalize_kinds(args.kinds)
     except ValueError as err:
@@ -282,7 +292,10 @@ def cmd_run(args: argparse.Namespace) -> None:
         result = E.run_orderings(model, text, compromise=args.compromise, **common)
     elif name == "minimal_subspace":
         result = E.run_minimal_subspace(model, text, tolerance=args.tolerance, prompt_name=args.prompt,
-                                        seed=args.seed, **common)
+                                        seed=args.seed, study_procedure=args.study_procedure, **common)
+    elif name == "method_sensitivity":
+        result = E.run_method_sensitivity(model, text, seed=args.seed, prompt_name=args.prompt,
+                                          chunk_size=args.chunk_size, progress=not args.no_progress)
     elif name == "exact_importance":
         result = E.run_exact_importance(model, text, tolerance=args.tolerance, seed=args.seed,
                                         progress=not args.no_progress)
