@@ -193,10 +193,7 @@ class Text:
         evaluators' k = d is exact by construction (``interp.projection.compact``), so this is the
         error a clip or ablation row carries from its batch and its arithmetic: the noise floor of
         minimal-k targets and of exact importances. Memoized."""
-        self.check_model(self.model)
-        if "_noise" not in self.__dict__:
-            self.__dict__["_noise"] = max(self.noise_by_batch().values())
-        return self.__dict__["_noise"]
+        return max(self.noise_by_batch().values())
 
     def noise_by_batch(self) -> dict[int, float]:
         """``noise()`` per batch size measured (1 and the sweeps' chunk size): {batch: nats}."""

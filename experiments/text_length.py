@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from interp import Completion, model_info
-from interp.search import ScanResult, study_bisection
+from interp.search import ScanResult, band_scan_ks, study_bisection
 
 from .base import ExperimentResult, Text, as_text, run_meta
 from .clipping import curve_ks
@@ -53,10 +53,6 @@ STUDY_BAND = (0.46, 0.81)  # the study's minimal k / d_model on its four texts (
 STUDY_N_TOKENS: dict[str, int | None] = {"meaning_of_life": 71, "relativity": None, "launch": None,
                                          "translate": None}
 STUDY_MAX_NEW_TOKENS = 64
-
-
-def model_name(model: Any) -> str:
-    return str(model_info(model).to_dict().get("name", ""))
 
 
 def cut_continuation(model: Any, completion: Completion, n: int) -> Completion:
@@ -86,9 +82,7 @@ def lazy_scan_first_crossing(evaluate: Any, target: float, d: int, known: Sequen
     values = np.asarray(evaluate(ks), dtype=float)
     ok = (values >= target) | (np.asarray(ks) >= d)
     first_known = ks[int(np.argmax(ok))]
-    near = values >= target - band
-    scan = [k for j in range(len(ks) - 1) if (near[j] or near[j + 1])
-            for k in range(ks[j] + 1, ks[j + 1]) if k < first_known]
+    scan = [k for k in band_scan_ks(ks, values, target, band) if k < first_known]
     asked, found = set(ks), first_known
     for a in range(0, len(scan), max(int(step), 1)):
         chunk = scan[a:a + max(int(step), 1)]
@@ -272,7 +266,7 @@ def run_text_length(
     wanted = sorted({int(n) for n in lengths})
     use = [n for n in wanted if 1 <= n <= n_full]
     skipped = [n for n in wanted if n not in use]
-    name = model_name(model)
+    name = model_info(model).name
     rows, gaps, curves, metas = [], [], [], []
     used_kinds: list[str] = list(kinds) if kinds else ["attn", "mlp"]
     for n in use:

@@ -88,25 +88,14 @@ def stable_crossing(
 
 
 def bisect_min_k(evaluate: Evaluate, target: float, d: int) -> SearchResult:
-    """The study's bisection for the smallest k with logp(k) >= target (monotone assumption)."""
-    asked: set[int] = set()
-
-    def ok(k: int) -> bool:
-        if k >= d:
-            return True
-        asked.add(k)
-        return bool(np.asarray(evaluate([k]))[0] >= target)
-
-    if ok(0):
-        return SearchResult(0, len(asked))
-    lo, hi = 0, d  # invariant: ok(hi), not ok(lo)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return SearchResult(hi, len(asked))
+    """The study's bisection for the smallest k with logp(k) >= target (monotone assumption),
+    with a first probe at k = 0 (returned when it passes); otherwise ``study_bisection``."""
+    if d <= 0:
+        return SearchResult(0, 0)
+    if bool(np.asarray(evaluate([0]))[0] >= target):
+        return SearchResult(0, 1)
+    res = study_bisection(evaluate, target, d)
+    return SearchResult(res.k, res.evaluations + 1)
 
 
 def study_bisection(evaluate: Evaluate, target: float, d: int) -> SearchResult:
@@ -137,6 +126,13 @@ class ScanResult(SearchResult):
     band: float  # nats: intervals with an end within this of the target were scanned at every k
 
 
+def band_scan_ks(ks: Sequence[int], values: np.ndarray, target: float, band: float) -> list[int]:
+    """Every k strictly inside each interval between neighbouring known ``ks`` (sorted) where
+    either end's value is within ``band`` nats of ``target`` or above it: what a band scan evaluates."""
+    near = np.asarray(values, dtype=float) >= target - band
+    return [k for j in range(len(ks) - 1) if near[j] or near[j + 1] for k in range(ks[j] + 1, ks[j + 1])]
+
+
 def scan_first_crossing(
     evaluate: Evaluate, target: float, d: int, known: Sequence[int], *, band: float = 5.0
 ) -> ScanResult:
@@ -152,11 +148,7 @@ def scan_first_crossing(
     ks = sorted(set(int(k) for k in known) | {0, d})
     asked = set(ks)
     values = np.asarray(evaluate(ks), dtype=float)
-    near = values >= target - band
-    scan: list[int] = []
-    for j in range(len(ks) - 1):
-        if (near[j] or near[j + 1]) and ks[j + 1] - ks[j] > 1:
-            scan.extend(range(ks[j] + 1, ks[j + 1]))
+    scan = band_scan_ks(ks, values, target, band)
     if scan:
         asked |= set(scan)
     every = sorted(asked)
