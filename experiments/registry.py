@@ -19,7 +19,9 @@ resumes)::
 
 ``text`` is the prepared text (``experiments.Text``: completion, writes, basis, baseline). Of
 the run's settings, the function receives those it names among ``OPTIONS``: ``seed``,
-``exhaustive``, ``tolerance``, ``chunk_size``, ``progress``, ``prompt_name``.
+``exhaustive``, ``tolerance``, ``chunk_size``, ``progress``, ``prompt_name``, and ``results``
+(the text's finished experiments by name, e.g. ``results["exact_importance"]``, to reuse; empty
+when run alone).
 
 How the CLI finds the module (it must be imported for ``register`` to run), either:
 
@@ -45,7 +47,7 @@ from .base import ExperimentResult
 
 ENV = "RESID_WRITES_PLUGINS"
 ENTRY_POINT_GROUP = "resid_writes.experiments"
-OPTIONS = ("seed", "exhaustive", "tolerance", "chunk_size", "progress", "prompt_name")
+OPTIONS = ("seed", "exhaustive", "tolerance", "chunk_size", "progress", "prompt_name", "results")
 BUILTIN = ("spectrum", "clipping", "single_direction", "orderings", "minimal_subspace", "clipped_generation")
 
 

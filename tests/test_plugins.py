@@ -93,3 +93,27 @@ def test_an_unknown_plugin_fails_before_the_model_loads(tmp_path, monkeypatch, c
     with pytest.raises(SystemExit) as err:
         main(["reproduce", "--out", str(tmp_path), "--with", "layer_rnage"])
     assert err.value.code == 2 and "invalid choice: 'layer_rnage'" in capsys.readouterr().err
+
+
+def test_replicate_runs_the_exact_extensions_on_the_exact_texts_only(model_dirs, tmp_path):
+    """replicate's --exact-with plug-ins (default: study_procedure) run on the first --exact-texts
+    texts and nowhere else, do not change the run key (a folder made without them resumes), and
+    feed the table's study-procedure rows."""
+    import experiments.study.reproduce as R
+
+    gpt2 = str(model_dirs["gpt2"])
+    out, docs = tmp_path / "rep", tmp_path / "docs"
+    common = ["replicate", "--models", gpt2, "--seeds", "0", "--prompts", "meaning_of_life", "translate", "--out",
+              str(out), "--docs", str(docs), "--device", "cpu", "--max-new-tokens", "6", "--samples", "1",
+              "--draws", "5", "--no-progress", "--no-images", "--exact-texts", "1"]
+    main([*common, "--exact-with"])  # none: the folder a run from before the extensions would have made
+    name = Path(gpt2).name
+    key = json.loads((out / name / "environment.json").read_text())["run_key"]
+    assert not list(out.glob("*/*/study_procedure"))
+    main(common)  # the default extensions, resumed in the same folder
+    assert json.loads((out / name / "environment.json").read_text())["run_key"] == key
+    assert [p.parent.parent.name for p in out.glob("*/*/study_procedure/settings.json")] == ["meaning_of_life"]
+    claims = pd.read_csv(docs / name / "claims.csv").set_index("key")
+    assert claims.loc["study_procedure", "n_texts"] == 1 and "bfloat16 bisection" in claims.loc["study_procedure", "ours"]
+    assert claims.loc["study_procedure_scaled", "n_texts"] == 1
+    assert R._NEUTRAL.count("exact_plugins") == 1

@@ -57,7 +57,8 @@ def test_every_rule_names_every_verdict_its_code_can_give():
     for key, rule in RULES.items():
         if key != "attention_only":
             assert "holds" in rule.lower() and "differs" in rule, key
-    for key in ("importance_order", "compromise_order", "minimal_k"):  # the claims that can be "marginal"
+    for key in ("importance_order", "compromise_order", "minimal_k", "study_procedure", "mean_ablation",
+                "layers_needed", "hessian_order"):  # those that can be "marginal"
         assert "marginal" in RULES[key], key
 
 
@@ -180,3 +181,92 @@ def test_text_metrics_joins_the_exact_stage(tmp_path):
     assert row["exact_min_k_frac[singular_value]"] <= row["exact_grid_k_frac[singular_value]"]
     with pytest.raises(FileNotFoundError):  # an exact stage alone is not a finished text
         text_metrics(tmp_path)
+
+
+@pytest.mark.parametrize("cond,key", [("full", "study_procedure"), ("scaled", "study_procedure_scaled")])
+@pytest.mark.parametrize("values,expected", [
+    (np.full(8, 1.0), "differs"),  # every text needs all of d
+    (np.linspace(0.55, 0.75, 8), "holds"),  # well inside 46-81%
+    (np.linspace(0.2, 0.35, 8), "differs"),  # below the range is also "differs"
+    (np.r_[np.full(4, 0.6), np.full(4, 1.0)], "marginal"),  # half in, half out: the interval straddles 0.81
+])
+def test_study_procedure_rows(cond, key, values, expected):
+    other = "scaled" if cond == "full" else "full"
+    m = synthetic(8, **{f"sp_bisection_bf16[{cond}]": values, f"sp_bisection_bf16[{other}]": np.full(8, 0.6),
+                        f"sp_bisection_f32[{cond}]": values, f"sp_exact[{cond}]": np.full(8, 0.99),
+                        f"sp_n_continuation_tokens[{cond}]": np.full(8, 9.0),
+                        f"sp_tokens_per_dim[{cond}]": np.full(8, 0.03)})
+    row = claims(m).set_index("key").loc[key]
+    assert row.verdict == expected and row.n_texts == 8
+    assert "bfloat16 bisection" in row.ours and "9 [9, 9] new tokens" in row.ours
+
+
+def test_study_procedure_rows_read_the_bfloat16_bisection_not_the_exact_answer():
+    # exact float32 inside the range, the bfloat16 bisection at d: the row follows the bisection
+    m = synthetic(8, **{"sp_bisection_bf16[full]": np.full(8, 1.0), "sp_exact[full]": np.full(8, 0.6),
+                        "sp_bisection_f32[full]": np.full(8, 1.0), "sp_n_continuation_tokens[full]": np.full(8, 64.0),
+                        "sp_tokens_per_dim[full]": np.full(8, 0.13)})
+    assert verdict(m, "study_procedure") == "differs"
+    # not run: can't tell, and the row says how to run it
+    row = claims(synthetic(8)).set_index("key").loc["study_procedure_scaled"]
+    assert row.verdict == "can't tell" and row.n_texts == 0 and "--exact-with study_procedure" in row.ours
+
+
+def test_text_metrics_joins_the_study_procedure(tmp_path):
+    import json
+
+    from experiments.study.replication import study_procedure_metrics
+    from experiments.study_procedure import run_study_procedure
+    from experiments.study.prompts import get_continuation
+    from interp.testing import tiny_model
+
+    model = tiny_model()
+    comp = get_continuation(model, "hello world this is", seed=0, max_new_tokens=6)
+    run_study_procedure(model, comp, scaled_tokens=3).save(tmp_path / "t0" / "study_procedure")
+    row = study_procedure_metrics(tmp_path).iloc[0]
+    s = json.loads((tmp_path / "t0" / "study_procedure" / "settings.json").read_text())["summary"]
+    assert row["sp_bisection_bf16[scaled]"] == s["k_frac[scaled:study_bisection:bfloat16]"]
+    assert row["sp_exact[full]"] == s["k_frac[full:exact_scan:float32]"]
+    assert row["sp_n_continuation_tokens[scaled]"] == 3
+
+
+def _cv(n=8, **cols):
+    base = {f"cv_min_k_frac[{v}]": np.full(n, 1.0) for v in
+            ("zero", "mean_text", "mean_corpus", "keep_bos", "keep_first_4", "layers_early", "layers_middle",
+             "layers_late", "attn_only", "mlp_only")}
+    base.update({f"cv_within5[{v}]": np.full(n, 0.95) for v in ("zero", "mean_text", "keep_bos")})
+    base.update(cols)
+    return synthetic(n, **base)
+
+
+@pytest.mark.parametrize("key,col", [("mean_ablation", "cv_min_k_frac[mean_text]"),
+                                     ("bos_unclipped", "cv_min_k_frac[keep_bos]")])
+@pytest.mark.parametrize("values,expected", [
+    (np.full(8, 1.0), "differs"),  # no fewer directions than the zero clip
+    (np.linspace(0.5, 0.7, 8), "holds"),  # 30-50% of d fewer
+    (np.r_[np.full(4, 0.9), np.full(4, 1.0)], "marginal"),  # half the texts 10% fewer: the interval straddles -0.05
+])
+def test_extension_fill_and_position_rows(key, col, values, expected):
+    row = claims(_cv(**{col: values})).set_index("key").loc[key]
+    assert row.verdict == expected and row.n_texts == 8 and "zero clip" in row.ours
+
+
+def test_layers_row_and_missing_extensions():
+    assert verdict(_cv(**{"cv_min_k_frac[layers_late]": np.full(8, 0.95)}), "layers_needed") == "holds"
+    assert verdict(_cv(**{"cv_min_k_frac[layers_middle]": np.full(8, 0.6)}), "layers_needed") == "differs"
+    assert verdict(_cv(**{"cv_min_k_frac[layers_early]": np.r_[np.full(4, 0.85), np.full(4, 0.95)]}),
+                   "layers_needed") == "marginal"
+    t = claims(synthetic(8)).set_index("key")  # no extension results: every row says how to run it
+    for key, flag in (("mean_ablation", "clip_variants"), ("bos_unclipped", "clip_variants"),
+                      ("layers_needed", "clip_variants"), ("hessian_order", "hessian_ranking")):
+        assert t.loc[key, "verdict"] == "can't tell" and t.loc[key, "n_texts"] == 0
+        assert f"--exact-with {flag}" in t.loc[key, "ours"]
+
+
+@pytest.mark.parametrize("diff,expected", [(-0.05, "holds"), (0.02, "differs"), (0.0, "marginal")])
+def test_hessian_order_row(diff, expected):
+    hr = {"hr_k_frac[singular_value]": np.full(8, 0.95), "hr_k_frac[hessian]": np.full(8, 0.95 + diff),
+          "hr_k_frac[exact_importance]": np.full(8, 0.96)}
+    hr.update({f"hr_spearman[{e}]": np.full(8, 0.8) for e in ("first_order", "fisher_second_order",
+                                                               "hessian_second_order")})
+    assert verdict(synthetic(8, **hr), "hessian_order") == expected

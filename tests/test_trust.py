@@ -133,3 +133,27 @@ def test_run_refuses_a_folder_made_with_other_settings(gpt2_tiny, tmp_path, caps
     with pytest.raises(SystemExit) as exc:
         main(args + ["--seed", "1"])  # its stored continuation is seed 0's: refused, not reused
     assert exc.value.code == 2 and "holds results of another run" in capsys.readouterr().err
+
+
+def test_a_setting_added_later_resumes_folders_made_before_it_only_at_the_old_value(gpt2_tiny, tmp_path):
+    """A folder made before ``random_draws`` existed (its settings lack the key) was made with 3
+    draws: resuming it with 3 is the same run; with 1 it is another run and is refused."""
+    from experiments.study.reproduce import ADDED_SETTINGS, ResultsMismatchError, Settings, _NEUTRAL, claim_folder
+
+    def settings(s: Settings) -> dict:
+        return {k: v for k, v in vars(s).items() if k not in _NEUTRAL}
+
+    claim_folder(tmp_path, gpt2_tiny, settings(Settings(random_draws=3)))
+    path = tmp_path / "environment.json"
+    env = json.loads(path.read_text())
+    old = {k: v for k, v in env["settings"].items() if k != "random_draws"}  # as written before the setting existed
+    from interp.provenance import run_key
+
+    path.write_text(json.dumps({**env, "settings": old, "run_key": run_key(env, old)}))
+    assert ADDED_SETTINGS["random_draws"] == 3
+    claim_folder(tmp_path, gpt2_tiny, settings(Settings(random_draws=3)))  # the same run: resumes
+    path.write_text(json.dumps({**env, "settings": old, "run_key": run_key(env, old)}))
+    with pytest.raises(ResultsMismatchError, match="another run"):
+        claim_folder(tmp_path, gpt2_tiny, settings(Settings(random_draws=1)))
+    with pytest.raises(ResultsMismatchError):  # and a changed setting is never excused by the rule
+        claim_folder(tmp_path, gpt2_tiny, settings(Settings(random_draws=3, tolerance=0.5)))

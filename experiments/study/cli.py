@@ -18,6 +18,9 @@ from .prompts import PROMPTS, REPLICATION_PROMPTS
 from ..registry import ENV as PLUGINS_ENV
 from ..registry import get_plugin, plugin_names
 
+# The extensions (issues 16 and 17) replicate runs on the exact stage's texts: registered plug-ins.
+EXACT_EXTENSIONS = ("study_procedure", "clip_variants")  # hessian_ranking: opt-in (d Hessian-vector products a text)
+
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="smollm2-135m, gemma-3-270m, a local HF directory, a .gguf file or a hub name "
@@ -56,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampled continuations per prompt, by seed")
     rep.add_argument("--samples", type=int, default=3, help="samples per condition in clipped generation")
     rep.add_argument("--draws", type=int, default=50, help="Monte Carlo draws for the overlap nulls (the analytic mean and sd are exact)")
+    rep.add_argument("--random-draws", type=int, default=1,
+                     help="independent random orthonormal bases per text for the minimal-subspace null (replicate: 3)")
     rep.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido)")
     # --- plug-in experiments (experiments/registry.py) ---
     rep.add_argument("--with", dest="plugins", nargs="+", default=[], choices=plugin_names(), metavar="NAME",
@@ -71,11 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="other seeds for one model, e.g. gemma-3-270m=0 (a larger model, fewer samples)")
     rep2.add_argument("--samples", type=int, default=3)
     rep2.add_argument("--draws", type=int, default=100)
+    rep2.add_argument("--random-draws", type=int, default=3,
+                      help="independent random orthonormal bases per text for the minimal-subspace null")
     rep2.add_argument("--docs", default="docs/results", help="where the small outputs and the table go")
     rep2.add_argument("--exact-texts", type=int, default=8,
                       help="the audit's exact stage (every direction ablated, every k scanned near the target) on "
                            "the first N texts of each model (seed 0 first, prompts in order); the importance claims "
                            "use only these texts")
+    rep2.add_argument("--exact-with", dest="exact_plugins", nargs="*", default=list(EXACT_EXTENSIONS), metavar="NAME",
+                      choices=plugin_names(),
+                      help="plug-in experiments run on the exact stage's texts only (default: "
+                           f"{' '.join(EXACT_EXTENSIONS)}; --exact-with alone runs none)")
     rep2.add_argument("--band", type=float, default=5.0,
                       help="exact stage: scan every k wherever the curve is within this many nats of the target")
     rep2.add_argument("--exact-only", action="store_true",
@@ -165,7 +176,7 @@ def validate(args: argparse.Namespace) -> dict[str, str] | None:
         args.kinds = normalize_kinds(args.kinds)
     except ValueError as err:
         raise UsageError(f"--kinds {args.kinds!r} is not attn, mlp or attn,mlp (e.g. --kinds attn,mlp)") from err
-    for name in ("max_new_tokens", "chunk_size", "samples", "draws"):
+    for name in ("max_new_tokens", "chunk_size", "samples", "draws", "random_draws"):
         _positive(args, name)
     for name in ("n_exact", "k", "exact_texts"):
         _positive(args, name, 0)
@@ -202,7 +213,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         prompts=prompts, prompt_texts=texts, seeds=args.seeds, kinds=args.kinds,
         max_new_tokens=args.max_new_tokens, exhaustive=args.exhaustive, tolerance=args.tolerance,
         chunk_size=args.chunk_size, n_exact=args.n_exact, n_samples=args.samples, overlap_draws=args.draws,
-        png=args.png, progress=not args.no_progress, plugins=tuple(args.plugins),
+        random_draws=args.random_draws, png=args.png, progress=not args.no_progress, plugins=tuple(args.plugins),
     )
     for p in settings.prompts:  # a typo fails before the model loads
         settings.text_of(p)
@@ -210,6 +221,16 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     out = reproduce(model, args.out, settings)
     print(f"report: {out['report']}  ({time.perf_counter() - t0:.0f} s)")
+
+
+def folder_name(model: str) -> str:
+    """The output folder of one model in ``replicate``: the name itself for a named or hub model
+    (``/`` -> ``--``), the last part of a local path (never the path: an absolute one would put the
+    results inside the model's own folder)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return path.resolve().name
+    return model.strip("/").replace("/", "--")
 
 
 def cmd_replicate(args: argparse.Namespace) -> None:
@@ -232,17 +253,18 @@ def cmd_replicate(args: argparse.Namespace) -> None:
             prompts=prompts, prompt_texts=texts, seeds=model_seeds.get(name, args.seeds), kinds=args.kinds,
             max_new_tokens=args.max_new_tokens, exhaustive=args.exhaustive, tolerance=args.tolerance,
             chunk_size=args.chunk_size, n_exact=args.n_exact, n_samples=args.samples, overlap_draws=args.draws,
-            generation_seeds=model_seeds.get(name, args.seeds)[:1], progress=not args.no_progress,
+            random_draws=args.random_draws, generation_seeds=model_seeds.get(name, args.seeds)[:1], progress=not args.no_progress,
             exact_texts=args.exact_texts, band=args.band, only=("exact_importance",) if args.exact_only else None,
+            exact_plugins=tuple(args.exact_plugins),
         )
         for p in settings.prompts:
             settings.text_of(p)
         model = _load(args)
         t0 = time.perf_counter()
-        out = Path(args.out) / name
+        out = Path(args.out) / folder_name(name)
         reproduce(model, out, settings)
         print(f"{name}: {out / 'report.html'} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        runs[name] = out
+        runs[folder_name(name)] = out
         del model
     if args.exact_only:
         for name, out in runs.items():
@@ -256,7 +278,10 @@ def cmd_replicate(args: argparse.Namespace) -> None:
         + ([f"--prompts {' '.join(args.prompts)}"] if args.prompts else [])
         + ([f"--prompts-file {args.prompts_file}"] if args.prompts_file else [])
         + (["--exhaustive"] if args.exhaustive else [])
-        + [f"--exact-texts {args.exact_texts}"] + ([f"--band {args.band:g}"] if args.band != 5.0 else []))
+        + [f"--exact-texts {args.exact_texts}"] + ([f"--band {args.band:g}"] if args.band != 5.0 else [])
+        + ([f"--random-draws {args.random_draws}"] if args.random_draws != 3 else [])
+        + ([f"--exact-with {' '.join(args.exact_plugins)}"] if list(args.exact_plugins) != list(EXACT_EXTENSIONS)
+           else []))
     print(f"table: {export_results(runs, Path(args.docs), command=command, images=not args.no_images)}")
 
 

@@ -53,7 +53,12 @@ def export_results(run_dirs: dict[str, Path], docs: Path, *, command: str, image
         if len(pairs):
             pairs.to_csv(target / "overlap_pairs.csv", index=False)
         for sub, fname in (("minimal_subspace", "minimal_k.csv"), ("minimal_subspace", "sensitivity.csv"),
-                           ("spectrum", "summary.csv"), ("clipping", "curve.csv")):
+                           ("spectrum", "summary.csv"), ("clipping", "curve.csv"),
+                           # the extensions (replicate --exact-with): their small per-text tables
+                           ("study_procedure", "minimal.csv"), ("study_procedure", "gap.csv"),
+                           ("clip_variants", "minimal.csv"), ("clip_variants", "gap.csv"), ("clip_variants", "sources.csv"),
+                           ("hessian_ranking", "estimators.csv"), ("hessian_ranking", "minimal_k.csv"),
+                           ("hessian_ranking", "failures.csv")):
             table = gather(run, f"{sub}/{fname}")
             if table is not None:
                 table.to_csv(target / f"{sub}_{fname}", index=False)

@@ -56,6 +56,28 @@ RULES = {
                   "else holds if the median degradation is > 0 nats/token (degraded) and below 2 nats/token; "
                   "'differs' if it is >= 2 nats/token (not usable text).",
     "attention_only": "as 'dominant', on attention-only writes (the study's first, accidental run).",
+    "study_procedure": "the study's bisection (tolerance 0) run for real in bfloat16 on the exact stage's texts as "
+                       "sampled (64 new tokens). Holds if the 95% bootstrap interval of its median k/d lies inside "
+                       "the study's 0.46-0.81; 'differs' if it lies entirely outside; 'marginal' otherwise.",
+    "study_procedure_scaled": "as 'study_procedure', on the same texts with the continuation cut to the study's new "
+                              "tokens per residual dimension (64 x d / 4096: 9 tokens on d = 576, 10 on d = 640). A "
+                              "'holds' here with a 'differs' above says the difference is the text's length per "
+                              "dimension, not the model's size.",
+    "mean_ablation": "issue 17 (not a claim of the study): exact minimal k (float32) under the mean-fill clip (removed "
+                     "directions set to the text's mean write of that layer and kind) minus the study's zero clip, "
+                     "paired over the texts of the extension stage. Holds (the need for ~all of d comes from zeroing "
+                     "bias-like components) if the 95% bootstrap interval of the median difference lies below -0.05 "
+                     "(at least 5% of d fewer); 'differs' if it lies above -0.05; 'marginal' otherwise.",
+    "bos_unclipped": "as 'mean_ablation', for the clip with the BOS position's writes left unclipped minus the zero "
+                     "clip: holds if the interval lies below -0.05, 'differs' if above, 'marginal' otherwise.",
+    "layers_needed": "issue 17: exact minimal k/d when only one third of the layers is clipped. Holds (the directions "
+                     "are needed throughout the network) if for every third the 95% bootstrap interval of the median "
+                     "lies at or above 0.9; 'differs' if for some third it lies below 0.9; 'marginal' otherwise.",
+    "hessian_order": "the study's open idea (issue 17): exact minimal k of the order by the second-order estimate "
+                     "g_i - H_ii/2 minus the SVD order's, paired. Holds (the Hessian order needs fewer directions) if "
+                     "the 95% bootstrap interval of the median difference lies below -1/d; 'differs' if it lies above "
+                     "+1/d (needs more); 'marginal' if an end is within 1/d of 0; 'can't tell' when not run "
+                     "(replicate --exact-with hessian_ranking).",
 }
 
 
@@ -158,8 +180,10 @@ def text_metrics(run_dir: str | Path) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"{run_dir} holds no finished texts (no */minimal_subspace/settings.json)")
     m = pd.DataFrame(rows)
-    exact = exact_metrics(run_dir)
-    return m.merge(exact, on="text", how="left") if len(exact) else m
+    for extra in (exact_metrics(run_dir), study_procedure_metrics(run_dir), extension_metrics(run_dir)):
+        if len(extra):
+            m = m.merge(extra, on="text", how="left")
+    return m
 
 
 EXACT_ORDERINGS = {"singular_value": "singular_value", "importance": "importance",
@@ -192,6 +216,59 @@ def exact_metrics(run_dir: str | Path) -> pd.DataFrame:
             row[f"exact_{est}_top10_recall"] = summary[f"{est}_top10_recall"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def study_procedure_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """One row per text with a ``*/study_procedure`` result (experiments.study_procedure): minimal
+    k / d by the exact scan (float32), the study's bisection in float32 and in bfloat16, at full
+    and scaled length, and the scaled text's size. Columns are prefixed ``sp_``."""
+    rows = []
+    for folder in sorted(Path(run_dir).glob("*/study_procedure")):
+        if not (folder / "settings.json").exists():
+            continue
+        s = _load(folder / "settings.json")["summary"]
+        row = {"text": folder.parent.name}
+        for cond in ("full", "scaled"):
+            for key, tag in (("exact_scan:float32", "exact"), ("study_bisection:float32", "bisection_f32"),
+                             ("study_bisection:bfloat16", "bisection_bf16")):
+                row[f"sp_{tag}[{cond}]"] = s.get(f"k_frac[{cond}:{key}]", float("nan"))
+            row[f"sp_n_continuation_tokens[{cond}]"] = s.get(f"n_continuation_tokens[{cond}]", float("nan"))
+            row[f"sp_tokens_per_dim[{cond}]"] = s.get(f"tokens_per_dim[{cond}]", float("nan"))
+            row[f"sp_gap90[{cond}]"] = s.get(f"gap90_k_frac[{cond}]", float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+CLIP_VARIANT_COLUMNS = ("zero", "mean_text", "mean_corpus", "keep_bos", "keep_first_4", "layers_early",
+                        "layers_middle", "layers_late", "attn_only", "mlp_only")
+HESSIAN_ORDERINGS = ("singular_value", "exact_importance", "hessian", "hessian_eigen_loading", "first_order",
+                     "fisher_second_order")
+HESSIAN_ESTIMATORS = ("first_order", "fisher_second_order", "hessian_second_order")
+
+
+def extension_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """One row per text with an issue-17 extension result: ``cv_min_k_frac[<variant>]`` and
+    ``cv_within5[<variant>]`` from ``*/clip_variants``, ``hr_k_frac[<ordering>]`` and
+    ``hr_spearman[<estimator>]`` from ``*/hessian_ranking``."""
+    rows: dict[str, dict[str, Any]] = {}
+    for folder in sorted(Path(run_dir).glob("*/clip_variants")):
+        if (folder / "settings.json").exists():
+            s = _load(folder / "settings.json")["summary"]
+            row = rows.setdefault(folder.parent.name, {"text": folder.parent.name})
+            for v in CLIP_VARIANT_COLUMNS:
+                row[f"cv_min_k_frac[{v}]"] = s.get(f"min_k_frac_{v}", float("nan"))
+                row[f"cv_within5[{v}]"] = s.get(f"within_5_{v}", float("nan"))
+            row["cv_bos_share_direction_0"] = s.get("bos_share_direction_0", float("nan"))
+    for folder in sorted(Path(run_dir).glob("*/hessian_ranking")):
+        if (folder / "settings.json").exists():
+            s = _load(folder / "settings.json")["summary"]
+            row = rows.setdefault(folder.parent.name, {"text": folder.parent.name})
+            for o in HESSIAN_ORDERINGS:
+                row[f"hr_k_frac[{o}]"] = s.get(f"k_frac[{o}]", float("nan"))
+            for e in HESSIAN_ESTIMATORS:
+                row[f"hr_spearman[{e}]"] = s.get(f"{e}_spearman", float("nan"))
+                row[f"hr_top10[{e}]"] = s.get(f"{e}_top10_recall", float("nan"))
+    return pd.DataFrame(list(rows.values()))
 
 
 def overlap_pairs(run_dir: str | Path) -> pd.DataFrame:
@@ -356,6 +433,34 @@ def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
         add("overlap", "Pairwise overlap of two texts' minimal subspaces = k_i k_j / d (random subsets) to ~1%",
             "about 1% error", "n/a (fewer than two texts)", "", "can't tell")
 
+    for key, cond, claim in (
+        ("study_procedure", "full", "The study's procedure (bisection, tolerance 0, bfloat16) finds 46-81% of d on "
+         "these models too"),
+        ("study_procedure_scaled", "scaled", "... and on texts cut to the study's new tokens per residual dimension"),
+    ):
+        col = f"sp_bisection_bf16[{cond}]"
+        sp = m[m[col].notna()] if col in m else m.iloc[:0]
+        if not len(sp):
+            add(key, claim, "46%, 81%, 66%, 61% of d (4 texts)", "n/a: not run (replicate --exact-with study_procedure)",
+                "", "can't tell", n=0)
+            continue
+        med, lo, hi = bootstrap_median_ci(sp[col].to_numpy())
+        inside = lo >= STUDY_MIN_K_FRAC[0] and hi <= STUDY_MIN_K_FRAC[1]
+        outside = hi < STUDY_MIN_K_FRAC[0] or lo > STUDY_MIN_K_FRAC[1]
+        n_in = int(((sp[col] >= STUDY_MIN_K_FRAC[0]) & (sp[col] <= STUDY_MIN_K_FRAC[1])).sum())
+        def get(name: str) -> pd.Series:
+            return sp.get(f"sp_{name}[{cond}]", pd.Series(np.nan, index=sp.index))
+
+        size = f"{fmt(get('n_continuation_tokens'), 0)} new tokens, {fmt(get('tokens_per_dim'), 3)} tokens per dimension"
+        add(key, claim, "46%, 81%, 66%, 61% of d (4 texts; 71 tokens on d = 4096 in the one reported: 0.017 per "
+            "dimension)",
+            f"bfloat16 bisection k/d {fmt(sp[col])}, median {med:.2f} [{lo:.2f}, {hi:.2f}] (95% CI); {n_in} of "
+            f"{len(sp)} texts inside 46-81%; float32 bisection {fmt(get('bisection_f32'))}; exact (every k near the "
+            f"target, float32) {fmt(get('exact'))}; texts: {size}",
+            "the study's range 0.46-0.81", "holds" if inside else "differs" if outside else "marginal", n=len(sp))
+
+    _extension_claims(m, add, d)
+
     gk = m.gen_k_frac
     deg = m.gen_degradation
     near_all = _median_iqr(gk)[0] >= 0.95
@@ -365,6 +470,64 @@ def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
         "can't tell (k is nearly d)" if near_all else _verdict(0 < _median_iqr(deg)[0] < 2, _median_iqr(deg)[0] >= 2),
         n=int(deg.notna().sum()))
     return pd.DataFrame(rows)
+
+
+def _extension_claims(m: pd.DataFrame, add: Any, d: int) -> None:
+    """Issue 17's rows (not claims of the study): why the model needs ~all of d."""
+    not_study = "not tested in the study"
+    zero = "cv_min_k_frac[zero]"
+    cv = m[m[zero].notna()] if zero in m else m.iloc[:0]
+    for key, variant, claim in (
+        ("mean_ablation", "mean_text", "Zeroing bias-like components is why ~all of d is needed: a mean-fill clip "
+         "needs far fewer directions"),
+        ("bos_unclipped", "keep_bos", "The BOS position is why ~all of d is needed: leaving its writes unclipped needs "
+         "far fewer directions"),
+    ):
+        col = f"cv_min_k_frac[{variant}]"
+        if not len(cv) or col not in cv:
+            add(key, claim, not_study, "n/a: not run (replicate --exact-with clip_variants)", "", "can't tell", n=0)
+            continue
+        diff = cv[col] - cv[zero]
+        med, lo, hi = bootstrap_median_ci(diff.to_numpy())
+        v = "holds" if hi < -0.05 else "differs" if lo > -0.05 else "marginal"
+        add(key, claim, not_study, f"exact min_k/d {fmt(cv[col])} vs zero clip {fmt(cv[zero])}; difference {med:+.3f} "
+            f"[{lo:+.3f}, {hi:+.3f}] (95% CI of the median); within 5 nats at k/d {fmt(cv[f'cv_within5[{variant}]'])} "
+            f"vs {fmt(cv['cv_within5[zero]'])}", "the study's zero clip, same texts (-0.05: 5% of d fewer)", v,
+            n=len(cv))
+    claim = "The directions are needed throughout the network: clipping any one third of the layers needs > 90% of d"
+    if not len(cv):
+        add("layers_needed", claim, not_study, "n/a: not run (replicate --exact-with clip_variants)", "", "can't tell",
+            n=0)
+    else:
+        parts, above, below = [], True, False
+        for third in ("early", "middle", "late"):
+            x = cv[f"cv_min_k_frac[layers_{third}]"].to_numpy()
+            med, lo, hi = bootstrap_median_ci(x)
+            above &= lo >= 0.9
+            below |= hi < 0.9
+            parts.append(f"{third} {fmt(x)} (median CI [{lo:.2f}, {hi:.2f}])")
+        kinds = f"; attention only {fmt(cv['cv_min_k_frac[attn_only]'])}, MLP only {fmt(cv['cv_min_k_frac[mlp_only]'])}"
+        add("layers_needed", claim, not_study, "exact min_k/d with one third clipped: " + ", ".join(parts) + kinds,
+            "0.9 of d", "holds" if above else "differs" if below else "marginal", n=len(cv))
+    hcol = "hr_k_frac[hessian]"
+    hr = m[m[hcol].notna()] if hcol in m else m.iloc[:0]
+    claim = "Ranking directions by second-order (Hessian) structure reaches the target with fewer directions"
+    study = "proposed as future work, not run"
+    if not len(hr):
+        add("hessian_order", claim, study, "n/a: not run (replicate --exact-with hessian_ranking)", "", "can't tell",
+            n=0)
+        return
+    diff = hr[hcol] - hr["hr_k_frac[singular_value]"]
+    med, lo, hi = bootstrap_median_ci(diff.to_numpy())
+    margin = 1.0 / d
+    v = "holds" if hi < -margin else "differs" if lo > margin else (
+        "marginal" if min(abs(lo), abs(hi)) <= margin else "can't tell")
+    add("hessian_order", claim, study,
+        f"exact min_k/d by the Hessian order {fmt(hr[hcol])}, SVD order {fmt(hr['hr_k_frac[singular_value]'])}, exact "
+        f"importance order {fmt(hr['hr_k_frac[exact_importance]'])}; Hessian minus SVD {med:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+        f"(95% CI of the median); Spearman with exact importances: Hessian {fmt(hr['hr_spearman[hessian_second_order]'])}, "
+        f"first order + Fisher/2 {fmt(hr['hr_spearman[fisher_second_order]'])}, first order "
+        f"{fmt(hr['hr_spearman[first_order]'])}", "SVD order, same texts", v, n=len(hr))
 
 
 # --- the replication over models: one command regenerates docs/results -----------------------

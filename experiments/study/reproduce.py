@@ -52,11 +52,13 @@ class Settings:
     n_samples: int = 3
     generation_seeds: Sequence[int] | None = None  # clipped generation only for these seeds (None: all)
     overlap_draws: int = 50
+    random_draws: int = 3  # independent Haar-random bases per text: the minimal-subspace null (replicate: 3)
     png: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     plugins: Sequence[str] = ()  # plug-in experiments (experiments.registry) run on every text after the built-ins
     exact_texts: int = 0  # the audit's exact stage (experiments.exact_importance) on the first N texts
+    exact_plugins: Sequence[str] = ()  # plug-in experiments run on the exact stage's texts only (after the built-ins)
     band: float = 5.0  # exact stage: every k scanned where the curve is within this many nats of the target
     only: Sequence[str] | None = None  # compute only these experiments (others load if finished); no overlap, no report
 
@@ -196,17 +198,18 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
         model, text, n_exact=s.n_exact, n_fisher=s.n_fisher, seed=seed, **common))
     run("orderings", OrderingsResult, lambda: run_orderings(model, text, single=r["single_direction"], **common))
     run("minimal_subspace", MinimalSubspaceResult, lambda: run_minimal_subspace(
-        model, text, orderings=r["orderings"], tolerance=s.tolerance, prompt_name=prompt, seed=seed, **common))
+        model, text, orderings=r["orderings"], tolerance=s.tolerance, prompt_name=prompt, seed=seed,
+        random_draws=s.random_draws, **common))
     k = r["minimal_subspace"].order("singular_value")
     if s.generation_seeds is None or seed in s.generation_seeds:
         run("clipped_generation", ClippedGenerationResult, lambda: run_clipped_generation(
             model, text, k=k, n_samples=s.n_samples, seed=seed, max_new_tokens=min(32, s.max_new_tokens)))
     # --- plug-in experiments (experiments/registry.py): saved, resumed and timed like the built-ins ---
-    for name in s.plugins:
+    for name in [*s.plugins, *(p for p in s.exact_plugins if exact and p not in s.plugins)]:
         plugin = get_plugin(name)
         run(name, plugin.result, lambda plugin=plugin: plugin(
             model, text, seed=seed, exhaustive=s.exhaustive, tolerance=s.tolerance, chunk_size=s.chunk_size,
-            progress=s.progress, prompt_name=prompt))
+            progress=s.progress, prompt_name=prompt, results=dict(r)))
     return PromptResults(comp, text.basis, r, prompt=prompt, seed=seed)
 
 
@@ -235,7 +238,25 @@ class ResultsMismatchError(ValueError):
 
 # Settings that do not change any number (how to show progress, which figures to draw, which
 # texts to run: every text has its own folder).
-_NEUTRAL = ("progress", "png", "prompts", "prompt_texts", "seeds", "generation_seeds", "plugins", "exact_texts", "only")
+_NEUTRAL = ("progress", "png", "prompts", "prompt_texts", "seeds", "generation_seeds", "plugins", "exact_texts", "only",
+            "exact_plugins")
+
+
+# Settings added after results folders were made, with the value every earlier run used: a folder
+# whose settings lack one was made with that value, so resuming it with the same value mixes nothing.
+ADDED_SETTINGS: dict[str, Any] = {"random_draws": 3}
+
+
+def _same_run(earlier: dict[str, Any], env: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether ``earlier`` (an environment.json) was made under ``env``'s run key, counting a setting
+    it lacks (``ADDED_SETTINGS``) as the value runs used before the setting existed."""
+    if earlier.get("run_key") == env["run_key"]:
+        return True
+    old = earlier.get("settings")
+    if not isinstance(old, dict):
+        return False
+    filled = {**{k: v for k, v in ADDED_SETTINGS.items() if k not in old}, **old}
+    return filled != old and run_key({**earlier, "settings": filled}, filled) == env["run_key"]
 
 
 def claim_folder(out: Path, model: Any, settings: dict[str, Any]) -> dict[str, Any]:
@@ -248,7 +269,7 @@ def claim_folder(out: Path, model: Any, settings: dict[str, Any]) -> dict[str, A
     path = out / "environment.json"
     if path.exists():
         earlier = json.loads(path.read_text())
-        if earlier.get("run_key") != env["run_key"]:
+        if not _same_run(earlier, env, settings):
             diff = [k for k in ("versions", "dtype", "device", "settings") if earlier.get(k) != env.get(k)]
             if earlier.get("model", {}).get("name") != env["model"]["name"]:
                 diff.insert(0, "model")
@@ -268,7 +289,7 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
     out = Path(out)
     for p in s.prompts:
         s.text_of(p)  # unknown names fail before any work
-    for name in s.plugins:
+    for name in [*s.plugins, *s.exact_plugins]:
         get_plugin(name)  # so do unknown plug-ins
     if s.png:
         check_png_export()  # so does --png without kaleido
