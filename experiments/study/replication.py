@@ -218,16 +218,19 @@ def exact_metrics(run_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def finished_summaries(run_dir: str | Path, experiment: str) -> list[tuple[str, dict[str, Any]]]:
+    """(text id, summary) of every finished ``<text>/<experiment>`` folder (settings.json written)."""
+    return [(folder.parent.name, _load(folder / "settings.json")["summary"])
+            for folder in sorted(Path(run_dir).glob(f"*/{experiment}")) if (folder / "settings.json").exists()]
+
+
 def study_procedure_metrics(run_dir: str | Path) -> pd.DataFrame:
     """One row per text with a ``*/study_procedure`` result (experiments.study_procedure): minimal
     k / d by the exact scan (float32), the study's bisection in float32 and in bfloat16, at full
     and scaled length, and the scaled text's size. Columns are prefixed ``sp_``."""
     rows = []
-    for folder in sorted(Path(run_dir).glob("*/study_procedure")):
-        if not (folder / "settings.json").exists():
-            continue
-        s = _load(folder / "settings.json")["summary"]
-        row = {"text": folder.parent.name}
+    for text, s in finished_summaries(run_dir, "study_procedure"):
+        row = {"text": text}
         for cond in ("full", "scaled"):
             for key, tag in (("exact_scan:float32", "exact"), ("study_bisection:float32", "bisection_f32"),
                              ("study_bisection:bfloat16", "bisection_bf16")):
@@ -251,23 +254,19 @@ def extension_metrics(run_dir: str | Path) -> pd.DataFrame:
     ``cv_within5[<variant>]`` from ``*/clip_variants``, ``hr_k_frac[<ordering>]`` and
     ``hr_spearman[<estimator>]`` from ``*/hessian_ranking``."""
     rows: dict[str, dict[str, Any]] = {}
-    for folder in sorted(Path(run_dir).glob("*/clip_variants")):
-        if (folder / "settings.json").exists():
-            s = _load(folder / "settings.json")["summary"]
-            row = rows.setdefault(folder.parent.name, {"text": folder.parent.name})
-            for v in CLIP_VARIANT_COLUMNS:
-                row[f"cv_min_k_frac[{v}]"] = s.get(f"min_k_frac_{v}", float("nan"))
-                row[f"cv_within5[{v}]"] = s.get(f"within_5_{v}", float("nan"))
-            row["cv_bos_share_direction_0"] = s.get("bos_share_direction_0", float("nan"))
-    for folder in sorted(Path(run_dir).glob("*/hessian_ranking")):
-        if (folder / "settings.json").exists():
-            s = _load(folder / "settings.json")["summary"]
-            row = rows.setdefault(folder.parent.name, {"text": folder.parent.name})
-            for o in HESSIAN_ORDERINGS:
-                row[f"hr_k_frac[{o}]"] = s.get(f"k_frac[{o}]", float("nan"))
-            for e in HESSIAN_ESTIMATORS:
-                row[f"hr_spearman[{e}]"] = s.get(f"{e}_spearman", float("nan"))
-                row[f"hr_top10[{e}]"] = s.get(f"{e}_top10_recall", float("nan"))
+    for text, s in finished_summaries(run_dir, "clip_variants"):
+        row = rows.setdefault(text, {"text": text})
+        for v in CLIP_VARIANT_COLUMNS:
+            row[f"cv_min_k_frac[{v}]"] = s.get(f"min_k_frac_{v}", float("nan"))
+            row[f"cv_within5[{v}]"] = s.get(f"within_5_{v}", float("nan"))
+        row["cv_bos_share_direction_0"] = s.get("bos_share_direction_0", float("nan"))
+    for text, s in finished_summaries(run_dir, "hessian_ranking"):
+        row = rows.setdefault(text, {"text": text})
+        for o in HESSIAN_ORDERINGS:
+            row[f"hr_k_frac[{o}]"] = s.get(f"k_frac[{o}]", float("nan"))
+        for e in HESSIAN_ESTIMATORS:
+            row[f"hr_spearman[{e}]"] = s.get(f"{e}_spearman", float("nan"))
+            row[f"hr_top10[{e}]"] = s.get(f"{e}_top10_recall", float("nan"))
     return pd.DataFrame(list(rows.values()))
 
 
