@@ -316,3 +316,46 @@ def run_text_length(
                   "grid": "experiments.clipping.curve_ks(d, jitter=False)"},
         meta=run_meta(model, full, prompt_name=prompt_name, lengths=metas),
     )
+
+
+def basis_swap(
+    model: Any,
+    completion: "Completion | Text",
+    n: int,
+    *,
+    tolerance: float = 1e-4,
+    band: float = 5.0,
+    chunk_size: int | None = None,
+    kinds: tuple[str, ...] | None = None,
+    prompt_name: str | None = None,
+) -> pd.DataFrame:
+    """Which half of "text length" moves the minimal subspace: the basis or the target?
+
+    Cutting a continuation to ``n`` tokens changes two things at once: the *target* (fewer tokens
+    to predict, a smaller unclipped log-probability to reach) and the *basis* (the SVD of fewer
+    writes). This crosses them: the minimal k (``lazy_scan_first_crossing``, every k within
+    ``band`` nats of the target, tolerance as ``effective_tolerance``) of the cut text and of the
+    full text, each clipped in the cut text's basis and in the full text's basis. The diagonal
+    (own basis) is ``run_text_length``'s answer; ``target = cut`` with the full basis asks whether
+    the same few tokens need more directions when the basis was spread over the whole text's
+    writes; ``target = full`` with the cut basis whether the whole text can do with the directions
+    the first ``n`` tokens' writes span. One row per (target, basis)."""
+    full_text = as_text(model, completion, kinds=kinds, chunk_size=chunk_size)
+    cut_text = as_text(model, cut_continuation(model, full_text.completion, n), kinds=full_text.kinds,
+                       chunk_size=chunk_size)
+    d = full_text.d_model
+    grid = curve_ks(d, jitter=False)
+    bases = {"cut": cut_text.basis.vectors, "full": full_text.basis.vectors}
+    rows = []
+    for target_name, text in (("cut", cut_text), ("full", full_text)):
+        tol = effective_tolerance(tolerance, text.noise())
+        for basis_name, v in bases.items():
+            ev = text.evaluator(f"basis_of_{basis_name}_text", directions=v)
+            scan = lazy_scan_first_crossing(ev, text.baseline - tol, d, grid, band=band, step=chunk_size or 8)
+            within1 = min((k for k, p in ev.points.items() if p[0] >= text.baseline - 1.0), default=d)
+            rows.append({"model": model_info(model).name, "prompt_name": prompt_name,
+                         "n_continuation_tokens": int(text.completion.continuation_tokens.numel()),
+                         "target": target_name, "basis": basis_name, "baseline_logprob": text.baseline,
+                         "tolerance": tol, "min_k": scan.k, "min_k_frac": scan.k / d,
+                         "within1_k_frac_evaluated": within1 / d, "evaluations": scan.evaluations})
+    return pd.DataFrame(rows)

@@ -175,3 +175,14 @@ def test_save_load_concat_and_figures(result, tmp_path):
     ours = [tr for tr in fig.data if (tr.name or "").endswith(": meaning_of_life")]
     assert len(ours) == 1 and np.allclose(sorted(ours[0].x), sorted(both.table.tokens_per_dim))
     assert isinstance(result.table, pd.DataFrame)
+
+
+def test_basis_swap_diagonal_is_each_texts_own_answer(gpt2_tiny, long_completion):
+    from experiments.text_length import basis_swap
+
+    t = basis_swap(gpt2_tiny, long_completion, 6, band=5.0, chunk_size=16).set_index(["target", "basis"])
+    assert len(t) == 4 and set(t.n_continuation_tokens) == {6, 20}
+    for target, n in (("cut", 6), ("full", 20)):  # own basis: run_text_length's exact minimal k
+        own = run_text_length(gpt2_tiny, long_completion, lengths=(n,), band=5.0, chunk_size=16).table.iloc[0]
+        assert t.loc[(target, target), "min_k"] == own.min_k
+        assert t.loc[(target, "cut"), "baseline_logprob"] == t.loc[(target, "full"), "baseline_logprob"]
