@@ -88,7 +88,9 @@ def environment_lines(env: dict[str, Any]) -> list[str]:
         gguf = prov.get("gguf", {})
         if gguf.get("sha256"):
             lines.append(f"weights: {gguf.get('file')} sha256 {gguf['sha256']}; {prov.get('quantization', '')}".rstrip("; "))
-    lines.append(f"commit: {env.get('commit') or 'not a git checkout'}; platform {env.get('platform')}")
+    earlier = env.get("earlier_commits") or []
+    resumed = f" (resumed; earlier runs in this folder: {', '.join(c[:8] for c in earlier)})" if earlier else ""
+    lines.append(f"commit: {env.get('commit') or 'not a git checkout'}{resumed}; platform {env.get('platform')}")
     return lines
 
 

@@ -149,9 +149,15 @@ def test_a_setting_added_later_resumes_folders_made_before_it_only_at_the_old_va
     old = {k: v for k, v in env["settings"].items() if k != "random_draws"}  # as written before the setting existed
     from interp.provenance import run_key
 
-    path.write_text(json.dumps({**env, "settings": old, "run_key": run_key(env, old)}))
     assert ADDED_SETTINGS["random_draws"] == 3
-    claim_folder(tmp_path, gpt2_tiny, settings(Settings(random_draws=3)))  # the same run: resumes
+    path.write_text(json.dumps({**env, "settings": old, "run_key": run_key(env, old), "commit": "abc",
+                                "earlier_commits": ["xyz"]}))
+    resumed = claim_folder(tmp_path, gpt2_tiny, settings(Settings(random_draws=3)))  # the same run: resumes
+    assert resumed["earlier_commits"] == [c for c in ("xyz", "abc") if c != resumed.get("commit")]
+    assert json.loads(path.read_text())["earlier_commits"] == resumed["earlier_commits"]  # recorded
+    from interp.provenance import environment_lines
+
+    assert any("resumed; earlier runs in this folder: xyz" in line for line in environment_lines(resumed))
     path.write_text(json.dumps({**env, "settings": old, "run_key": run_key(env, old)}))
     with pytest.raises(ResultsMismatchError, match="another run"):
         claim_folder(tmp_path, gpt2_tiny, settings(Settings(random_draws=1)))

@@ -262,7 +262,9 @@ def _same_run(earlier: dict[str, Any], env: dict[str, Any], settings: dict[str, 
 def claim_folder(out: Path, model: Any, settings: dict[str, Any]) -> dict[str, Any]:
     """Record the run's environment in ``out/environment.json``; refuse a folder whose earlier
     results were made under another key (model and weights, dtype, device type, library
-    versions, ``settings``: those that change numbers), since resuming would mix them."""
+    versions, ``settings``: those that change numbers), since resuming would mix them. A resumed
+    folder lists the commits of its earlier runs in ``earlier_commits`` (the key leaves the commit
+    out, so one folder may hold results computed at several)."""
     env = environment(model)
     env["settings"] = settings
     env["run_key"] = run_key(env, settings)
@@ -277,6 +279,9 @@ def claim_folder(out: Path, model: Any, settings: dict[str, Any]) -> dict[str, A
                 f"{out} holds results of another run (differs in: {', '.join(diff) or 'model weights'}; "
                 f"earlier {earlier.get('versions')}, now {env['versions']}); resuming would mix them: "
                 "use another --out, or delete the folder to recompute.")
+        # a resumed folder holds results computed at every commit that ran in it: keep them all
+        earlier_commits = [*earlier.get("earlier_commits", []), earlier.get("commit")]
+        env["earlier_commits"] = [c for c in dict.fromkeys(earlier_commits) if c and c != env.get("commit")]
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(env, indent=2, default=str))
     return env
