@@ -46,12 +46,11 @@ from interp.sweeps import auto_chunk_size
 from interp.writes import model_device
 
 from .base import ExperimentResult, Text, as_text, param_dtype
-from .clipping import curve_ks
 from .method_sensitivity import GAP_FRACTIONS, WITHIN_NATS
 from .minimal_subspace import effective_tolerance
 from .registry import register
 from .study.prompts import REPLICATION_PROMPTS
-from .text_length import gap_closure_evaluated, lazy_scan_first_crossing
+from .text_length import exact_min_k, gap_closure_evaluated, lazy_scan_first_crossing
 
 FILLS = ("zero", "mean_text", "mean_corpus")
 LAYER_THIRDS = ("early", "middle", "late")
@@ -395,14 +394,12 @@ def run_clip_variants(
     specs = [v for v in specs if v.name not in skipped]
     d = text.d_model
     noise = text.noise()
-    tol = effective_tolerance(tolerance, noise)
-    target = text.baseline - tol
-    grid = curve_ks(d, jitter=False)
+    tol = effective_tolerance(tolerance, noise)  # exact_min_k's, for the settings
     step = chunk_size or 8
     curves, minimal, gaps = [], [], []
     for spec in specs:
         ev = variant_evaluator(text, spec, corpus=corpus, chunk_size=chunk_size, progress=progress)
-        scan = lazy_scan_first_crossing(ev, target, d, grid, band=band, step=step)
+        scan, _ = exact_min_k(ev, text, tolerance=tolerance, band=band, step=step)
         lp0 = float(ev([0])[0])
         if refine_gap:
             gap = text.baseline - lp0

@@ -93,7 +93,6 @@ def exact_first_crossing(curve: Float[np.ndarray, " d_plus_1"], target: float) -
     """The smallest k in 1..d with ``curve[k] >= target`` (k = d counts as reaching it: the same
     convention as the bisection, whose upper end is never evaluated)."""
     curve = np.asarray(curve, dtype=float)
-    d = len(curve) - 1
     ok = curve[1:] >= target
     ok[-1] = True
     return int(np.argmax(ok)) + 1

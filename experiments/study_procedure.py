@@ -43,12 +43,10 @@ from interp import Completion, model_info
 from interp.search import study_bisection
 
 from .base import ExperimentResult, Text, as_text, param_dtype, run_meta
-from .clipping import curve_ks
 from .method_sensitivity import STUDY_DTYPE, cast_copy, real_bisection, score_unclipped
-from .minimal_subspace import effective_tolerance
 from .registry import register
 from .study.prompts import STUDY_D_MODEL
-from .text_length import STUDY_BAND, cut_continuation, gap_closure_evaluated, lazy_scan_first_crossing
+from .text_length import STUDY_BAND, cut_continuation, exact_min_k, gap_closure_evaluated
 
 STUDY_NEW_TOKENS = 64
 CONDITIONS = ("full", "scaled")
@@ -141,9 +139,7 @@ def _condition(model: Any, text: Text, low: Any, *, condition: str, tolerance: f
     d = text.d_model
     comp = text.completion
     ev = text.evaluator("singular_value")
-    grid = curve_ks(d, jitter=False)
-    tol = effective_tolerance(tolerance, text.noise())
-    scan = lazy_scan_first_crossing(ev, text.baseline - tol, d, grid, band=band, step=chunk_size or 8)
+    scan, tol = exact_min_k(ev, text, tolerance=tolerance, band=band, step=chunk_size or 8)
     bis = study_bisection(ev, text.baseline, d)
     low_target = float(score_unclipped(low, comp, 1)[0])
     low_bis, probes = real_bisection(low, comp, text.basis.vectors, low_target, batch_size=1, kinds=text.kinds,

@@ -94,6 +94,18 @@ def lazy_scan_first_crossing(evaluate: Any, target: float, d: int, known: Sequen
     return ScanResult(int(found), len(asked), scanned=len(asked) - len(ks), band=band)
 
 
+def exact_min_k(evaluate: Any, text: Text, *, tolerance: float = 1e-4, band: float = 5.0,
+                step: int = 8) -> tuple[ScanResult, float]:
+    """The exact minimal k of one clipping order of a prepared text: the smallest k with
+    ``logp(k) >= baseline - tol``, ``tol = effective_tolerance(tolerance, text.noise())``, by
+    ``lazy_scan_first_crossing`` from the coarse grid ``curve_ks(d, jitter=False)``. ``evaluate``:
+    the order's memoized evaluator (``text.evaluator(...)`` or any k -> logp). Returns (scan, tol)."""
+    tol = effective_tolerance(tolerance, text.noise())
+    d = text.d_model
+    return lazy_scan_first_crossing(evaluate, text.baseline - tol, d, curve_ks(d, jitter=False), band=band,
+                                    step=step), tol
+
+
 def gap_closure_evaluated(points: dict[int, float], baseline: float, d: int, *,
                           fractions: Sequence[float] = GAP_FRACTIONS,
                           nats: Sequence[float] = WITHIN_NATS) -> pd.DataFrame:
@@ -274,12 +286,10 @@ def run_text_length(
         text = as_text(model, cut, kinds=kinds, chunk_size=chunk_size, progress=progress)
         d = text.d_model
         noise = text.noise()
-        tol = effective_tolerance(tolerance, noise)
         ev = text.evaluator("singular_value")
-        grid = curve_ks(d, jitter=False)
-        ev(grid)
+        ev(curve_ks(d, jitter=False))
         bis = study_bisection(ev, text.baseline, d) if bisection else None
-        scan = lazy_scan_first_crossing(ev, text.baseline - tol, d, grid, band=band, step=chunk_size or 8)
+        scan, tol = exact_min_k(ev, text, tolerance=tolerance, band=band, step=chunk_size or 8)
         if full_curve:
             curve = ev.evaluate(range(d + 1))
             gc = gap_closure(curve, text.baseline, d)
@@ -344,14 +354,12 @@ def basis_swap(
     cut_text = as_text(model, cut_continuation(model, full_text.completion, n), kinds=full_text.kinds,
                        chunk_size=chunk_size)
     d = full_text.d_model
-    grid = curve_ks(d, jitter=False)
     bases = {"cut": cut_text.basis.vectors, "full": full_text.basis.vectors}
     rows = []
     for target_name, text in (("cut", cut_text), ("full", full_text)):
-        tol = effective_tolerance(tolerance, text.noise())
         for basis_name, v in bases.items():
             ev = text.evaluator(f"basis_of_{basis_name}_text", directions=v)
-            scan = lazy_scan_first_crossing(ev, text.baseline - tol, d, grid, band=band, step=chunk_size or 8)
+            scan, tol = exact_min_k(ev, text, tolerance=tolerance, band=band, step=chunk_size or 8)
             within1 = min((k for k, p in ev.points.items() if p[0] >= text.baseline - 1.0), default=d)
             rows.append({"model": model_info(model).name, "prompt_name": prompt_name,
                          "n_continuation_tokens": int(text.completion.continuation_tokens.numel()),

@@ -261,10 +261,11 @@ def cmd_replicate(args: argparse.Namespace) -> None:
             settings.text_of(p)
         model = _load(args)
         t0 = time.perf_counter()
-        out = Path(args.out) / folder_name(name)
+        folder = folder_name(name)
+        out = Path(args.out) / folder
         reproduce(model, out, settings)
         print(f"{name}: {out / 'report.html'} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        runs[folder_name(name)] = out
+        runs[folder] = out
         del model
     if args.exact_only:
         for name, out in runs.items():

@@ -206,8 +206,7 @@ def write_report(
     # --- plug-in experiments (reproduce --with NAME): a section each, from their summary() and figures ---
     from .plugin_report import plugin_sections
 
-    plugin_md, plugin_body = plugin_sections(
-        out, per_prompt, list(dict.fromkeys([*getattr(settings, "plugins", ()), *getattr(settings, "exact_plugins", ())])))
+    plugin_md, plugin_body = plugin_sections(out, per_prompt, settings.plugins_for())
     md += plugin_md
     body += plugin_body
     body.append("<h2>Per-text numbers</h2><details><summary>every text's numbers (also texts.csv)</summary>"

@@ -62,6 +62,11 @@ class Settings:
     band: float = 5.0  # exact stage: every k scanned where the curve is within this many nats of the target
     only: Sequence[str] | None = None  # compute only these experiments (others load if finished); no overlap, no report
 
+    def plugins_for(self, exact: bool = True) -> list[str]:
+        """The plug-ins a text runs (``plugins``, then ``exact_plugins`` on an exact-stage text),
+        each once; with ``exact=True``, every plug-in the run may use."""
+        return list(dict.fromkeys([*self.plugins, *(self.exact_plugins if exact else ())]))
+
     @property
     def exact_stage_only(self) -> bool:
         """Only the exact stage is asked for (``replicate --exact-only``)."""
@@ -205,7 +210,7 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
         run("clipped_generation", ClippedGenerationResult, lambda: run_clipped_generation(
             model, text, k=k, n_samples=s.n_samples, seed=seed, max_new_tokens=min(32, s.max_new_tokens)))
     # --- plug-in experiments (experiments/registry.py): saved, resumed and timed like the built-ins ---
-    for name in [*s.plugins, *(p for p in s.exact_plugins if exact and p not in s.plugins)]:
+    for name in s.plugins_for(exact):
         plugin = get_plugin(name)
         run(name, plugin.result, lambda plugin=plugin: plugin(
             model, text, seed=seed, exhaustive=s.exhaustive, tolerance=s.tolerance, chunk_size=s.chunk_size,
@@ -294,7 +299,7 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
     out = Path(out)
     for p in s.prompts:
         s.text_of(p)  # unknown names fail before any work
-    for name in [*s.plugins, *s.exact_plugins]:
+    for name in s.plugins_for():
         get_plugin(name)  # so do unknown plug-ins
     if s.png:
         check_png_export()  # so does --png without kaleido
