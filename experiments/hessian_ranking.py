@@ -38,11 +38,10 @@ from interp.hessian import (
 )
 
 from .base import ExperimentResult, Text, as_text
-from .clipping import curve_ks
 from .minimal_subspace import effective_tolerance
 from .registry import register
 from .single_direction import estimator_quality, ranks_descending, run_single_direction
-from .text_length import lazy_scan_first_crossing
+from .text_length import exact_min_k
 
 # estimator name -> column of the directions table (values in nats, positive = removal hurts,
 # except the eigen loading and the singular value, which are unsigned scores)
@@ -272,9 +271,7 @@ def run_hessian_ranking(
                                / np.abs(eigen.full_hessian_eigenvalue).max())) if full_vals is not None else np.nan
 
     # minimal k per inclusion order (the lazy band scan: exact where the curve nears the target)
-    tol = effective_tolerance(tolerance, floor_noise)
-    target = text.baseline - tol
-    grid = curve_ks(d, jitter=False)
+    tol = effective_tolerance(tolerance, floor_noise)  # exact_min_k's, for the meta
     mk = []
     for ordering, column in ORDERINGS.items():
         order = np.argsort(-t[column].to_numpy(), kind="stable")
@@ -282,7 +279,7 @@ def run_hessian_ranking(
             "importance" if ordering == "exact_importance" else f"hessian_ranking:{ordering}")
         ev = text.evaluator(name, None if ordering == "singular_value" else order)
         before = ev.n_rows
-        scan = lazy_scan_first_crossing(ev, target, d, grid, band=band)
+        scan, _ = exact_min_k(ev, text, tolerance=tolerance, band=band)
         mk.append({"ordering": ordering, "k": scan.k, "k_frac": scan.k / d, "tolerance": tol,
                    "evaluations": scan.evaluations, "scanned": scan.scanned, "new_rows": ev.n_rows - before,
                    "band": band})
