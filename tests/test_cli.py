@@ -90,6 +90,7 @@ def test_no_model_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.real_model
+@pytest.mark.audit
 def test_notebook_executes_on_the_real_default_model(smollm2, tmp_path, monkeypatch):
     """The committed notebook (outputs from a full run) re-executes on smollm2-135m, shorter."""
     nbformat = pytest.importorskip("nbformat")

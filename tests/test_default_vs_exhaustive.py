@@ -24,7 +24,7 @@ import pytest
 import experiments as E
 import interp
 
-pytestmark = pytest.mark.real_model
+pytestmark = [pytest.mark.real_model, pytest.mark.audit]  # slow: .ci/run's audit stage
 K_TOL = 0.03  # minimal k (SVD, random basis) and convergence point, as a fraction of d_model
 K_TOL_IMPORTANCE = 0.10  # minimal k in the orders built from (screened) importances
 
