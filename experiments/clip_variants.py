@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from interp import Completion, Writes, capture_writes, encode_prompt, prefix_masks
 from interp.clip_variants import fill_clip_writes
 from interp.scoring import continuation_logprob
-from interp.sweeps import auto_chunk_size
+from interp.sweeps import auto_chunk_size, count_rows
 from interp.writes import model_device
 
 from .base import ExperimentResult, Text, as_text, param_dtype
@@ -223,6 +223,7 @@ class VariantEvaluator:
                     lp = continuation_logprob(model, comp.prompt_tokens, comp.continuation_tokens, batch_size=b - a)
                 for i, k in enumerate(new[a:b]):
                     self.points[k] = (float(lp.total[i]), float(lp.mean[i]))
+                count_rows(b - a, comp.tokens.numel())
                 self.n_passes += 1
             self.n_rows += len(new)
         return np.array([self.points[k][0] for k in ks])

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from interp import Completion, continuation_logprob, normalize_kinds, prefix_masks, project
+from interp.sweeps import count_rows
 from interp.writes import model_device, write_hook_name
 
 from .base import ExperimentResult, Text, as_text
@@ -56,6 +57,7 @@ def run_layer_clipping(model: Any, completion: "Completion | Text", *, layer_set
     for label, layers in layer_sets.items():
         with torch.inference_mode(), clip_layers(model, basis.vectors, layers, mask=masks, kinds=kinds):
             lp = continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens, batch_size=len(ks))
+        count_rows(len(ks), completion.tokens.numel())
         rows += [{"layers": label, "k": k, "logprob": float(v)} for k, v in zip(ks, lp.total.cpu())]
     return LayerClippingResult(
         tables={"curve": pd.DataFrame(rows)},

@@ -65,6 +65,14 @@ def auto_chunk_size(
 COUNTERS = {"rows": 0, "passes": 0, "token_rows": 0}
 
 
+def count_rows(rows: int, n_tokens: int) -> None:
+    """Add one batched pass of ``rows`` rows over a text of ``n_tokens`` tokens to ``COUNTERS``
+    (every clipped or ablated forward pass should, so that phase timings can say what they ran)."""
+    COUNTERS["rows"] += rows
+    COUNTERS["passes"] += 1
+    COUNTERS["token_rows"] += rows * n_tokens
+
+
 @dataclass
 class SweepOutput:
     """One row per swept item (k or direction): log-probs and write norms."""
@@ -101,9 +109,7 @@ def _run_chunks(
                 lp = continuation_logprob(
                     model, completion.prompt_tokens, completion.continuation_tokens, batch_size=stop - start
                 )
-        COUNTERS["rows"] += stop - start
-        COUNTERS["passes"] += 1
-        COUNTERS["token_rows"] += (stop - start) * completion.tokens.numel()
+        count_rows(stop - start, completion.tokens.numel())
         out["lp"].append(lp.total.double().cpu())
         out["mean"].append(lp.mean.double().cpu())
         out["orig"].append(norms.orig_delta()[0].double())

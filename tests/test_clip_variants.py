@@ -185,6 +185,19 @@ def test_variants_differ_where_they_should(model3, text3):
     assert keep[0] == pytest.approx(zero[0], abs=1e-5) and abs(keep[1] - zero[1]) > 1e-4
 
 
+def test_variant_rows_are_counted_for_the_phase_timings(text3):
+    """replicate's timings.csv reads forward and token rows from interp.sweeps.COUNTERS; a variant
+    evaluator that ran rows without counting them made clip_variants report 0 rows."""
+    from interp.sweeps import COUNTERS
+
+    ev = variant_evaluator(text3, ClipVariant("counted", keep_first=2), chunk_size=2)
+    rows0, tok0 = COUNTERS["rows"], COUNTERS["token_rows"]
+    ev([0, 1, 2, 3, 4])
+    ev([0, 4])  # memoized: no new rows
+    assert COUNTERS["rows"] - rows0 == 5 == ev.n_rows
+    assert COUNTERS["token_rows"] - tok0 == 5 * text3.completion.tokens.numel()
+
+
 def test_result_saves_loads_and_draws(model3, text3, tmp_path):
     r = run_clip_variants(model3, text3, variants=["zero", "mean_text"], chunk_size=8)
     s = r.summary()
