@@ -5,14 +5,18 @@
 Reads ``<run>/<model>/timings.csv`` (one row per computed phase and text, with the forward rows
 and token rows it ran) and prints, per model:
 
-1. per phase: texts done, seconds, token rows, and the phase's speed (microseconds per token row,
-   the median over texts: a text slowed by something else on the machine, or paused, does not
-   move it);
-2. per text kind (exact-stage texts, which run every ablation and every-k scan, and default
-   texts): texts done and the median cost of one text, in CPU seconds at that speed;
-3. the projected total for all texts of the run (texts not done yet at the median cost of their
-   kind), and the ratio to the target wall time on ``--cores`` cores, counting one thread per
-   core, the arrangement that gets the most from this CPU (docs/performance.md).
+1. per phase: texts done, seconds, token rows (batch rows x text tokens) and the phase's speed
+   (milliseconds per token row, the median over texts: a text slowed by something else on the
+   machine, or paused, does not move it);
+2. the median cost of one text at those speeds, in three parts: the built-in experiments (every
+   text runs them), the exact stage (``exact_importance``: every direction ablated, every k
+   scanned near the target; the first ``--exact-texts`` texts) and the extensions replicate runs
+   on the exact-stage texts (``--exact-with``: the study's procedure, clip variants);
+3. the projected total for all texts of the run (the sampled continuations say how many), with
+   and without the extensions, and the ratio to the target wall time on ``--cores`` cores,
+   counting one thread per core, the arrangement that gets the most from this CPU
+   (docs/performance.md). A clip-variants phase timed before its rows were counted (commit
+   1b8687f) is counted as measured.
 
 The total counts core-seconds: two models run side by side with one thread each take about
 ``(total_a + total_b) / 2`` wall when balanced. Continuation sampling and the report are counted
@@ -27,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 PER_MODEL = ("continuations (one batch per seed)", "report", "overlap")
+EXTENSIONS = ("study_procedure", "clip_variants", "hessian_ranking")  # replicate --exact-with
 
 
 def load(run: Path) -> pd.DataFrame:
@@ -70,46 +75,51 @@ def main() -> None:
         t.loc[hit, "seconds"] -= float(sec)
     t["per_text"] = ~t.phase.isin(PER_MODEL) & (t.text != "all")
     planned = dict(x.split("=") for x in args.texts)
-    grand = 0.0
+    grand = grand_core = 0.0
     for model, g in t.groupby("model"):
         texts = g[g.per_text]
-        exact_texts = set(texts[texts.phase == "exact_importance"].text)
-        # a text counts as done when its last built-in phase (clipped generation or minimal
-        # subspace) and, on exact texts, its extensions are timed; otherwise it is in progress
         rates = {}
         print(f"\n== {model}")
-        print(f"{'phase':42s} {'texts':>5s} {'seconds':>9s} {'token rows':>11s} {'us/token row':>13s}")
+        print(f"{'phase':42s} {'texts':>5s} {'seconds':>9s} {'token rows':>11s} {'ms/token row':>13s}")
         for phase, p in texts.groupby("phase", sort=False):
             tok = p.token_rows.fillna(0).to_numpy(float)
             sec = p.seconds.to_numpy(float)
             r = np.median(sec[tok > 0] / tok[tok > 0]) if (tok > 0).any() else np.nan
             rates[phase] = r
-            print(f"{phase:42s} {len(p):5d} {sec.sum():9.0f} {tok.sum():11.0f} {r * 1e6:13.1f}")
-        # each text's cost at the phase's median speed (phases without rows: as measured)
+            print(f"{phase:42s} {len(p):5d} {sec.sum():9.0f} {tok.sum():11.0f} {r * 1e3:13.2f}")
+        # each text's cost at the phase's median speed (phases without rows: as measured), split
+        # into the part every text runs, the exact stage and the extensions on exact-stage texts
         est = texts.apply(lambda row: row.token_rows * rates[row.phase]
                           if row.token_rows and row.token_rows > 0 and np.isfinite(rates[row.phase])
                           else row.seconds, axis=1)
-        per_text = texts.assign(est=est).groupby("text").est.sum()
-        done_phases = texts.groupby("text").phase.apply(set)
-        finished = [x for x, ph in done_phases.items()
-                    if ("clip_variants" in ph if x in exact_texts else "clipped_generation" in ph or "minimal_subspace" in ph)]
-        ex_cost = per_text[[x for x in finished if x in exact_texts]]
-        de_cost = per_text[[x for x in finished if x not in exact_texts]]
+        part = np.where(texts.phase == "exact_importance", "exact",
+                        np.where(texts.phase.isin(EXTENSIONS), "extensions", "every text"))
+        cost = texts.assign(est=est, part=part).pivot_table(index="text", columns="part", values="est",
+                                                            aggfunc="sum")
+        phases = texts.groupby("text").phase.apply(set)
+        base_done = [x for x, ph in phases.items() if "minimal_subspace" in ph]
+        ext_done = [x for x, ph in phases.items() if "clip_variants" in ph]
+        med = {"every text": cost.loc[base_done, "every text"].median() if base_done else np.nan,
+               "exact": cost["exact"].dropna().median() if "exact" in cost else np.nan,
+               "extensions": cost.loc[ext_done, "extensions"].median() if ext_done else np.nan}
         once = g[~g.per_text].seconds.sum()
-        n_all = int(planned.get(model, planned_texts(run, model) or len(done_phases)))
+        n_all = int(planned.get(model, planned_texts(run, model) or len(phases)))
         n_ex = min(args.exact_texts, n_all)
-        ex_med = float(ex_cost.median()) if len(ex_cost) else np.nan
-        de_med = float(de_cost.median()) if len(de_cost) else np.nan
-        total = once + n_ex * ex_med + (n_all - n_ex) * de_med
+        core = once + n_all * med["every text"] + n_ex * med["exact"]
+        total = core + n_ex * med["extensions"]
         grand += total
-        print(f"texts finished: {len(ex_cost)} of {n_ex} exact-stage, {len(de_cost)} of {n_all - n_ex} default "
-              f"({len(done_phases) - len(finished)} in progress)")
-        print(f"one text at the median speeds: exact stage {ex_med:.0f} s [{ex_cost.min():.0f}-{ex_cost.max():.0f}], "
-              f"default {de_med:.0f} s" + (f" [{de_cost.min():.0f}-{de_cost.max():.0f}]" if len(de_cost) else ""))
-        print(f"projected: {total / 3600:.2f} CPU-hours for {n_all} texts (once per model: {once:.0f} s)")
-    wall = grand / args.cores / 3600
-    print(f"\nall models: {grand / 3600:.2f} CPU-hours; on {args.cores} cores, one thread each: {wall:.2f} h wall; "
-          f"ratio to the {args.target_hours:g}-hour target: {wall / args.target_hours:.2f}x")
+        grand_core += core
+        print(f"texts: {len(base_done)} of {n_all} through the built-in experiments, "
+              f"{int(cost['exact'].notna().sum()) if 'exact' in cost else 0} of {n_ex} through the exact stage, "
+              f"{len(ext_done)} of {n_ex} through the extensions")
+        print(f"one text, median at the median speeds: built-in experiments {med['every text']:.0f} s, "
+              f"exact stage +{med['exact']:.0f} s, extensions +{med['extensions']:.0f} s")
+        print(f"projected for {n_all} texts ({n_ex} exact): {core / 3600:.2f} CPU-hours without the extensions, "
+              f"{total / 3600:.2f} with them (once per model: {once:.0f} s)")
+    for label, value in (("without the extensions", grand_core), ("with the extensions", grand)):
+        wall = value / args.cores / 3600
+        print(f"\nall models, {label}: {value / 3600:.2f} CPU-hours; on {args.cores} cores, one thread each: "
+              f"{wall:.2f} h wall; ratio to the {args.target_hours:g}-hour target: {wall / args.target_hours:.2f}x")
 
 
 if __name__ == "__main__":
