@@ -1,16 +1,21 @@
 """An independent reference for the audit: ablate every singular direction of a text's writes with
 plain PyTorch hooks on the Hugging Face model (no TransformerLens, no code from ``interp``), and
-compare Spearman(s, importance) and every direction's importance with what the package stored.
+compare Spearman(s, importance) and every direction's importance with what the package stored;
+with ``--scan``, also clip every write to the top-k directions for every k = 0..d and compare the
+smallest k whose log-probability reaches the package's target (its baseline minus its stated
+tolerance) with the package's exact minimal k (SVD order).
 
-For Llama-architecture models (SmolLM2): the attention write is ``o_proj``'s output and the MLP
-write ``down_proj``'s output (what the residual stream adds). Usage, after ``replicate`` or
-``replicate --exact-only`` wrote ``<run>/<text>/exact_importance``:
+The writes are what the residual stream adds: for Llama-architecture models (SmolLM2) the output
+of ``o_proj`` and ``down_proj``; for Gemma 3, whose blocks normalise each branch before adding
+it, the output of ``post_attention_layernorm`` and ``post_feedforward_layernorm``. Usage, after
+``replicate`` or ``replicate --exact-only`` wrote ``<run>/<text>/exact_importance``:
 
     python tools/audit_reference.py --model-dir ~/.cache/resid-writes/models/smollm2-135m \\
-        --run replication/smollm2-135m --texts history~s0 sql_code~s0
+        --run replication/smollm2-135m --texts history~s0 sql_code~s0 --scan
 
-Prints, per text, the reference's Spearman, the package's, and the largest |importance
-difference| over the directions (nats).
+Prints, per text, the reference's Spearman, the package's, the largest |importance difference|
+over the directions (nats) and, with ``--scan``, both minimal k. Cost: d ablation rows a text,
+and d + 1 more with ``--scan``.
 """
 
 import argparse
@@ -25,7 +30,11 @@ from transformers import AutoModelForCausalLM
 
 
 def write_modules(model):
-    return [m for layer in model.model.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)]
+    """The modules whose outputs the residual stream adds, attention then MLP, layer by layer."""
+    layers = model.model.layers
+    if hasattr(layers[0], "post_feedforward_layernorm"):  # Gemma 2/3: sandwich norms
+        return [m for layer in layers for m in (layer.post_attention_layernorm, layer.post_feedforward_layernorm)]
+    return [m for layer in layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)]
 
 
 def continuation_logprob(model, tokens: torch.Tensor, n_prompt: int, batch: int) -> torch.Tensor:
@@ -35,8 +44,8 @@ def continuation_logprob(model, tokens: torch.Tensor, n_prompt: int, batch: int)
     return lp.gather(-1, ids[:, n_prompt:, None])[..., 0].sum(-1)
 
 
-def reference(model, tokens: torch.Tensor, n_prompt: int, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(singular values, importances) of every direction of the text's writes."""
+def reference(model, tokens: torch.Tensor, n_prompt: int, chunk: int = 16) -> tuple[np.ndarray, np.ndarray, float, torch.Tensor]:
+    """(singular values, importances, baseline logp, right singular vectors as columns) of the text's writes."""
     writes = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: writes.append(out[0].double())) for m in write_modules(model)]
     with torch.inference_mode():
@@ -65,7 +74,30 @@ def reference(model, tokens: torch.Tensor, n_prompt: int, chunk: int = 16) -> tu
     finally:
         for h in hooks:
             h.remove()
-    return s, imp
+    return s, imp, base, v
+
+
+def every_k_scan(model, tokens: torch.Tensor, n_prompt: int, v: torch.Tensor, chunk: int = 16) -> np.ndarray:
+    """log p(continuation) with every write projected onto the top-k columns of ``v``, k = 0..d."""
+    d = v.shape[1]
+    lp = np.empty(d + 1)
+    current = {}
+
+    def clip(mod, inp, out):  # (batch, t, d): coefficients in the basis, columns >= k zeroed
+        c = torch.einsum("btd,de->bte", out, v) * current["mask"][:, None, :]
+        return torch.einsum("bte,de->btd", c, v)
+
+    hooks = [m.register_forward_hook(clip) for m in write_modules(model)]
+    try:
+        with torch.inference_mode():
+            for a in range(0, d + 1, chunk):
+                b = min(a + chunk, d + 1)
+                current["mask"] = (torch.arange(d)[None, :] < torch.arange(a, b)[:, None]).float()
+                lp[a:b] = continuation_logprob(model, tokens, n_prompt, b - a).numpy()
+    finally:
+        for h in hooks:
+            h.remove()
+    return lp
 
 
 def main() -> None:
@@ -73,13 +105,14 @@ def main() -> None:
     p.add_argument("--model-dir", required=True)
     p.add_argument("--run", required=True, help="a replicate folder of one model (replication/<model>)")
     p.add_argument("--texts", nargs="+", required=True)
+    p.add_argument("--scan", action="store_true", help="also the every-k clipping scan and its minimal k")
     args = p.parse_args()
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(Path(args.model_dir).expanduser(), torch_dtype=torch.float32).eval()
     for name in args.texts:
         stored = json.loads((Path(args.run) / "continuations" / f"{name}.json").read_text())
         tokens = torch.tensor(stored["prompt_tokens"] + stored["continuation_tokens"])
-        s, imp = reference(model, tokens, len(stored["prompt_tokens"]))
+        s, imp, base, v = reference(model, tokens, len(stored["prompt_tokens"]))
         ours = pd.read_csv(Path(args.run) / name / "exact_importance" / "importance.csv").sort_values("sv_rank")
         summary = json.loads((Path(args.run) / name / "exact_importance" / "settings.json").read_text())["summary"]
         rho = float(stats.spearmanr(s, imp).statistic)
@@ -87,6 +120,18 @@ def main() -> None:
         print(f"{name}: reference Spearman(s, importance) {rho:.4f}; package {summary['spearman_sv_importance']:.4f}; "
               f"max |importance difference| {diff.max():.2e} nats (median {np.median(diff):.1e}); "
               f"singular values rel. diff {np.max(np.abs(ours.singular_value.to_numpy() / s - 1)):.1e}", flush=True)
+        if args.scan:
+            mk = pd.read_csv(Path(args.run) / name / "exact_importance" / "minimal_k.csv")
+            row = mk[(mk.ordering == "singular_value") & (mk.method == "exact_scan")].iloc[0]
+            lp = every_k_scan(model, tokens, len(stored["prompt_tokens"]), v)
+            d = len(lp) - 1
+            ok = lp >= base - float(row.tolerance)
+            ok[d] = True  # k = d clips nothing (the package skips the projection there)
+            k = int(np.argmax(ok))
+            near = np.flatnonzero(np.abs(lp - (base - float(row.tolerance))) < 10 * float(row.tolerance))
+            print(f"{name}: every-k scan (tolerance {row.tolerance:.2e}): reference minimal k {k} ({k / d:.3f} of d), "
+                  f"package {int(row.k)}; |logp(d) - baseline| {abs(lp[d] - base):.1e}; k within 10x the tolerance "
+                  f"of the target: {near.tolist()[:8]}", flush=True)
 
 
 if __name__ == "__main__":
