@@ -31,7 +31,7 @@ def test_reference_matches_the_package_exact_stage(model_dirs, llama_tiny):
     tool = load_tool()
     comp = interp.sample_continuation(llama_tiny, "I believe the meaning of life is", max_new_tokens=8, seed=0)
     ours = run_exact_importance(llama_tiny, comp, chunk_size=16)
-    hf = AutoModelForCausalLM.from_pretrained(model_dirs["llama"], torch_dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(model_dirs["llama"], dtype=torch.float32).eval()
     assert len(tool.write_modules(hf)) == 2 * hf.config.num_hidden_layers
     tokens = torch.cat([comp.prompt_tokens, comp.continuation_tokens])
     n_prompt = int(comp.prompt_tokens.numel())

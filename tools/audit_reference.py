@@ -108,7 +108,7 @@ def main() -> None:
     p.add_argument("--scan", action="store_true", help="also the every-k clipping scan and its minimal k")
     args = p.parse_args()
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(Path(args.model_dir).expanduser(), torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(Path(args.model_dir).expanduser(), dtype=torch.float32).eval()
     for name in args.texts:
         stored = json.loads((Path(args.run) / "continuations" / f"{name}.json").read_text())
         tokens = torch.tensor(stored["prompt_tokens"] + stored["continuation_tokens"])
