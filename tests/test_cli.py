@@ -43,6 +43,12 @@ def test_reproduce_end_to_end_and_resume(env_model, tmp_path, capsys):
     assert after[after.phase == "clipping"].loaded.tolist() == [False, False, True, True]
     meta = json.loads((out / "translate" / "clipping" / "settings.json").read_text())["meta"]
     assert meta["model"]["name"] == env_model.name and meta["continuation_tokens"]
+    # a third prompt into the same folder: the two finished texts load, and the overlap, which
+    # depends on every text of its seed, is recomputed over all three instead of loaded
+    main(args + ["relativity"])
+    overlap = json.loads((out / "overlap" / "settings.json").read_text())["meta"]["texts"]
+    assert overlap == ["meaning_of_life", "translate", "relativity"]
+    assert (out / "translate" / "clipping" / "settings.json").stat().st_mtime_ns == stamp
 
 
 def test_run_one_experiment(env_model, tmp_path):

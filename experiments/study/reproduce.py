@@ -292,6 +292,20 @@ def claim_folder(out: Path, model: Any, settings: dict[str, Any]) -> dict[str, A
     return env
 
 
+def stale_overlap(folder: Path, texts: list[str]) -> bool:
+    """Remove a finished overlap result made over another set of texts (an earlier run of the same
+    folder with fewer prompts, or a replicate split across processes by prompt): the overlap
+    depends on every text of its seed, so it is recomputed, never loaded. Returns whether it was."""
+    settings = folder / "settings.json"
+    if not settings.exists():
+        return False
+    made_over = json.loads(settings.read_text()).get("meta", {}).get("texts")
+    if made_over == texts:
+        return False
+    shutil.rmtree(folder)
+    return True
+
+
 def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> dict[str, Any]:
     """Run everything; returns {"prompts": {text id: PromptResults}, "overlap": {seed: OverlapResult},
     "report": path, "timings": DataFrame}."""
@@ -325,6 +339,7 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
             continue
         first = next(iter(group.values())).completion
         folder = out / ("overlap" if len(s.seeds) == 1 else f"overlap~s{seed}")
+        stale_overlap(folder, list(group))
         overlaps[seed] = cached(
             folder, OverlapResult,
             lambda group=group, first=first, seed=seed: run_overlap(
