@@ -111,3 +111,20 @@ def test_notebook_executes_on_the_real_default_model(smollm2, tmp_path, monkeypa
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "smollm2-135m" in text and "Spearman" in text and "clipped" in text
+
+
+def test_timers_sharing_a_folder_keep_each_others_rows(tmp_path):
+    """Two processes of one replicate (split by prompt) time into the same timings.csv: each row
+    is appended, so neither overwrites the other's (the old rewrite-the-table Timer lost them)."""
+    import pandas as pd
+
+    from experiments.study.reproduce import Timer
+
+    path = tmp_path / "timings.csv"
+    a, b = Timer(path), Timer(path)
+    a.add(text="x", phase="clipping", seconds=1.0, loaded=False, forward_rows=3, token_rows=30)
+    b.add(text="y", phase="clipping", seconds=2.0, loaded=False, forward_rows=4, token_rows=40)
+    a.add(text="x", phase="orderings", seconds=3.0, loaded=True)
+    t = pd.read_csv(path)
+    assert t.text.tolist() == ["x", "y", "x"] and t.seconds.tolist() == [1.0, 2.0, 3.0]
+    assert Timer(path).table().text.tolist() == ["x", "y"]  # a resumed run keeps the computed rows

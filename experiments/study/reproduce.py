@@ -109,23 +109,31 @@ def plain_forward_seconds(model: Any, comp: Completion, repeats: int = 2) -> flo
 
 
 class Timer:
-    """Wall time of each computed (not loaded) result, for the benchmark and the report; with a
-    ``path``, the table is rewritten after every phase (a killed run still says where it was)."""
+    """Wall time of each computed (not loaded) result, for the benchmark and the report. With a
+    ``path``, each row is appended to it as its phase ends: a killed run still says where it was,
+    and processes that share a results folder (a replicate split by prompt) add their rows beside
+    each other's instead of overwriting them. A resumed run's ``table()`` keeps what earlier runs
+    computed."""
+
+    COLUMNS = ["text", "phase", "seconds", "loaded", "forward_rows", "token_rows"]
 
     def __init__(self, path: Path | None = None) -> None:
         self.rows: list[dict[str, Any]] = []
         self.path = path
-        if path is not None and path.exists():  # a resumed run keeps what earlier runs computed
+        if path is not None and path.exists() and path.stat().st_size:
             earlier = pd.read_csv(path)
             self.rows = earlier[~earlier.loaded.astype(bool)].to_dict(orient="records")
 
     def add(self, **row: Any) -> None:
         self.rows.append(row)
         if self.path is not None:
-            self.table().to_csv(self.path, index=False)
+            header = not self.path.exists() or self.path.stat().st_size == 0
+            line = pd.DataFrame([row], columns=self.COLUMNS).to_csv(index=False, header=header)
+            with open(self.path, "a") as f:  # one short write in append mode: rows never interleave
+                f.write(line)
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["text", "phase", "seconds", "loaded", "forward_rows", "token_rows"])
+        return pd.DataFrame(self.rows, columns=self.COLUMNS)
 
 
 def cached(directory: Path, cls: type[ExperimentResult], compute: Callable[[], ExperimentResult], png: bool,
