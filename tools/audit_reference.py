@@ -100,6 +100,14 @@ def every_k_scan(model, tokens: torch.Tensor, n_prompt: int, v: torch.Tensor, ch
     return lp
 
 
+def scan_min_k(lp: np.ndarray, target: float) -> int:
+    """The smallest k of an every-k scan (``lp[k]``, k = 0..d) with ``lp[k] >= target``; k = d
+    always counts (it clips nothing: the package skips the projection there)."""
+    ok = lp >= target
+    ok[len(lp) - 1] = True
+    return int(np.argmax(ok))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model-dir", required=True)
@@ -124,14 +132,13 @@ def main() -> None:
             mk = pd.read_csv(Path(args.run) / name / "exact_importance" / "minimal_k.csv")
             row = mk[(mk.ordering == "singular_value") & (mk.method == "exact_scan")].iloc[0]
             lp = every_k_scan(model, tokens, len(stored["prompt_tokens"]), v)
-            d = len(lp) - 1
-            ok = lp >= base - float(row.tolerance)
-            ok[d] = True  # k = d clips nothing (the package skips the projection there)
-            k = int(np.argmax(ok))
-            near = np.flatnonzero(np.abs(lp - (base - float(row.tolerance))) < 10 * float(row.tolerance))
-            print(f"{name}: every-k scan (tolerance {row.tolerance:.2e}): reference minimal k {k} ({k / d:.3f} of d), "
+            d, tol = len(lp) - 1, float(row.tolerance)
+            target = base - tol
+            k = scan_min_k(lp, target)
+            near = np.flatnonzero(np.abs(lp - target) < 10 * tol)
+            print(f"{name}: every-k scan (tolerance {tol:.2e}): reference minimal k {k} ({k / d:.3f} of d), "
                   f"package {int(row.k)}; |logp(d) - baseline| {abs(lp[d] - base):.1e}; k within 10x the tolerance "
-                  f"of the target: {near.tolist()[:8]}; best k < d: logp - target {np.max(lp[:d]) - (base - float(row.tolerance)):+.3g} "
+                  f"of the target: {near.tolist()[:8]}; best k < d: logp - target {np.max(lp[:d]) - target:+.3g} "
                   f"nats at k = {int(np.argmax(lp[:d]))}", flush=True)
 
 
