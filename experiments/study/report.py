@@ -35,6 +35,18 @@ SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
     (("overlap",), "7. Overlap between texts' minimal subspaces", ("overlap",),
      "Observed overlap ||Q_i^T Q_j||_F^2 of two texts' minimal subspaces against the random-subset prediction "
      "k_i k_j / d (dotted: equality)."),
+    (("study_procedure", "study_procedure_scaled"), "8. Method or scale: the study's procedure on these models",
+     ("study_procedure_gap",),
+     "Each exact-stage text's clipping curve (SVD order, float32) as the fraction of its gap (k = 0 to unclipped) "
+     "still open, log scale, at every evaluated k: as sampled (64 new tokens) and cut to the study's new tokens "
+     "per residual dimension. Shaded: the study's description of Llama-3-8B (\"stable but low\" 0.07-0.37 of d, "
+     "converged 0.37-0.49) and its minimal subspaces (0.46-0.81)."),
+    (("mean_ablation", "bos_unclipped", "layers_needed", "hessian_order"), "9. Why every direction: clip variants",
+     ("clip_variants_gap",),
+     "How far below the unclipped log-probability each clip variant stays (nats, log scale; median over the "
+     "exact-stage texts, interpolated between evaluated k; at or above the target drawn at 1e-4; dotted: 1 and 5 "
+     "nats), against k / d: the study's zero clip, mean fills, BOS or the first 4 positions left "
+     "unclipped, one third of the layers clipped, one kind of write clipped."),
 ]
 
 
@@ -136,7 +148,77 @@ def figures(run_dir: Path, m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, An
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="gray"),
                                  name="observed = k_i k_j / d"))
         figs["overlap"] = fig.update_layout(xaxis_title="k_i k_j / d", yaxis_title="observed overlap")
+    figs.update(extension_figures(run_dir, m))
     return {k: _svg(v) for k, v in figs.items()}
+
+
+_NATS_FLOOR = 1e-4  # the study's criterion: a clipped curve at or above its target is drawn here (log axis)
+_FLOOR = 1e-6  # the fraction of the gap still open is drawn on a log scale; at or past the target it is shown here
+
+
+def _open_fraction(logprob: pd.Series, lp0: float, baseline: float) -> pd.Series:
+    """1 - (logp(k) - logp(0)) / (baseline - logp(0)): 1 at k = 0, 0 at the target, floored for a log axis."""
+    span = baseline - lp0
+    return ((baseline - logprob) / span if span > 0 else logprob * 0).clip(lower=_FLOOR)
+
+
+def extension_figures(run_dir: Path, m: pd.DataFrame) -> dict[str, Any]:
+    """The issue 16/17 figures, from the exact stage's texts that ran ``study_procedure`` / ``clip_variants``
+    (none when they did not run): ``study_procedure_gap`` (every text's curve, as sampled and cut to the study's
+    tokens per dimension) and ``clip_variants_gap`` (median over texts per clip variant)."""
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    figs: dict[str, Any] = {}
+    model = m.model.iloc[0]
+    d = int(m.d_model.iloc[0])
+    rows = []
+    for text in m.text:
+        path = run_dir / text / "study_procedure" / "curve.csv"
+        if not path.exists():
+            continue
+        for cond, c in pd.read_csv(path).groupby("condition", sort=False):
+            c = c.sort_values("k")
+            lp0, base = float(c.logprob.iloc[0]), float(c[c.k == c.k.max()].logprob.iloc[0])  # k = d is unclipped
+            rows.append(c.assign(text=text, k_frac=c.k / d, open=_open_fraction(c.logprob, lp0, base)))
+    if rows:
+        t = pd.concat(rows, ignore_index=True)
+        labels = {"full": "as sampled (64 new tokens)", "scaled": "cut to the study's tokens per dimension"}
+        t["condition"] = t.condition.map(lambda c: labels.get(c, c))
+        fig = px.line(t, x="k_frac", y="open", color="condition", line_group="text", hover_data=["text", "k"],
+                      log_y=True, render_mode="svg",
+                      title=f"{model}: the gap still open ({t.text.nunique()} texts, SVD order, float32)")
+        for x0, x1, label in ((0.07, 0.37, "study: stable but low"), (0.37, 0.49, "study: converged"),
+                              (0.46, 0.81, "study: minimal k")):
+            fig.add_vrect(x0=x0, x1=x1, fillcolor="gray", opacity=0.12, line_width=0, annotation_text=label,
+                          annotation_position="top left" if x0 < 0.4 else "bottom right")
+        figs["study_procedure_gap"] = fig.update_traces(opacity=0.6).update_layout(
+            xaxis_title="k / d_model", yaxis_title="fraction of the gap still open",
+            yaxis_range=[np.log10(_FLOOR) - 0.2, 0.1])
+    grid = np.linspace(0, 1, 201)
+    rows = []
+    for text in m.text:
+        path = run_dir / text / "clip_variants" / "curve.csv"
+        if not path.exists():
+            continue
+        for variant, c in pd.read_csv(path).groupby("variant", sort=False):
+            c = c.sort_values("k")
+            base = float(c[c.k == c.k.max()].logprob.iloc[0])  # the same target for every variant of a text
+            rows.append(pd.DataFrame({"variant": variant, "text": text, "k_frac": grid,
+                                      "gap": np.interp(grid, c.k / d, (base - c.logprob).clip(lower=_NATS_FLOOR))}))
+    if rows:
+        t = pd.concat(rows, ignore_index=True)
+        med = t.groupby(["variant", "k_frac"], sort=False).gap.median().reset_index()
+        fig = go.Figure()
+        for variant, g in med.groupby("variant", sort=False):
+            dash = "solid" if variant == "zero" else "dot" if variant.startswith(("mean", "keep")) else "dash"
+            fig.add_trace(go.Scatter(x=g.k_frac, y=g.gap, mode="lines", name=variant, line=dict(dash=dash)))
+        for nats in (1, 5):
+            fig.add_hline(y=nats, line_dash="dot", line_color="gray")
+        figs["clip_variants_gap"] = fig.update_layout(
+            title=f"{model}: clip variants, median over {t.text.nunique()} texts", yaxis_type="log",
+            xaxis_title="k / d_model", yaxis_title="logp(unclipped) - logp(clipped), nats")
+    return figs
 
 
 def _table_md(t: pd.DataFrame) -> str:
