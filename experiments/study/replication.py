@@ -396,8 +396,10 @@ def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
         else:
             v = "holds" if hi > -0.05 + margin else "differs" if hi < -0.05 - margin else "marginal"
         bis = ex[f"exact_bisection_k_frac[{col}]"] - ex["exact_bisection_k_frac[singular_value]"]
+        b_med, b_q1, b_q3 = _median_iqr(bis)
         add(key, claim, study, f"exact min_k/d {fmt(ex[f'exact_min_k_frac[{col}]'])}; minus SVD order's: {med:+.3f} "
-            f"[{lo:+.3f}, {hi:+.3f}] (95% CI of the median); by the study's bisection: {fmt(bis, 3)}",
+            f"[{lo:+.3f}, {hi:+.3f}] (95% CI of the median); by the study's bisection: {b_med:+.3f} "
+            f"[IQR {b_q1:+.3f}, {b_q3:+.3f}]",
             f"SVD order (exact): {fmt(ex['exact_min_k_frac[singular_value]'])}", v, n=n_ex)
     mk = m["min_k_frac[singular_value]"]
     diff = m["min_k_frac[random_basis]"] - mk
