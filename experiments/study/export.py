@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .replication import MODEL_LABELS, claims, combined_table, exact_metrics, overlap_pairs, text_metrics
+from .replication import MODEL_LABELS, claims, combined_table, exact_metrics, gather, overlap_pairs, text_metrics
 from .report import _table_md, figures
-
-
-def gather(run: Path, pattern: str, **read: object) -> pd.DataFrame | None:
-    """Every text's ``<run>/<text>/<pattern>`` CSV in one table with a ``text`` column (None if none)."""
-    frames = [pd.read_csv(p, **read).assign(text=p.parent.parent.name) for p in sorted(run.glob(f"*/{pattern}"))]
-    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def export_exact(run: Path, target: Path) -> pd.DataFrame:

@@ -81,6 +81,12 @@ RULES = {
 }
 
 
+def gather(run: Path, pattern: str, **read: object) -> pd.DataFrame | None:
+    """Every text's ``<run>/<text>/<pattern>`` CSV in one table with a ``text`` column (None if none)."""
+    frames = [pd.read_csv(p, **read).assign(text=p.parent.parent.name) for p in sorted(run.glob(f"*/{pattern}"))]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
 def _median_iqr(x: pd.Series | np.ndarray) -> tuple[float, float, float]:
     x = np.asarray(x, dtype=float)
     x = x[np.isfinite(x)]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .replication import claims, overlap_pairs, text_metrics
+from .replication import claims, gather, overlap_pairs, text_metrics
 
 SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
     (("dominant", "attention_only"), "1. Spectrum of the writes", ("spectrum_ratios", "spectrum_example"),
@@ -162,6 +162,22 @@ def _open_fraction(logprob: pd.Series, lp0: float, baseline: float) -> pd.Series
     return ((baseline - logprob) / span if span > 0 else logprob * 0).clip(lower=_FLOOR)
 
 
+def _text_curves(
+    run_dir: Path, m: pd.DataFrame, experiment: str, by: str
+) -> list[tuple[str, Any, pd.DataFrame, float]]:
+    """(text, group, curve sorted by k, unclipped log-probability) for each of ``m``'s texts whose
+    ``<experiment>/curve.csv`` exists, one per value of ``by``; the unclipped value is the curve's at
+    its largest k (k = d clips nothing)."""
+    t = gather(run_dir, f"{experiment}/curve.csv")
+    if t is None:
+        return []
+    out = []
+    for (text, key), c in t[t.text.isin(m.text)].groupby(["text", by], sort=False):
+        c = c.sort_values("k")
+        out.append((text, key, c, float(c.logprob.iloc[-1])))
+    return out
+
+
 def extension_figures(run_dir: Path, m: pd.DataFrame) -> dict[str, Any]:
     """The issue 16/17 figures, from the exact stage's texts that ran ``study_procedure`` / ``clip_variants``
     (none when they did not run): ``study_procedure_gap`` (every text's curve, as sampled and cut to the study's
@@ -172,15 +188,8 @@ def extension_figures(run_dir: Path, m: pd.DataFrame) -> dict[str, Any]:
     figs: dict[str, Any] = {}
     model = m.model.iloc[0]
     d = int(m.d_model.iloc[0])
-    rows = []
-    for text in m.text:
-        path = run_dir / text / "study_procedure" / "curve.csv"
-        if not path.exists():
-            continue
-        for cond, c in pd.read_csv(path).groupby("condition", sort=False):
-            c = c.sort_values("k")
-            lp0, base = float(c.logprob.iloc[0]), float(c[c.k == c.k.max()].logprob.iloc[0])  # k = d is unclipped
-            rows.append(c.assign(text=text, k_frac=c.k / d, open=_open_fraction(c.logprob, lp0, base)))
+    rows = [c.assign(text=text, k_frac=c.k / d, open=_open_fraction(c.logprob, float(c.logprob.iloc[0]), base))
+            for text, _, c, base in _text_curves(run_dir, m, "study_procedure", "condition")]
     if rows:
         t = pd.concat(rows, ignore_index=True)
         labels = {"full": "as sampled (64 new tokens)", "scaled": "cut to the study's tokens per dimension"}
@@ -196,16 +205,9 @@ def extension_figures(run_dir: Path, m: pd.DataFrame) -> dict[str, Any]:
             xaxis_title="k / d_model", yaxis_title="fraction of the gap still open",
             yaxis_range=[np.log10(_FLOOR) - 0.2, 0.1])
     grid = np.linspace(0, 1, 201)
-    rows = []
-    for text in m.text:
-        path = run_dir / text / "clip_variants" / "curve.csv"
-        if not path.exists():
-            continue
-        for variant, c in pd.read_csv(path).groupby("variant", sort=False):
-            c = c.sort_values("k")
-            base = float(c[c.k == c.k.max()].logprob.iloc[0])  # the same target for every variant of a text
-            rows.append(pd.DataFrame({"variant": variant, "text": text, "k_frac": grid,
-                                      "gap": np.interp(grid, c.k / d, (base - c.logprob).clip(lower=_NATS_FLOOR))}))
+    rows = [pd.DataFrame({"variant": variant, "text": text, "k_frac": grid,  # base: the same target for every variant
+                          "gap": np.interp(grid, c.k / d, (base - c.logprob).clip(lower=_NATS_FLOOR))})
+            for text, variant, c, base in _text_curves(run_dir, m, "clip_variants", "variant")]
     if rows:
         t = pd.concat(rows, ignore_index=True)
         med = t.groupby(["variant", "k_frac"], sort=False).gap.median().reset_index()
