@@ -63,3 +63,21 @@ def test_every_report_section_names_existing_claims_and_figures(run):
     for keys, _title, fig_keys, _caption in SECTIONS:
         assert set(keys) <= set(RULES)
     assert {"study_procedure_gap", "clip_variants_gap"} <= {k for _, _, f, _ in SECTIONS for k in f}
+
+
+def test_hessian_orders_figure_draws_each_text_and_the_median():
+    """hessian_orders: one line per text through every order's minimal k / d, and the median;
+    texts without a Hessian ranking are left out, and no figure without any."""
+    from experiments.study.report import HESSIAN_FIGURE_ORDERS, hessian_figures
+
+    cols = [col for _, col in HESSIAN_FIGURE_ORDERS]
+    m = pd.DataFrame({"text": ["a", "b", "none"], "model": "toy", "d_model": D,
+                      **{c: [0.9 - 0.01 * i, 0.8 - 0.01 * i, np.nan] for i, c in enumerate(cols)}})
+    m.loc[2, "exact_min_k_frac[compromise]"] = 0.5  # the exact stage ran; the Hessian did not
+    fig = hessian_figures(m)["hessian_orders"]
+    assert [t.name for t in fig.data] == ["a", "b", "median"]
+    np.testing.assert_allclose(fig.data[0].y, [0.9 - 0.01 * i for i in range(len(cols))])
+    np.testing.assert_allclose(fig.data[2].y, [0.85 - 0.01 * i for i in range(len(cols))])
+    assert list(fig.data[0].x) == [label for label, _ in HESSIAN_FIGURE_ORDERS]
+    assert "2 texts" in fig.layout.title.text
+    assert hessian_figures(m.drop(columns=["hr_k_frac[hessian]"])) == {}

@@ -3,11 +3,13 @@ run, saved, resumed and reported like the built-in ones. The example plug-in liv
 examples/layer_range/, a folder standing for a user's own project, with its own tests."""
 
 import json
+import shutil
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -117,3 +119,43 @@ def test_replicate_runs_the_exact_extensions_on_the_exact_texts_only(model_dirs,
     assert claims.loc["study_procedure", "n_texts"] == 1 and "bfloat16 bisection" in claims.loc["study_procedure", "ours"]
     assert claims.loc["study_procedure_scaled", "n_texts"] == 1
     assert R._NEUTRAL.count("exact_plugins") == 1
+
+
+def test_extend_adds_a_plugin_from_the_docs_alone(model_dirs, tmp_path, capsys):
+    """`extend` re-samples the docs' exact texts, checks them, runs the plug-in with the exported
+    exact ablations and rewrites the table from texts.csv: the Hessian row gets its text, the other
+    rows stay as replicate wrote them. A docs folder that does not match the re-sampled text is
+    refused (exit 2, naming the mismatch)."""
+    gpt2 = str(model_dirs["gpt2"])
+    out, docs = tmp_path / "rep", tmp_path / "docs"
+    main(["replicate", "--models", gpt2, "--seeds", "0", "--prompts", "meaning_of_life", "translate", "--out",
+          str(out), "--docs", str(docs), "--device", "cpu", "--max-new-tokens", "6", "--samples", "1",
+          "--draws", "5", "--no-progress", "--no-images", "--exact-texts", "1", "--exact-with"])
+    name = Path(gpt2).name
+    before = pd.read_csv(docs / name / "claims.csv").set_index("key")
+    assert before.loc["hessian_order", "n_texts"] == 0
+    shutil.rmtree(out)  # the run folder is gone: only docs remain
+    main(["extend", "--models", gpt2, "--docs", str(docs), "--out", str(out), "--device", "cpu", "--no-progress",
+          "--no-images"])
+    assert [p.parent.parent.name for p in out.glob("*/*/hessian_ranking/settings.json")] == ["meaning_of_life"]
+    after = pd.read_csv(docs / name / "claims.csv").set_index("key")
+    assert after.loc["hessian_order", "n_texts"] == 1 and "Hessian minus SVD" in after.loc["hessian_order", "ours"]
+    others = [k for k in before.index if k != "hessian_order"]
+    pd.testing.assert_frame_equal(after.loc[others], before.loc[others])
+    readme = (docs / "README.md").read_text()
+    assert "--exact-with study_procedure clip_variants hessian_ranking" in readme
+    assert "were added to this folder by `python -m experiments extend --with hessian_ranking" in readme
+    h = pd.read_csv(docs / name / "hessian_ranking_directions.csv")
+    imp = pd.read_csv(docs / name / "exact_importance.csv")
+    np.testing.assert_allclose(h.exact.to_numpy(), imp.importance.to_numpy(), rtol=1e-5, atol=1e-6)
+
+    # a docs folder describing another text: refused before anything is computed
+    t = pd.read_csv(docs / name / "exact_importance.csv")
+    t.loc[0, "singular_value"] *= 1.01
+    t.to_csv(docs / name / "exact_importance.csv", index=False)
+    shutil.rmtree(out)
+    with pytest.raises(SystemExit) as err:
+        main(["extend", "--models", gpt2, "--docs", str(docs), "--out", str(out), "--device", "cpu", "--no-progress",
+          "--no-images"])
+    assert err.value.code == 2 and "re-sampled text differs from the docs" in capsys.readouterr().err
+    assert not list(out.glob("*/*/hessian_ranking"))

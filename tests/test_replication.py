@@ -270,3 +270,15 @@ def test_hessian_order_row(diff, expected):
     hr.update({f"hr_spearman[{e}]": np.full(8, 0.8) for e in ("first_order", "fisher_second_order",
                                                                "hessian_second_order")})
     assert verdict(synthetic(8, **hr), "hessian_order") == expected
+
+
+def test_hessian_order_row_compares_the_study_orders():
+    """The row names the Hessian order's difference from each order the study tried, on the same texts."""
+    hr = {"hr_k_frac[singular_value]": np.full(8, 0.95), "hr_k_frac[hessian]": np.full(8, 0.90),
+          "hr_k_frac[exact_importance]": np.full(8, 0.96), "exact_min_k_frac[compromise]": np.full(8, 0.85)}
+    hr.update({f"hr_spearman[{e}]": np.full(8, 0.8) for e in ("first_order", "fisher_second_order",
+                                                               "hessian_second_order")})
+    ours = claims(synthetic(8, **hr)).set_index("key").loc["hessian_order", "ours"]
+    assert "Hessian minus SVD -0.050" in ours
+    assert "Hessian minus exact importance order -0.060" in ours
+    assert "Hessian minus compromise order +0.050" in ours

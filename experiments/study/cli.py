@@ -20,6 +20,7 @@ from ..registry import get_plugin, plugin_names
 
 # The extensions (issues 16 and 17) replicate runs on the exact stage's texts: registered plug-ins.
 EXACT_EXTENSIONS = ("study_procedure", "clip_variants")  # hessian_ranking: opt-in (d Hessian-vector products a text)
+EXTENDABLE = ("hessian_ranking", "clip_variants", "study_procedure")  # `extend --with`: the table reads their numbers
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -93,6 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run only the exact stage (resumable; a later full replicate reuses it), no table")
     rep2.add_argument("--no-images", action="store_true", help="skip the SVG figures (they need kaleido + chromium)")
     rep2.add_argument("--png", action="store_true", help=argparse.SUPPRESS)
+    ext = sub.add_parser(
+        "extend", help="add a plug-in to docs/results' exact texts without rebuilding the replication",
+        description="Run a plug-in (default hessian_ranking) on the exact texts of a finished docs/results: each text "
+                    "is re-sampled, checked against the exported token count, log-probability and singular values, "
+                    "and given the exported exact ablations; then every claim is recomputed from texts.csv and "
+                    "overlap_pairs.csv and the table rewritten. Resumable; --texts splits the work across processes.")
+    ext.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"])
+    ext.add_argument("--with", dest="plugin", default="hessian_ranking", choices=EXTENDABLE,
+                     help="the plug-in (one whose per-text numbers the table reads)")
+    ext.add_argument("--texts", nargs="+", default=None, help="only these text ids (default: every exact text)")
+    ext.add_argument("--out", default="replication", help="the replication folder (results go to <out>/<model>/<text>/)")
+    ext.add_argument("--docs", default="docs/results")
+    ext.add_argument("--table-only", action="store_true",
+                     help="compute nothing: recompute the table from the finished texts in --out")
+    ext.add_argument("--no-table", action="store_true", help="compute only (for one of several parallel processes)")
+    ext.add_argument("--no-images", action="store_true", help="skip the SVG figure (it needs kaleido + chromium)")
+    ext.add_argument("--device", default=None, help="cpu, cuda, ... (the texts are checked against the docs either way)")
+    ext.add_argument("--no-progress", action="store_true")
     one = sub.add_parser("run", help="one experiment on one prompt, with its own options")
     _model_args(one)
     one.add_argument("experiment", choices=["spectrum", "clipping", "single_direction", "orderings",
@@ -286,6 +305,47 @@ def cmd_replicate(args: argparse.Namespace) -> None:
     print(f"table: {export_results(runs, Path(args.docs), command=command, images=not args.no_images)}")
 
 
+def cmd_extend(args: argparse.Namespace) -> None:
+    import re
+
+    from .export import retabulate_docs
+    from .extend import TextMismatchError, extend_exact
+
+    docs = Path(args.docs)
+    folders = {name: folder_name(name) for name in args.models}  # docs/<folder>, <out>/<folder>: as replicate
+    for folder in folders.values():
+        if not (docs / folder / "exact_texts.csv").exists():
+            raise UsageError(f"{docs / folder} has no exact_texts.csv (run `python -m experiments replicate` first, "
+                             "or give --docs the folder that holds it)")
+    runs = {folder: Path(args.out) / folder for folder in folders.values()}
+    if not args.table_only:
+        for name, folder in folders.items():
+            model = load_model(name, device=args.device, dtype="float32")
+            try:
+                extend_exact(model, docs / folder, runs[folder], args.plugin, texts=args.texts,
+                             progress=not args.no_progress)
+            except TextMismatchError as err:
+                raise UsageError(str(err)) from None
+            del model
+    if args.no_table:
+        return
+    readme = (docs / "README.md").read_text() if (docs / "README.md").exists() else ""
+    found = re.search(r"Regenerate everything here with `([^`]+)`", readme)
+    command = found.group(1) if found else "python -m experiments replicate"
+    plugins = re.search(r"--exact-with ([a-z_ ]+?)(?= --|$)", command)
+    names = plugins.group(1).split() if plugins else list(EXACT_EXTENSIONS)
+    if args.plugin not in names:
+        command = re.sub(r" --exact-with [a-z_ ]+?(?= --|$)", "", command)
+        command += " --exact-with " + " ".join([*names, args.plugin])
+    added = (f"The `{args.plugin}` results (its rows, their columns in `texts.csv`, `<model>/{args.plugin}_*.csv`) "
+             f"were added to this folder by `python -m experiments extend --with {args.plugin} --models "
+             f"{' '.join(args.models)}`: the same plug-in on the same exact texts, each re-sampled and checked against "
+             "the exported token count, log-probability and every singular value, with the exported exact ablations "
+             "reused; every claim was then recomputed from `texts.csv` and `overlap_pairs.csv` (which gives the other "
+             "rows unchanged). The command above gives the same in one run.")
+    print(f"table: {retabulate_docs(docs, runs, command=command, added=added, plugin=args.plugin, images=not args.no_images)}")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     import experiments as E
 
@@ -343,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args = build_parser().parse_args(argv)
     try:
-        {"reproduce": cmd_reproduce, "replicate": cmd_replicate, "run": cmd_run}[args.command](args)
+        {"reproduce": cmd_reproduce, "replicate": cmd_replicate, "extend": cmd_extend, "run": cmd_run}[args.command](args)
     except (UsageError, ResultsMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -220,7 +220,40 @@ def extension_figures(run_dir: Path, m: pd.DataFrame) -> dict[str, Any]:
         figs["clip_variants_gap"] = fig.update_layout(
             title=f"{model}: clip variants, median over {t.text.nunique()} texts", yaxis_type="log",
             xaxis_title="k / d_model", yaxis_title="logp(unclipped) - logp(clipped), nats")
+    figs.update(hessian_figures(m))
     return figs
+
+
+# hessian_ranking's orders beside the study's three (the compromise from the exact stage), as drawn
+HESSIAN_FIGURE_ORDERS = (("singular value (SVD)", "hr_k_frac[singular_value]"),
+                         ("exact importance", "hr_k_frac[exact_importance]"),
+                         ("compromise (exact)", "exact_min_k_frac[compromise]"),
+                         ("Hessian: g - H_ii/2", "hr_k_frac[hessian]"),
+                         ("first order + Fisher/2", "hr_k_frac[fisher_second_order]"),
+                         ("first order g", "hr_k_frac[first_order]"),
+                         ("Hessian eigen loading", "hr_k_frac[hessian_eigen_loading]"))
+
+
+def hessian_figures(m: pd.DataFrame) -> dict[str, Any]:
+    """``hessian_orders``: each text's exact minimal k / d under every order, one line per text (the
+    paired comparison the table's Hessian row makes), from the per-text numbers alone."""
+    import plotly.graph_objects as go
+
+    if "hr_k_frac[hessian]" not in m or not m["hr_k_frac[hessian]"].notna().any():
+        return {}
+    hr = m[m["hr_k_frac[hessian]"].notna()]
+    orders = [(label, col) for label, col in HESSIAN_FIGURE_ORDERS if col in hr]
+    labels = [label for label, _ in orders]
+    fig = go.Figure()
+    for _, r in hr.iterrows():
+        fig.add_trace(go.Scatter(x=labels, y=[r[col] for _, col in orders], mode="lines+markers", name=r.text,
+                                 opacity=0.55, line=dict(width=1)))
+    fig.add_trace(go.Scatter(x=labels, y=[hr[col].median() for _, col in orders], mode="markers", name="median",
+                             marker=dict(symbol="line-ew-open", size=28, color="black",
+                                                                       line=dict(width=3))))
+    return {"hessian_orders": _svg(fig).update_layout(
+        title=f"{m.model.iloc[0]}: exact minimal k under each order ({len(hr)} texts)",
+        yaxis_title="minimal k / d_model (every k scanned near the target)", xaxis_title="order of inclusion")}
 
 
 def _table_md(t: pd.DataFrame) -> str:
