@@ -145,3 +145,13 @@ def test_verify_text_refuses_another_text():
         verify_text(prepared(s, n=4), doc)
     with pytest.raises(TextMismatchError, match="log-probability"):
         verify_text(prepared(s, baseline=-3.1), doc)
+
+
+def test_retabulate_with_an_empty_run_changes_nothing(tmp_path):
+    """`extend --table-only` over a folder holding no finished texts leaves texts.csv and claims.csv as they were."""
+    docs = tmp_path / "gemma-3-270m"
+    shutil.copytree(DOCS / "gemma-3-270m", docs)
+    (tmp_path / "run").mkdir()
+    retabulate(docs, tmp_path / "run", "hessian_ranking", images=False)
+    for name in ("texts.csv", "claims.csv"):
+        assert (docs / name).read_text() == (DOCS / "gemma-3-270m" / name).read_text()

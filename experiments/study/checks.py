@@ -21,7 +21,9 @@ A failure raises ``SelfCheckError`` naming the check, the measured error, the to
 installed versions; ``python -m experiments`` prints it and exits with status 3.
 """
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -150,3 +152,12 @@ def failure_message(failed: list[Check], text: Any) -> str:
     lines.append("  fix: install the locked versions (pip install -r requirements.lock, see README), then delete "
                  "the results folder's continuations/ (they were sampled in this environment) and rerun.")
     return "\n".join(lines)
+
+
+def checked(text: Any, folder: Path) -> list[Check]:
+    """``check_text``, then ``folder/checks.json``: nothing is written unless every check passed
+    (a failure raises first), so a folder with checks.json holds a text that passed them."""
+    checks = check_text(text)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "checks.json").write_text(json.dumps([c.to_dict() for c in checks], indent=2))
+    return checks

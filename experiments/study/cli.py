@@ -7,7 +7,6 @@ Examples:
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -349,7 +348,7 @@ def cmd_extend(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     import experiments as E
 
-    from .checks import check_text
+    from .checks import checked
     from .reproduce import claim_folder
 
     validate(args)
@@ -361,8 +360,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     comp = E.get_continuation(model, args.prompt, seed=args.seed, max_new_tokens=args.max_new_tokens,
                               store=Path(args.out) / "continuation.json")
     text = E.prepare(model, comp, kinds=args.kinds, chunk_size=args.chunk_size, progress=not args.no_progress)
-    checks = check_text(text)  # refuses to report from a broken environment
-    (Path(args.out) / "checks.json").write_text(json.dumps([c.to_dict() for c in checks], indent=2))
+    checked(text, Path(args.out))  # refuses to report from a broken environment
     common = dict(exhaustive=args.exhaustive)
     name = args.experiment
     if name in plugin_names():  # a plug-in experiment (experiments/registry.py)

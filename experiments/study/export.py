@@ -147,7 +147,6 @@ def write_readme(docs: Path, per_model: dict[str, pd.DataFrame], sizes: list[str
     return path
 
 
-
 def retabulate(docs_model: Path, run: Path | None = None, plugin: str | None = None, *,
                images: bool = True) -> pd.DataFrame:
     """Recompute one model's ``claims.csv`` from its per-text numbers (``texts.csv`` and
@@ -158,9 +157,9 @@ def retabulate(docs_model: Path, run: Path | None = None, plugin: str | None = N
     m = pd.read_csv(docs_model / "texts.csv")
     pairs = pd.read_csv(docs_model / "overlap_pairs.csv") if (docs_model / "overlap_pairs.csv").exists() else None
     if run is not None:
-        extra = pd.concat([f.set_index("text") for f in (study_procedure_metrics(run), extension_metrics(run)) if len(f)],
-                          axis=1)
-        if len(extra):  # the run's texts take its values; every other text keeps its own
+        frames = [f.set_index("text") for f in (study_procedure_metrics(run), extension_metrics(run)) if len(f)]
+        if frames:  # the run's texts take its values; every other text keeps its own
+            extra = pd.concat(frames, axis=1)
             columns = [*m.columns, *(c for c in extra.columns if c not in m)]
             m = m.set_index("text")
             m = extra.reindex(index=m.index).combine_first(m).loc[m.index].reset_index()[columns]

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..base import prepare
 from ..registry import get_plugin
-from .checks import check_text
+from .checks import checked
 from .prompts import REPLICATION_PROMPTS, get_continuation
 
 
@@ -75,7 +75,7 @@ def verify_text(prepared: Any, doc: DocText, *, rtol: float = 1e-4, atol_logprob
 
 def run_settings(docs_model: str | Path) -> dict[str, Any]:
     """The settings the docs' run was made with (its environment.json): continuation length,
-    kinds, tolerance, and the prompt texts if they were not the shipped ones."""
+    kinds, tolerance (prompt texts are not recorded: only shipped prompts can be re-sampled)."""
     env = json.loads((Path(docs_model) / "environment.json").read_text())
     return env["settings"]
 
@@ -91,27 +91,24 @@ def extend_exact(model: Any, docs_model: str | Path, out: str | Path, plugin: st
     settings = run_settings(docs_model)
     max_new_tokens, tolerance = int(settings["max_new_tokens"]), float(settings["tolerance"])
     kinds = tuple(settings["kinds"])
-    prompts = {**REPLICATION_PROMPTS, **(settings.get("prompt_texts") or {})}
     done = []
     for doc in doc_texts(docs_model):
-        if doc.prompt not in prompts:
-            raise TextMismatchError(f"{doc.text}: prompt {doc.prompt!r} is not a shipped prompt and the docs do not "
-                                    "record its text; regenerate with `python -m experiments replicate --prompts-file`")
         if texts is not None and doc.text not in texts:
             continue
+        if doc.prompt not in REPLICATION_PROMPTS:
+            raise TextMismatchError(f"{doc.text}: prompt {doc.prompt!r} is not a shipped prompt and the docs do not "
+                                    "record its text; regenerate with `python -m experiments replicate --prompts-file`")
         target = out / doc.text / plugin
         if (target / "settings.json").exists():
             done.append(doc.text)
             continue
         t0 = time.perf_counter()
-        comp = get_continuation(model, prompts[doc.prompt], seed=doc.seed,
+        comp = get_continuation(model, REPLICATION_PROMPTS[doc.prompt], seed=doc.seed,
                                 store=out / "continuations" / f"{doc.text}.json", max_new_tokens=max_new_tokens)
         text = prepare(model, comp, kinds=kinds, chunk_size=chunk_size, progress=progress)
-        check = verify_text(text, doc)
-        checks = check_text(text)
-        (out / doc.text).mkdir(parents=True, exist_ok=True)
-        (out / doc.text / "checks.json").write_text(json.dumps([c.to_dict() for c in checks], indent=2))
-        (out / doc.text / "same_text.json").write_text(json.dumps(check, indent=2))
+        same = verify_text(text, doc)
+        checked(text, out / doc.text)
+        (out / doc.text / "same_text.json").write_text(json.dumps(same, indent=2))
         cached(target, plug.result, lambda: plug(model, text, seed=doc.seed, tolerance=tolerance,
                                                   chunk_size=chunk_size, progress=progress, prompt_name=doc.prompt,
                                                   results={"exact_importance": doc.importance}, **options), False)

@@ -249,8 +249,7 @@ def hessian_figures(m: pd.DataFrame) -> dict[str, Any]:
         fig.add_trace(go.Scatter(x=labels, y=[r[col] for _, col in orders], mode="lines+markers", name=r.text,
                                  opacity=0.55, line=dict(width=1)))
     fig.add_trace(go.Scatter(x=labels, y=[hr[col].median() for _, col in orders], mode="markers", name="median",
-                             marker=dict(symbol="line-ew-open", size=28, color="black",
-                                                                       line=dict(width=3))))
+                             marker=dict(symbol="line-ew-open", size=28, color="black", line=dict(width=3))))
     return {"hessian_orders": _svg(fig).update_layout(
         title=f"{m.model.iloc[0]}: exact minimal k under each order ({len(hr)} texts)",
         yaxis_title="minimal k / d_model (every k scanned near the target)", xaxis_title="order of inclusion")}

@@ -22,7 +22,7 @@ from interp.sweeps import COUNTERS
 from interp.writes import model_device
 
 from ..base import ExperimentResult, check_png_export, prepare, run_meta
-from .checks import check_text
+from .checks import checked
 from ..clipped_generation import ClippedGenerationResult, run_clipped_generation
 from ..clipping import ClippingResult, run_clipping
 from ..exact_importance import ExactImportanceResult, run_exact_importance
@@ -181,9 +181,7 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
     if timer is not None:
         timer.add(text=text_id, phase="writes + baseline", seconds=time.perf_counter() - t0, loaded=False)
     t0 = time.perf_counter()
-    checks = check_text(text)  # raises SelfCheckError before anything about this text is written
-    (out / text_id).mkdir(parents=True, exist_ok=True)
-    (out / text_id / "checks.json").write_text(json.dumps([c.to_dict() for c in checks], indent=2))
+    checked(text, out / text_id)  # raises SelfCheckError before anything about this text is written
     if timer is not None:
         timer.add(text=text_id, phase="self-checks", seconds=time.perf_counter() - t0, loaded=False)
         if not (out / text_id / "minimal_subspace" / "settings.json").exists():
