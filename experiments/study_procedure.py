@@ -46,20 +46,13 @@ from .base import ExperimentResult, Text, as_text, param_dtype, run_meta
 from .method_sensitivity import STUDY_DTYPE, cast_copy, real_bisection, score_unclipped
 from .registry import register
 from .study.prompts import STUDY_D_MODEL
-from .text_length import STUDY_BAND, cut_continuation, exact_min_k, gap_closure_evaluated
+from .text_length import STUDY_BAND, cut_continuation, exact_min_k, gap_closure_evaluated, scaled_length
 
-STUDY_NEW_TOKENS = 64
 CONDITIONS = ("full", "scaled")
 
 # One cast copy per (model, dtype), kept while the model lives (a replicate run scores every text
 # with the same copy instead of casting the model again per text).
 _CASTS: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
-
-
-def scaled_length(d_model: int, *, new_tokens: int = STUDY_NEW_TOKENS, study_d_model: int = STUDY_D_MODEL) -> int:
-    """The study's new tokens per residual dimension on a model of width ``d_model``:
-    ``round(new_tokens * d_model / study_d_model)``, at least 1 (9 for d = 576, 10 for d = 640)."""
-    return max(1, int(round(new_tokens * d_model / study_d_model)))
 
 
 def cast_cached(model: Any, dtype: str) -> Any:
@@ -228,3 +221,65 @@ def run_study_procedure(
         meta=run_meta(model, text.completion, prompt_name=prompt_name, model_name=model_info(model).name,
                       conditions=texts),
     )
+
+
+# --- where does the study's bisection land on a converged plateau? (issue 27) -----------------
+
+STUDY_CONVERGED = (0.37, 0.49)  # the study's curve came within 1 nat of unclipped between ~1500 and ~2000 of 4096
+PLATEAU_NOISE = (0.0, 0.1, 0.37, 1.0, 2.3, 13.5)  # nats: 0.37 / 13.5: measured bfloat16 comparison noise
+# (SmolLM2 / Gemma, docs/method_sensitivity.md); 2.3: Gemma's bfloat16 spread between batch compositions
+
+
+def study_shaped_curve(d: int = STUDY_D_MODEL, k_converged: int = 1750, *, gap_at_zero: float = 500.0,
+                       baseline: float = 0.0) -> np.ndarray:
+    """A clipping curve shaped like the study's description (Llama-3-8B, d = 4096): far below the
+    unclipped log-probability at small k, closing its gap exponentially, within 1 nat of it from
+    ``k_converged`` on ("converged between about 1500 and 2000"), within 0.5 nats ~200 directions
+    later ("essentially exact above that"), and exact at k = d. ``logp[k]`` for k = 0..d:
+    ``baseline - gap(k)``, ``gap(k) = gap_at_zero * exp(-k / tau)`` with ``gap(k_converged) = 1``,
+    minus its value at d so that ``logp[d] = baseline``."""
+    tau = k_converged / np.log(gap_at_zero)
+    k = np.arange(d + 1, dtype=float)
+    gap = gap_at_zero * np.exp(-k / tau)
+    return baseline - (gap - gap[-1])
+
+
+def interpolated_curve(points: "dict[int, float]", d: int) -> np.ndarray:
+    """An every-k curve from evaluated points (k -> logp, with 0 and d): linear between them. Exact
+    wherever every k was evaluated (the stretch ``text_length`` scans near the target)."""
+    ks = np.array(sorted(points))
+    if ks[0] != 0 or ks[-1] != d:
+        raise ValueError("the points must include k = 0 and k = d")
+    return np.interp(np.arange(d + 1), ks, np.array([points[k] for k in ks], dtype=float))
+
+
+def plateau_bisection(curves: "dict[str, tuple[np.ndarray, float]]", *, noise_sds: Sequence[float] = PLATEAU_NOISE,
+                      n_draws: int = 2000, seed: int = 0, band: tuple[float, float] = STUDY_BAND) -> pd.DataFrame:
+    """The study's zero-tolerance bisection (``method_sensitivity.simulate_bisection``: every probe
+    and the unclipped reference carry independent N(0, sd^2) noise) on each named curve
+    (``name -> (logp at k = 0..d, unclipped logp)``) at each noise level. One row per (curve, sd):
+    where the curve comes within 1 nat of the unclipped value for good (``converged_k_frac``), its
+    stable crossing at zero tolerance, and the landing k / d: median, IQR, 5-95%, the share of runs
+    inside the study's 46-81% and the share at or above the convergence point. Seeded, pure numpy."""
+    from .method_sensitivity import simulate_bisection
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, (curve, baseline) in curves.items():
+        curve = np.asarray(curve, dtype=float)
+        d = len(curve) - 1
+        far = np.nonzero(curve < baseline - 1.0)[0]
+        conv = int(far[-1]) + 1 if len(far) else 0
+        fail = np.nonzero(curve[:d] < baseline)[0]
+        stable = int(fail[-1]) + 1 if len(fail) else 0
+        for sd in noise_sds:
+            k = simulate_bisection(curve, baseline, float(sd), n_draws, rng)
+            f = k / d
+            q05, q25, q50, q75, q95 = np.percentile(f, [5, 25, 50, 75, 95])
+            rows.append({"curve": name, "d_model": d, "noise_sd": float(sd), "n_draws": n_draws,
+                         "converged_k_frac": conv / d, "stable_k_frac": stable / d,
+                         "median_k_frac": float(q50), "q25_k_frac": float(q25), "q75_k_frac": float(q75),
+                         "q05_k_frac": float(q05), "q95_k_frac": float(q95),
+                         "share_in_study_band": float(np.mean((f >= band[0]) & (f <= band[1]))),
+                         "share_at_or_above_converged": float(np.mean(k >= conv))})
+    return pd.DataFrame(rows)

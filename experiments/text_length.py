@@ -1,32 +1,47 @@
-"""Scale or text length? The minimal subspace against tokens per residual dimension.
+"""Text length, rank and where the clipping curve settles: the minimal subspace against writes
+per residual dimension.
 
-The writes matrix of a text has ``2 * n_layers * n_tokens`` rows and every token's writes are
-clipped, so a longer text (on the same d_model) constrains more directions. The study's first text
-had 71 tokens on d_model = 4096 (0.017 tokens per dimension); a 64-token text on SmolLM2-135M
-(d_model 576) has about 0.13, 7x more. This experiment takes ONE sampled completion and cuts its
-continuation to each of ``lengths`` tokens (the same sampled tokens, so the texts are nested
-prefixes), and for each cut text, with a fresh SVD basis of that text's own writes
-(``experiments.prepare``):
+The writes matrix of a text has ``n_writes = 2 * n_layers * n_tokens`` rows (attention + MLP), so
+its SVD basis spans at most ``rank <= min(n_writes, d_model)`` directions, and clipping to any
+``k >= rank`` leaves every write unchanged (up to rounding): **no minimal subspace can exceed the
+rank**. This experiment takes ONE sampled completion, cuts its continuation to each of ``lengths``
+tokens (the same sampled tokens: nested prefixes) and, for each cut text in its own SVD basis
+(``experiments.prepare``), measures (``measure_text``):
 
-- ``min_k``: the exact minimal k, the smallest k with ``logp(k) >= baseline - tol`` (``tol`` as in
-  ``experiments.minimal_subspace.effective_tolerance``: the larger of ``tolerance`` and 10x the
-  clipped pass's float noise), by ``lazy_scan_first_crossing``: the coarse grid
-  (``experiments.clipping.curve_ks(d, jitter=False)``), then every k inside each grid interval
-  with an end within ``band`` nats of the target, in ascending order, stopping at the first k that
-  passes. It returns exactly the k of ``interp.search.scan_first_crossing`` (tested), evaluating
-  only the k below the answer.
-- ``bisection_k``: the study's binary search (``interp.search.study_bisection``, target = the
-  unclipped log-probability exactly, no tolerance).
-- gap closure (``gap_closure_evaluated``): where the curve closes 50/90/99% of the gap between
-  k = 0 and the unclipped log-probability, and where it comes within 1/5/10 nats of it, read off
-  the evaluated k (the grid, the bisection's probes and the scanned k). ``k_first`` is the
-  smallest evaluated k meeting the criterion: an upper bound on the every-k answer, exact when the
-  evaluated k before it is ``k_first - 1`` (``exact`` column; ``resolution``: the distance to it).
-  With ``full_curve=True`` every k is evaluated and the numbers are
-  ``experiments.method_sensitivity.gap_closure``'s.
+- the text's size: ``n_tokens``, ``n_scored`` (continuation tokens scored), ``n_writes``,
+  ``rank`` (numerical rank of the writes, ``interp.basis.svd_basis``: singular values above
+  ``rank_rtol`` of the largest), ``writes_per_dim = n_writes / d`` and ``rank_limited``
+  (``n_writes < d``: the answer cannot exceed ``n_writes / d`` of d);
+- the noise floor: the clipped pass's float error at k = d (``Text.noise``) and across k
+  (``noise_across_k``: the same clip scored alone and in a batch, and, at ``k >= rank`` where the
+  clip is the identity on the writes, against the unclipped pass); the tolerance is
+  ``max(tolerance, 10 x the larger of the two)``;
+- three crossings of the target ``baseline - tol`` (``interp.search.curve_crossings``):
+  ``first_k`` (the smallest k that passes: the study's question), ``stable_k`` (the smallest k
+  from which every larger k passes), ``frac_fail_above_first`` (the share of k above the first
+  crossing that fail again) and ``converged_k`` (the smallest k from which the curve stays within
+  1 nat of the baseline: what the study's "converged by ~1500-2000 of 4096" measures);
+- ``bisection_k``: the study's binary search (target = the unclipped log-probability exactly).
 
-``TextLengthResult.concat`` pools several texts (and models) into one result, whose figure puts
-min_k / d against n_tokens / d_model beside the study's four points (``STUDY_POINTS``).
+How the crossings are computed and what they cost: the coarse grid
+(``experiments.clipping.curve_ks(d, jitter=False)``, 19 points for d = 576), the band scan for the
+first crossing (``lazy_scan_first_crossing``: exact, every k near the target below the answer),
+then ``interp.search.scan_down``: every k from d down to the last k below both the first crossing
+and the convergence point. After it every k that the three numbers depend on has been evaluated,
+so all three are every-k answers (``*_exact`` columns say so; they are False only with
+``scan=False``, where stable and converged are bounds read off the evaluated k). Cost:
+``d - k_stop`` rows a length, k_stop the last k more than 1 nat below the baseline under the first
+crossing; on a 64-token text whose curve settles near d that is a few percent of d, on a short text
+whose first crossing is a chance dip it is most of d (but such a text is short).
+
+``target_subsets`` separates the target from the basis: ONE full text, its own basis, every write
+clipped, the score restricted to its first or last m continuation tokens (``ClipEvaluator.subset``,
+one memo for every subset), beside the text cut to m tokens in its own basis.
+
+``TextLengthResult.concat`` pools texts (and models); its figure puts the crossings against writes
+per dimension beside the bound ``min(1, n_writes / d)`` and the study's point (1.11 writes per
+dimension: 4544 writes of 71 tokens on Llama-3-8B), and, in a second panel, against tokens per
+dimension.
 """
 
 from collections.abc import Sequence
@@ -36,16 +51,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import torch
+
 from interp import Completion, model_info
-from interp.search import ScanResult, band_scan_ks, study_bisection
+from interp.scoring import continuation_logprob
+from interp.search import Crossings, ScanResult, band_scan_ks, curve_crossings, scan_down, study_bisection
+from interp.sweeps import clip_sweep
 
 from .base import ExperimentResult, Text, as_text, run_meta
 from .clipping import curve_ks
 from .method_sensitivity import GAP_FRACTIONS, WITHIN_NATS, gap_closure
-from .minimal_subspace import effective_tolerance
+from .minimal_subspace import NOISE_FACTOR, effective_tolerance
+from .registry import register
 from .study.prompts import STUDY_D_MODEL, STUDY_MIN_K
 
-LENGTHS = (4, 8, 16, 32, 64, 128)
+LENGTHS = (2, 8, 32, 64)  # with the scaled length (9 on SmolLM2, 10 on Gemma-3): 5 texts a prompt
+SUBSETS = (2, 4, 8, 16, 64)  # target_subsets' m
+CONVERGED_NATS = 1.0  # converged_k: the curve stays within this many nats of the baseline
+STUDY_N_LAYERS = 32  # Llama-3-8B
+STUDY_NEW_TOKENS = 64
 STUDY_BAND = (0.46, 0.81)  # the study's minimal k / d_model on its four texts (Llama-3-8B)
 # Tokens (prompt + continuation, BOS included) of the study's texts. Only the first is known: its
 # attention-only writes matrix had 2272 = 32 layers x 71 tokens rows (shared/STUDY.md). The other
@@ -53,6 +77,14 @@ STUDY_BAND = (0.46, 0.81)  # the study's minimal k / d_model on its four texts (
 STUDY_N_TOKENS: dict[str, int | None] = {"meaning_of_life": 71, "relativity": None, "launch": None,
                                          "translate": None}
 STUDY_MAX_NEW_TOKENS = 64
+# The study's one known text: 2 x 32 layers x 71 tokens = 4544 writes on 4096 dimensions.
+STUDY_WRITES_PER_DIM = 2 * STUDY_N_LAYERS * 71 / STUDY_D_MODEL
+
+
+def scaled_length(d_model: int, *, new_tokens: int = STUDY_NEW_TOKENS, study_d_model: int = STUDY_D_MODEL) -> int:
+    """The study's new tokens per residual dimension on a model of width ``d_model``:
+    ``round(new_tokens * d_model / study_d_model)``, at least 1 (9 for d = 576, 10 for d = 640)."""
+    return max(1, int(round(new_tokens * d_model / study_d_model)))
 
 
 def cut_continuation(model: Any, completion: Completion, n: int) -> Completion:
@@ -161,10 +193,169 @@ def study_points(prompt_tokens: dict[str, int] | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def noise_ks(d: int, rank: int) -> list[int]:
+    """Where ``noise_across_k`` measures: a quarter, half and three quarters of d, d - 1, and, for a
+    text with fewer writes than dimensions, the rank and halfway from it to d (the clip is the
+    identity on the writes there)."""
+    ks = {d // 4, d // 2, (3 * d) // 4, d - 1}
+    if rank < d:
+        ks |= {rank, (rank + d) // 2}
+    return sorted(k for k in ks if 0 < k < d)
+
+
+def noise_across_k(text: Text, ks: Sequence[int], *, ordering: str = "singular_value") -> pd.DataFrame:
+    """The float noise of the clipped pass at several k, not only at k = d.
+
+    Per k: the clip scored in the evaluator's batch (``logprob_batched``) and alone
+    (``logprob_alone``, batch 1): ``batch_noise`` = their difference; at ``k >= rank`` the clip is
+    the identity on the writes, so ``identity_noise`` = the larger distance of either from the
+    unclipped log-probability (NaN below the rank). ``noise`` = the larger of the two."""
+    ev = text.evaluator(ordering)
+    ks = sorted({int(k) for k in ks})
+    if not ks:
+        return pd.DataFrame(columns=["k", "logprob_batched", "logprob_alone", "batch_noise", "identity",
+                                     "identity_noise", "noise"])
+    batched = ev(ks)
+    alone = clip_sweep(text.model, text.completion, ev.directions, ks, kinds=text.kinds, chunk_size=1,
+                       desc="noise").logprob.numpy()
+    rank = int(text.basis.rank)
+    rows = []
+    for k, b, a in zip(ks, batched, alone):
+        ident = k >= rank
+        idn = max(abs(b - text.baseline), abs(a - text.baseline)) if ident else float("nan")
+        rows.append({"k": k, "logprob_batched": float(b), "logprob_alone": float(a), "batch_noise": abs(float(b - a)),
+                     "identity": ident, "identity_noise": idn,
+                     "noise": max(abs(float(b - a)), 0.0 if np.isnan(idn) else idn)})
+    return pd.DataFrame(rows)
+
+
+def text_size(model: Any, text: Text) -> dict[str, Any]:
+    """A prepared text's size: tokens (prompt, continuation = scored, total), d, layers, writes
+    (rows of the basis), their numerical rank and its rtol, writes and tokens per dimension."""
+    c, b = text.completion, text.basis
+    d = text.d_model
+    n_tok = int(c.tokens.numel())
+    n_writes = int(b.n_rows)
+    return {"n_prompt_tokens": int(c.n_prompt), "n_continuation_tokens": int(c.continuation_tokens.numel()),
+            "n_scored": int(c.continuation_tokens.numel()), "n_tokens": n_tok, "d_model": d,
+            "n_layers": int(model.cfg.n_layers), "n_writes": n_writes, "rank": int(b.rank),
+            "rank_rtol": float(np.sqrt(max(n_writes, d) * np.finfo(np.float64).eps)),
+            "writes_per_dim": n_writes / d, "tokens_per_dim": n_tok / d, "rank_limited": n_writes < d,
+            "span_frac": min(n_writes, d) / d, "rank_frac": int(b.rank) / d}
+
+
+def crossing_columns(c: Crossings, d: int, rank: int, prefix: str = "") -> dict[str, Any]:
+    """``Crossings`` as table columns: k, k / d and k / rank of each crossing, the share failing
+    above the first, and whether each is an every-k answer."""
+    out: dict[str, Any] = {}
+    for name in ("first", "stable", "converged"):
+        k = int(getattr(c, name))
+        out[f"{prefix}{name}_k"] = k
+        out[f"{prefix}{name}_k_frac"] = k / d
+        out[f"{prefix}{name}_k_rank"] = k / max(rank, 1)
+    out[f"{prefix}frac_fail_above_first"] = c.frac_fail_above_first
+    out[f"{prefix}n_above_first"] = c.n_above_first
+    out[f"{prefix}stable_exact"] = c.stable_exact
+    out[f"{prefix}converged_exact"] = c.converged_exact
+    return out
+
+
+def settle(evaluate: Any, target: float, baseline: float, d: int, known: Sequence[int], *, band: float,
+           step: int, scan: bool = True) -> tuple[ScanResult, Crossings]:
+    """First crossing (band scan from ``known``), then every k from d down to where the curve leaves
+    the convergence band below it (``scan_down``), then the three crossings of everything evaluated.
+    ``evaluate`` must expose ``points`` (k -> value) after the calls."""
+    first = lazy_scan_first_crossing(evaluate, target, d, known, band=band, step=step)
+    if scan:
+        scan_down(evaluate, d, first.k, baseline, within=CONVERGED_NATS, step=max(step, 16))
+    pts = {k: (v[0] if isinstance(v, tuple) else v) for k, v in evaluate.points.items()}
+    return first, curve_crossings(pts, target, baseline, d, within=CONVERGED_NATS)
+
+
+def measure_text(model: Any, text: Text, *, tolerance: float = 1e-4, band: float = 5.0, step: int = 8,
+                 bisection: bool = True, scan: bool = True, full_curve: bool = False,
+                 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """One prepared text's row (``text_size``, noise, tolerance, the three crossings, the study's
+    bisection, gap closure columns), its gap-closure table and its noise table."""
+    d = text.d_model
+    size = text_size(model, text)
+    ev = text.evaluator("singular_value")
+    grid = curve_ks(d, jitter=False)
+    ev(grid)
+    noise_t = noise_across_k(text, noise_ks(d, size["rank"]))
+    noise_d = text.noise()
+    noise_k = float(noise_t.noise.max()) if len(noise_t) else 0.0
+    tol = effective_tolerance(tolerance, max(noise_d, noise_k))
+    bis = study_bisection(ev, text.baseline, d) if bisection else None
+    if full_curve:
+        ev.evaluate(range(d + 1))
+    _, cross = settle(ev, text.baseline - tol, text.baseline, d, grid, band=band, step=step, scan=scan)
+    points = {k: v[0] for k, v in ev.points.items()}
+    if full_curve:
+        gc = gap_closure(ev.evaluate(range(d + 1)), text.baseline, d)
+        gc = gc.assign(k_prev=gc.k_first - 1, resolution=1, exact=True)[
+            ["criterion", "level", "k_first", "k_prev", "resolution", "exact", "k_frac_first"]]
+    else:
+        gc = gap_closure_evaluated(points, text.baseline, d)
+    row = {**size, "baseline_logprob": text.baseline, "logprob_k0": float(ev([0])[0]),
+           **crossing_columns(cross, d, size["rank"]),
+           "min_k": cross.first, "min_k_frac": cross.first / d,
+           "bisection_k": bis.k if bis else np.nan, "bisection_k_frac": bis.k / d if bis else np.nan,
+           "tolerance": tol, "noise_at_d": noise_d, "noise_across_k": noise_k, "noise_floor": max(noise_d, noise_k),
+           "band": band, "forward_rows": ev.n_rows + len(noise_t)}
+    for r in gc.itertuples():
+        row[_gap_label(r.criterion, r.level)] = float(r.k_frac_first)
+    return row, gc, noise_t
+
+
+def target_subsets(model: Any, text: Text, ms: Sequence[int] = SUBSETS, *, tolerance: float = 1e-4,
+                   band: float = 5.0, step: int = 8, scan: bool = True) -> pd.DataFrame:
+    """Target size apart from the basis: ONE text, its own basis, every write clipped, the score
+    restricted to its first or last ``m`` continuation tokens (m > the continuation: skipped).
+
+    One row per (m, which): the subset's unclipped log-probability (a plain forward pass's, summed
+    over those tokens), the three crossings of ``baseline_subset - tol`` (``tol`` as the text's in
+    ``measure_text``: noise at d and across k) and the study's bisection. Every subset reads the
+    same memoized clipped passes (``ClipEvaluator.subset``)."""
+    d = text.d_model
+    n = int(text.completion.continuation_tokens.numel())
+    with torch.inference_mode():
+        plain = continuation_logprob(model, text.completion.prompt_tokens, text.completion.continuation_tokens)
+    per_token = plain.per_token[0].double().cpu().numpy()
+    ev = text.evaluator("singular_value")
+    grid = curve_ks(d, jitter=False)
+    ev(grid)
+    noise_t = noise_across_k(text, noise_ks(d, int(text.basis.rank)))
+    tol = effective_tolerance(tolerance, max(text.noise(), float(noise_t.noise.max()) if len(noise_t) else 0.0))
+    rows = []
+    for m in sorted({int(x) for x in ms}):
+        if not 1 <= m <= n:
+            continue
+        for which, pos in (("first", range(m)), ("last", range(n - m, n))):
+            if m == n and which == "last":
+                continue  # the same tokens as "first"
+            sub = ev.subset(pos)
+            base = float(per_token[list(pos)].sum())
+            _, cross = settle(sub, base - tol, base, d, grid, band=band, step=step, scan=scan)
+            bis = study_bisection(sub, base, d)
+            rows.append({"m": m, "which": which, "basis": "full text", "n_scored": m,
+                         "baseline_logprob": base, "tolerance": tol,
+                         **crossing_columns(cross, d, int(text.basis.rank)),
+                         "bisection_k": bis.k, "bisection_k_frac": bis.k / d})
+    return pd.DataFrame(rows)
+
+
+def _length_label(n: int, n_full: int, d: int) -> str:
+    return "full" if n == n_full else "scaled" if n == scaled_length(d) else str(n)
+
+
 @dataclass
 class TextLengthResult(ExperimentResult):
-    """Tables: ``lengths`` (one row per text and continuation length), ``gap_closure`` (long: one
-    row per length, criterion and level), ``curve`` (every evaluated k of every length)."""
+    """Tables: ``lengths`` (one row per text and continuation length: size, rank, noise, the three
+    crossings, the study's bisection), ``gap_closure`` (long: one row per length, criterion and
+    level), ``noise`` (``noise_across_k`` per length), ``subsets`` (``target_subsets`` of the full
+    text beside the cut texts in their own basis; empty when not asked for), ``curve`` (every
+    evaluated k of every length)."""
 
     name = "text_length"
 
@@ -177,62 +368,86 @@ class TextLengthResult(ExperimentResult):
         out: dict[str, Any] = {"n_texts": int(t.groupby(["model", "prompt_name"], dropna=False).ngroups),
                                "n_rows": len(t)}
         for r in t.itertuples():
-            key = f"{r.model}:{r.prompt_name}:{int(r.n_continuation_tokens)}"
-            out[f"min_k_frac[{key}]"] = float(r.min_k_frac)
-            out[f"bisection_k_frac[{key}]"] = float(r.bisection_k_frac)
-        low = t[t.tokens_per_dim <= 0.04]
-        if len(low):
-            out["min_k_frac_range_at_tokens_per_dim_le_0.04"] = [float(low.min_k_frac.min()),
-                                                                  float(low.min_k_frac.max())]
-            out["share_in_study_band_at_tokens_per_dim_le_0.04"] = float(
-                ((low.min_k_frac >= STUDY_BAND[0]) & (low.min_k_frac <= STUDY_BAND[1])).mean())
+            label = getattr(r, "length_label", str(int(r.n_continuation_tokens)))
+            for col in ("first_k_frac", "stable_k_frac", "converged_k_frac", "frac_fail_above_first",
+                        "rank_frac", "span_frac", "writes_per_dim", "tokens_per_dim", "bisection_k_frac",
+                        "n_continuation_tokens", "n_writes", "rank", "noise_floor", "tolerance"):
+                out[f"{col}[{label}]"] = float(getattr(r, col))
+        if len(t):
+            dev = (t.stable_k_frac - t.span_frac).abs()
+            out["stable_minus_span_abs_max"] = float(dev.max())
+            out["stable_within_0.02_of_span_share"] = float((dev <= 0.02).mean())
+            out["stable_le_rank_all"] = bool((t.stable_k <= t["rank"]).all())
         return out
 
     def figures(self) -> dict[str, Any]:
         import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
 
         t = self.table
-        fig = go.Figure()
-        fig.add_hrect(y0=STUDY_BAND[0], y1=STUDY_BAND[1], fillcolor="grey", opacity=0.15, line_width=0,
-                      annotation_text="study: 46-81% (Llama-3-8B)", annotation_position="top left")
-        symbols = ("circle", "square", "diamond", "triangle-up", "x", "cross")
+        fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+                            subplot_titles=("against writes per dimension (2 L T / d)",
+                                            "against tokens per dimension (T / d)"))
+        xs = np.linspace(0.05, max(2.0, float(t.writes_per_dim.max()) if len(t) else 2.0), 200)
+        fig.add_trace(go.Scatter(x=xs, y=np.minimum(1.0, xs), mode="lines", name="span of the writes: min(1, 2LT/d)",
+                                 line={"color": "grey", "dash": "dash"}), row=1, col=1)
+        for c in (1, 2):
+            fig.add_hrect(y0=STUDY_BAND[0], y1=STUDY_BAND[1], fillcolor="grey", opacity=0.12, line_width=0,
+                          row=1, col=c)
+        styles = {"stable_k_frac": ("stable crossing", "circle"), "first_k_frac": ("first crossing", "x"),
+                  "converged_k_frac": ("within 1 nat for good", "triangle-up")}
+        palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
         for i, ((model, prompt), g) in enumerate(t.groupby(["model", "prompt_name"], sort=False, dropna=False)):
-            g = g.sort_values("tokens_per_dim")
-            label = f"{model}: {prompt}"
-            fig.add_trace(go.Scatter(x=g.tokens_per_dim, y=g.min_k_frac, mode="lines+markers", name=label,
-                                     legendgroup=label, marker_symbol=symbols[i % len(symbols)],
-                                     text=[f"{int(n)} tokens ({int(c)} continuation)" for n, c in
-                                           zip(g.n_tokens, g.n_continuation_tokens)],
-                                     hovertemplate="%{text}<br>tokens/dim %{x:.3f}<br>min k/d %{y:.3f}"))
-            fig.add_trace(go.Scatter(x=g.tokens_per_dim, y=g.bisection_k_frac, mode="markers",
-                                     name=f"{label} (bisection)",
-                                     legendgroup=label, showlegend=False, opacity=0.5,
-                                     marker={"symbol": "circle-open", "size": 9}))
-        prompt_tokens = (t.drop_duplicates("prompt_name").set_index("prompt_name").n_prompt_tokens.astype(int).to_dict()
-                         if len(t) else {})
-        sp = study_points(prompt_tokens)
-        for known, g in sp.groupby("n_tokens_known"):
-            g = g.dropna(subset=["tokens_per_dim"])
-            fig.add_trace(go.Scatter(
-                x=g.tokens_per_dim, y=g.min_k_frac, mode="markers+text", text=g.prompt_name, textposition="top right",
-                name="study (Llama-3-8B), " + ("71 tokens: known" if known else "tokens unknown: prompt + 1..64"),
-                marker={"symbol": "star" if known else "star-open", "size": 14, "color": "black"},
-                error_x=None if known else {"type": "data", "symmetric": False,
-                                            "array": g.tokens_per_dim_hi - g.tokens_per_dim,
-                                            "arrayminus": g.tokens_per_dim - g.tokens_per_dim_lo}))
-        fig.update_layout(title="minimal subspace against text length per residual dimension (open circles: bisection)",
-                          xaxis_title="tokens per residual dimension (n_tokens / d_model)", xaxis_type="log",
-                          yaxis_title="minimal k / d_model", yaxis_range=[0, 1.05])
+            g = g.sort_values("writes_per_dim")
+            color = palette[i % len(palette)]
+            hover = [f"{int(n)} tokens ({int(c)} scored), {int(w)} writes, rank {int(rk)}" for n, c, w, rk in
+                     zip(g.n_tokens, g.n_scored, g.n_writes, g["rank"])]
+            for col, (what, symbol) in styles.items():
+                for c, x in ((1, g.writes_per_dim), (2, g.tokens_per_dim)):
+                    fig.add_trace(go.Scatter(
+                        x=x, y=g[col], mode="lines+markers" if col == "stable_k_frac" else "markers",
+                        name=f"{model}: {prompt}, {what}", legendgroup=f"{model}{prompt}{col}",
+                        showlegend=c == 1, text=hover, marker={"symbol": symbol, "color": color, "size": 8},
+                        line={"color": color},
+                        hovertemplate="%{text}<br>x %{x:.3f}<br>k/d %{y:.3f}"), row=1, col=c)
+        sp = study_points()
+        known = sp[sp.n_tokens_known]
+        fig.add_trace(go.Scatter(x=[STUDY_WRITES_PER_DIM] * len(known), y=known.min_k_frac, mode="markers+text",
+                                 text=known.prompt_name, textposition="top left", name=(
+                                     "study (Llama-3-8B), 71 tokens: 1.11 writes/dim, bisection in bf16"),
+                                 marker={"symbol": "star", "size": 14, "color": "black"}), row=1, col=1)
+        fig.add_trace(go.Scatter(x=known.tokens_per_dim, y=known.min_k_frac, mode="markers", showlegend=False,
+                                 marker={"symbol": "star", "size": 14, "color": "black"}), row=1, col=2)
+        fig.update_xaxes(type="log", title_text="writes per residual dimension", row=1, col=1)
+        fig.update_xaxes(type="log", title_text="tokens per residual dimension", row=1, col=2)
+        fig.update_yaxes(title_text="k / d_model", range=[0, 1.05], row=1, col=1)
+        fig.update_layout(title="minimal subspace against the span of the writes (grey band: the study's 46-81%)",
+                          height=520, width=1100)
         gap = self.tables["gap_closure"]
         gfig = go.Figure()
         for (model, prompt, crit, level), g in gap.groupby(["model", "prompt_name", "criterion", "level"], sort=False,
                                                            dropna=False):
-            gfig.add_trace(go.Scatter(x=g.tokens_per_dim, y=g.k_frac_first, mode="lines+markers",
+            gfig.add_trace(go.Scatter(x=g.writes_per_dim, y=g.k_frac_first, mode="lines+markers",
                                       name=f"{model}: {prompt}, {_gap_label(crit, level)[:-7]}"))
-        gfig.update_layout(title="where the clipping curve closes its gap, against text length",
-                           xaxis_title="tokens per residual dimension", xaxis_type="log",
+        gfig.update_layout(title="where the clipping curve closes its gap, against writes per dimension",
+                           xaxis_title="writes per residual dimension", xaxis_type="log",
                            yaxis_title="k / d_model (first evaluated k)", yaxis_range=[0, 1.05])
-        return {"min_k_vs_tokens_per_dim": fig, "gap_closure_vs_tokens_per_dim": gfig}
+        figs = {"min_k_vs_writes_per_dim": fig, "gap_closure_vs_writes_per_dim": gfig}
+        sub = self.tables.get("subsets")
+        if sub is not None and len(sub):
+            sfig = go.Figure()
+            for (model, prompt, which, basis), g in sub.groupby(["model", "prompt_name", "which", "basis"], sort=False,
+                                                                dropna=False):
+                g = g.sort_values("m")
+                sfig.add_trace(go.Scatter(x=g.m, y=g.stable_k_frac, mode="lines+markers",
+                                          name=f"{model}: {prompt}, {which} m, {basis} (stable)"))
+                sfig.add_trace(go.Scatter(x=g.m, y=g.first_k_frac, mode="markers", marker={"symbol": "x"},
+                                          name=f"{model}: {prompt}, {which} m, {basis} (first)"))
+            sfig.update_layout(title="target or basis: the score on m tokens, full text's basis vs the cut text's own",
+                               xaxis_title="scored continuation tokens m", xaxis_type="log",
+                               yaxis_title="k / d_model", yaxis_range=[0, 1.05])
+            figs["target_subsets"] = sfig
+        return figs
 
     @classmethod
     def concat(cls, results: Sequence["TextLengthResult"]) -> "TextLengthResult":
@@ -240,16 +455,23 @@ class TextLengthResult(ExperimentResult):
         results = list(results)
         if not results:
             raise ValueError("nothing to concatenate")
-        tables = {key: pd.concat([r.tables[key] for r in results], ignore_index=True) for key in results[0].tables}
+        keys = dict.fromkeys(k for r in results for k in r.tables)
+        tables = {key: pd.concat([r.tables[key] for r in results if key in r.tables], ignore_index=True)
+                  for key in keys}
         return cls(tables=tables, settings={"texts": [r.settings for r in results]},
                    meta={"texts": [r.meta for r in results]})
 
 
+@register("text_length", result=TextLengthResult,
+          help="minimal subspace (first, stable, converged) against writes per dimension, the text cut to --lengths")
 def run_text_length(
     model: Any,
     completion: "Completion | Text",
     *,
     lengths: Sequence[int] = LENGTHS,
+    total_lengths: Sequence[int] = (),
+    scaled: bool = True,
+    target_subsets_m: Sequence[int] = (),
     tolerance: float = 1e-4,
     band: float = 5.0,
     seed: int = 0,
@@ -259,111 +481,88 @@ def run_text_length(
     kinds: tuple[str, ...] | None = None,
     bisection: bool = True,
     full_curve: bool = False,
-    **_: Any,
+    scan: bool = True,
 ) -> TextLengthResult:
-    """Minimal k / d, the study's bisection and the gap closure of one sampled text, its
-    continuation cut to each of ``lengths`` tokens (see the module docstring).
+    """The text's continuation cut to each of ``lengths`` tokens (and to ``total_lengths`` tokens in
+    all, prompt included; and, with ``scaled``, to the study's new tokens per dimension,
+    ``scaled_length(d)``), each measured in its own basis (``measure_text``; see the module
+    docstring). ``target_subsets_m``: also ``target_subsets`` of the whole text for these m.
 
-    ``completion``: a Completion (or a prepared Text: its completion is used, its basis is not:
-    every cut text gets its own). Lengths longer than the continuation (it may have stopped at EOS)
-    are skipped and listed in ``settings["skipped_lengths"]``. ``band``: nats, the scan's (see
-    ``lazy_scan_first_crossing``); ``full_curve``: evaluate every k (d + 1 rows a length) for an
-    exact gap closure. ``seed`` is recorded only (nothing here is random). Cost per length: the 19
-    grid points, ~log2(d) bisection probes, 1 + chunk rows for the noise, the scanned k."""
-    full = completion.completion if isinstance(completion, Text) else completion
-    if isinstance(completion, Text):
-        completion.check_model(model)
-        kinds = kinds or completion.kinds
+    ``completion``: a Completion or a prepared Text (its completion is cut; a length equal to the
+    whole continuation reuses the text itself). Lengths outside 1..the continuation are skipped and
+    listed in ``settings["skipped_lengths"]``. ``full_curve``: evaluate every k (d + 1 rows a
+    length); ``scan=False``: no ``scan_down`` (stable and converged become bounds). ``seed`` is
+    recorded only (nothing here is random)."""
+    prepared = completion if isinstance(completion, Text) else None
+    full = prepared.completion if prepared is not None else completion
+    if prepared is not None:
+        prepared.check_model(model)
+        kinds = kinds or prepared.kinds
     n_full = int(full.continuation_tokens.numel())
-    wanted = sorted({int(n) for n in lengths})
-    use = [n for n in wanted if 1 <= n <= n_full]
-    skipped = [n for n in wanted if n not in use]
+    d = int(model.cfg.d_model)
+    n_prompt = int(full.n_prompt)
+    wanted = {int(n) for n in lengths} | {int(t) - n_prompt for t in total_lengths}
+    if scaled:
+        wanted.add(min(scaled_length(d), n_full))
+    wanted_sorted = sorted(wanted)
+    use = [n for n in wanted_sorted if 1 <= n <= n_full]
+    skipped = [n for n in wanted_sorted if n not in use]
     name = model_info(model).name
-    rows, gaps, curves, metas = [], [], [], []
+    rows, gaps, curves, noises, metas = [], [], [], [], []
     used_kinds: list[str] = list(kinds) if kinds else ["attn", "mlp"]
+    whole: Text | None = None
     for n in use:
-        cut = cut_continuation(model, full, n)
-        text = as_text(model, cut, kinds=kinds, chunk_size=chunk_size, progress=progress)
-        d = text.d_model
-        noise = text.noise()
-        ev = text.evaluator("singular_value")
-        ev(curve_ks(d, jitter=False))
-        bis = study_bisection(ev, text.baseline, d) if bisection else None
-        scan, tol = exact_min_k(ev, text, tolerance=tolerance, band=band, step=chunk_size or 8)
-        if full_curve:
-            curve = ev.evaluate(range(d + 1))
-            gc = gap_closure(curve, text.baseline, d)
-            gc = gc.assign(k_prev=gc.k_first - 1, resolution=1, exact=True)[
-                ["criterion", "level", "k_first", "k_prev", "resolution", "exact", "k_frac_first"]]
+        if n == n_full and prepared is not None:
+            text = prepared
         else:
-            gc = gap_closure_evaluated({k: v[0] for k, v in ev.points.items()}, text.baseline, d)
-        n_prompt, n_tok = cut.n_prompt, int(cut.tokens.numel())
-        n_layers = int(model.cfg.n_layers)
-        base = {"model": name, "prompt_name": prompt_name, "n_prompt_tokens": n_prompt, "n_continuation_tokens": n,
-                "n_tokens": n_tok, "d_model": d, "tokens_per_dim": n_tok / d}
-        row = {**base, "n_writes_rows": len(text.kinds) * n_layers * n_tok, "baseline_logprob": text.baseline,
-               "logprob_k0": float(ev([0])[0]), "min_k": scan.k, "min_k_frac": scan.k / d,
-               "bisection_k": bis.k if bis else np.nan, "bisection_k_frac": bis.k / d if bis else np.nan,
-               "tolerance": tol, "noise_at_d": noise, "band": band, "scanned": scan.scanned,
-               "forward_rows": ev.n_rows}
-        for r in gc.itertuples():
-            row[_gap_label(r.criterion, r.level)] = float(r.k_frac_first)
-        rows.append(row)
+            text = as_text(model, cut_continuation(model, full, n), kinds=kinds, chunk_size=chunk_size,
+                           progress=progress)
+        if n == n_full:
+            whole = text
+        row, gc, noise_t = measure_text(model, text, tolerance=tolerance, band=band, step=chunk_size or 8,
+                                        bisection=bisection, scan=scan, full_curve=full_curve)
+        base = {"model": name, "prompt_name": prompt_name, "length_label": _length_label(n, n_full, d),
+                **{k: row[k] for k in ("n_prompt_tokens", "n_continuation_tokens", "n_tokens", "d_model",
+                                       "tokens_per_dim", "writes_per_dim")}}
+        rows.append({**base, **row})
         gaps.append(gc.assign(**base))
-        curves.append(ev.table().assign(**{k: base[k] for k in ("model", "prompt_name", "n_continuation_tokens")}))
+        noises.append(noise_t.assign(**base))
+        curves.append(text.evaluator("singular_value").table().assign(
+            **{k: base[k] for k in ("model", "prompt_name", "n_continuation_tokens")}))
         used_kinds = list(text.kinds)
-        metas.append({"n_continuation_tokens": n, "continuation_text": cut.continuation_text,
-                      "baseline_logprob": text.baseline, "effective_tolerance": tol, "noise_at_d": noise})
-    lead = list(base) if rows else []
+        metas.append({"n_continuation_tokens": n, "continuation_text": text.completion.continuation_text,
+                      "baseline_logprob": text.baseline, "effective_tolerance": row["tolerance"],
+                      "noise_floor": row["noise_floor"]})
+    lead = ["model", "prompt_name", "length_label", "n_prompt_tokens", "n_continuation_tokens", "n_tokens",
+            "d_model", "tokens_per_dim", "writes_per_dim"]
+    lengths_t = pd.DataFrame(rows)
+    if len(lengths_t):
+        lengths_t = lengths_t[lead + [c for c in lengths_t.columns if c not in lead]]
     gap_t = pd.concat(gaps, ignore_index=True) if gaps else pd.DataFrame()
     if len(gap_t):
         gap_t = gap_t[lead + [c for c in gap_t.columns if c not in lead]]
+    sub_t = pd.DataFrame()
+    if target_subsets_m:
+        if whole is None:
+            whole = prepared or as_text(model, full, kinds=kinds, chunk_size=chunk_size, progress=progress)
+        sub = target_subsets(model, whole, target_subsets_m, tolerance=tolerance, band=band, step=chunk_size or 8,
+                             scan=scan)
+        own = lengths_t[lengths_t.n_continuation_tokens.isin(sub.m)] if len(lengths_t) else lengths_t
+        own_rows = own.assign(m=own.n_continuation_tokens, which="first", basis="cut text's own")[
+            [c for c in sub.columns if c in own.columns or c in ("m", "which", "basis")]] if len(own) else own
+        sub_t = pd.concat([sub, own_rows], ignore_index=True).assign(model=name, prompt_name=prompt_name,
+                                                                     n_continuation_tokens_full=n_full)
+        sub_t = sub_t[["model", "prompt_name", "n_continuation_tokens_full"] +
+                      [c for c in sub_t.columns if c not in ("model", "prompt_name", "n_continuation_tokens_full")]]
     return TextLengthResult(
-        tables={"lengths": pd.DataFrame(rows), "gap_closure": gap_t,
+        tables={"lengths": lengths_t, "gap_closure": gap_t,
+                "noise": pd.concat(noises, ignore_index=True) if noises else pd.DataFrame(),
+                "subsets": sub_t,
                 "curve": pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()},
-        settings={"lengths": wanted, "skipped_lengths": skipped, "tolerance": tolerance, "band": band, "seed": seed,
-                  "bisection": bisection, "full_curve": full_curve, "kinds": used_kinds,
+        settings={"lengths": wanted_sorted, "skipped_lengths": skipped, "total_lengths": [int(t) for t in total_lengths],
+                  "scaled": scaled, "target_subsets_m": [int(m) for m in target_subsets_m], "tolerance": tolerance,
+                  "noise_factor": NOISE_FACTOR, "band": band, "seed": seed, "bisection": bisection,
+                  "full_curve": full_curve, "scan": scan, "kinds": used_kinds, "converged_nats": CONVERGED_NATS,
                   "grid": "experiments.clipping.curve_ks(d, jitter=False)"},
         meta=run_meta(model, full, prompt_name=prompt_name, lengths=metas),
     )
-
-
-def basis_swap(
-    model: Any,
-    completion: "Completion | Text",
-    n: int,
-    *,
-    tolerance: float = 1e-4,
-    band: float = 5.0,
-    chunk_size: int | None = None,
-    kinds: tuple[str, ...] | None = None,
-    prompt_name: str | None = None,
-) -> pd.DataFrame:
-    """Which half of "text length" moves the minimal subspace: the basis or the target?
-
-    Cutting a continuation to ``n`` tokens changes two things at once: the *target* (fewer tokens
-    to predict, a smaller unclipped log-probability to reach) and the *basis* (the SVD of fewer
-    writes). This crosses them: the minimal k (``lazy_scan_first_crossing``, every k within
-    ``band`` nats of the target, tolerance as ``effective_tolerance``) of the cut text and of the
-    full text, each clipped in the cut text's basis and in the full text's basis. The diagonal
-    (own basis) is ``run_text_length``'s answer; ``target = cut`` with the full basis asks whether
-    the same few tokens need more directions when the basis was spread over the whole text's
-    writes; ``target = full`` with the cut basis whether the whole text can do with the directions
-    the first ``n`` tokens' writes span. One row per (target, basis)."""
-    full_text = as_text(model, completion, kinds=kinds, chunk_size=chunk_size)
-    cut_text = as_text(model, cut_continuation(model, full_text.completion, n), kinds=full_text.kinds,
-                       chunk_size=chunk_size)
-    d = full_text.d_model
-    bases = {"cut": cut_text.basis.vectors, "full": full_text.basis.vectors}
-    rows = []
-    for target_name, text in (("cut", cut_text), ("full", full_text)):
-        for basis_name, v in bases.items():
-            ev = text.evaluator(f"basis_of_{basis_name}_text", directions=v)
-            scan, tol = exact_min_k(ev, text, tolerance=tolerance, band=band, step=chunk_size or 8)
-            within1 = min((k for k, p in ev.points.items() if p[0] >= text.baseline - 1.0), default=d)
-            rows.append({"model": model_info(model).name, "prompt_name": prompt_name,
-                         "n_continuation_tokens": int(text.completion.continuation_tokens.numel()),
-                         "target": target_name, "basis": basis_name, "baseline_logprob": text.baseline,
-                         "tolerance": tol, "min_k": scan.k, "min_k_frac": scan.k / d,
-                         "within1_k_frac_evaluated": within1 / d, "evaluations": scan.evaluations})
-    return pd.DataFrame(rows)

@@ -155,3 +155,75 @@ def scan_first_crossing(
     ok = _passes(evaluate, every, target, d)
     k = every[int(np.argmax(ok))]
     return ScanResult(k, len(asked), scanned=len(scan), band=band)
+
+
+@dataclass
+class Crossings:
+    """Where a clipping curve reaches its target, by three criteria (``curve_crossings``).
+
+    - ``first``: the smallest k that passes (the study's question; k = d always passes);
+    - ``stable``: the smallest k from which every k' >= k passes;
+    - ``converged``: the smallest k from which every k' >= k stays within ``within`` nats of the
+      baseline (the study's "converged by ~1500-2000 of 4096");
+    - ``frac_fail_above_first``: the share of the k above ``first`` (up to d) that fail again.
+
+    Each is exact when every k it depends on was evaluated: ``known_from`` is the smallest k such
+    that every k in ``known_from..d`` was; ``stable_exact`` / ``converged_exact`` / ``frac_exact``
+    say whether that covers the number (otherwise it is a bound: ``stable`` and ``converged`` are
+    then lower bounds on the every-k answer, ``frac_fail_above_first`` a share of the evaluated k).
+    """
+
+    first: int
+    stable: int
+    converged: int
+    frac_fail_above_first: float
+    n_above_first: int
+    known_from: int
+    stable_exact: bool
+    converged_exact: bool
+    frac_exact: bool
+
+
+def curve_crossings(points: "dict[int, float]", target: float, baseline: float, d: int, *,
+                    within: float = 1.0) -> Crossings:
+    """First, stable and convergence points of a curve given as ``{k: logp(k)}`` (see ``Crossings``).
+
+    k >= d always counts as passing and as converged (the unclipped model). Pure: no evaluation."""
+    ks = np.array(sorted(int(k) for k in points if 0 <= int(k) <= d))
+    if len(ks) == 0 or ks[-1] != d:
+        ks = np.append(ks, d)
+    v = np.array([points.get(int(k), np.inf) for k in ks], dtype=float)
+    top = ks >= d
+    ok = (v >= target) | top
+    near = (v >= baseline - within) | top
+    first = int(ks[int(np.argmax(ok))])
+    stable = int(ks[int(np.nonzero(~ok)[0][-1]) + 1]) if (~ok).any() else int(ks[0])
+    converged = int(ks[int(np.nonzero(~near)[0][-1]) + 1]) if (~near).any() else int(ks[0])
+    # the contiguous run of evaluated k that ends at d
+    gaps = np.nonzero(np.diff(ks) != 1)[0]
+    known_from = int(ks[gaps[-1] + 1]) if len(gaps) else int(ks[0])
+    above = ks > first
+    n_above = int(above.sum())
+    frac = float((~ok[above]).mean()) if n_above else 0.0
+    return Crossings(first=first, stable=stable, converged=converged, frac_fail_above_first=frac,
+                     n_above_first=n_above, known_from=known_from,
+                     stable_exact=known_from <= max(stable - 1, 0),
+                     converged_exact=known_from <= max(converged - 1, 0),
+                     frac_exact=known_from <= first + 1)
+
+
+def scan_down(evaluate: Evaluate, d: int, first: int, baseline: float, *, within: float = 1.0,
+              step: int = 16) -> int:
+    """Evaluate every k from d down, ``step`` at a time, until a k below ``first`` lies more than
+    ``within`` nats below ``baseline``: then every k the first, stable and convergence points
+    depend on is known (``curve_crossings`` exact). Returns the number of k asked for. Costs
+    ``d - k_stop`` rows, where k_stop is the last k below both ``first`` and the convergence point."""
+    asked, hi, step = 0, int(d), max(int(step), 1)
+    while hi > 0:
+        chunk = list(range(hi - 1, max(hi - 1 - step, -1), -1))
+        values = np.asarray(evaluate(chunk), dtype=float)
+        asked += len(chunk)
+        if any(k < first and val < baseline - within for k, val in zip(chunk, values)):
+            break
+        hi = chunk[-1]
+    return asked

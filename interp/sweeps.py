@@ -75,13 +75,15 @@ def count_rows(rows: int, n_tokens: int) -> None:
 
 @dataclass
 class SweepOutput:
-    """One row per swept item (k or direction): log-probs and write norms."""
+    """One row per swept item (k or direction): log-probs (total, mean and per continuation
+    token) and write norms."""
 
     logprob: Float[Tensor, " n"]
     logprob_mean: Float[Tensor, " n"]
     orig_delta: Float[Tensor, " n"]
     kept_delta: Float[Tensor, " n"]
     n_passes: int
+    per_token: Float[Tensor, "n cont_pos"] | None = None
 
 
 def _run_chunks(
@@ -99,7 +101,7 @@ def _run_chunks(
     chunk = chunk_size or auto_chunk_size(
         model, completion.tokens.numel(), completion.continuation_tokens.numel()
     )
-    out: dict[str, list[Tensor]] = {"lp": [], "mean": [], "orig": [], "kept": []}
+    out: dict[str, list[Tensor]] = {"lp": [], "mean": [], "orig": [], "kept": [], "tok": []}
     starts = range(0, n_items, chunk)
     for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
         stop = min(start + chunk, n_items)
@@ -112,10 +114,12 @@ def _run_chunks(
         count_rows(stop - start, completion.tokens.numel())
         out["lp"].append(lp.total.double().cpu())
         out["mean"].append(lp.mean.double().cpu())
+        out["tok"].append(lp.per_token.double().cpu())
         out["orig"].append(norms.orig_delta()[0].double())
         out["kept"].append(norms.kept_delta()[0].double())
     cat = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in out.items()}
-    return SweepOutput(cat["lp"], cat["mean"], cat["orig"], cat["kept"], n_passes=len(starts))
+    return SweepOutput(cat["lp"], cat["mean"], cat["orig"], cat["kept"], n_passes=len(starts),
+                       per_token=cat["tok"] if out["tok"] else None)
 
 
 def clip_sweep(
@@ -190,6 +194,7 @@ class ClipEvaluator:
         self.kinds, self.chunk_size, self.progress, self.desc = kinds, chunk_size, progress, desc
         self.d = int(directions.shape[1])
         self.points: dict[int, tuple[float, float, float, float]] = {}  # k -> logprob, mean, orig, kept
+        self.per_token: dict[int, np.ndarray] = {}  # k -> log-probability of each continuation token
         self.n_passes = 0
         self.n_rows = 0
 
@@ -203,11 +208,18 @@ class ClipEvaluator:
             for i, k in enumerate(new):
                 self.points[k] = (float(out.logprob[i]), float(out.logprob_mean[i]),
                                   float(out.orig_delta[i]), float(out.kept_delta[i]))
+                if out.per_token is not None:
+                    self.per_token[k] = out.per_token[i].numpy()
             self.n_passes += out.n_passes
             self.n_rows += len(new)
         return np.array([self.points[k][0] for k in ks])
 
     __call__ = evaluate
+
+    def subset(self, positions: Sequence[int]) -> "SubsetEvaluator":
+        """The same curve scored on some continuation tokens only (``positions``: indices into the
+        continuation): every write still clipped, one memo shared with this evaluator."""
+        return SubsetEvaluator(self, positions)
 
     def table(self) -> pd.DataFrame:
         """Every evaluated k, sorted: k, logprob, logprob_mean, orig_delta, kept_delta."""
@@ -215,6 +227,31 @@ class ClipEvaluator:
         rows = [self.points[k] for k in ks]
         return pd.DataFrame(rows, columns=["logprob", "logprob_mean", "orig_delta", "kept_delta"]).assign(
             k=ks)[["k", "logprob", "logprob_mean", "orig_delta", "kept_delta"]]
+
+
+class SubsetEvaluator:
+    """``k -> sum of log p(token)`` over some continuation positions of a ``ClipEvaluator``'s
+    clipped passes: a target restricted to those tokens, with every write of the text clipped (the
+    parent's memo: no extra forward pass for any number of subsets)."""
+
+    def __init__(self, parent: ClipEvaluator, positions: Sequence[int]) -> None:
+        n = int(parent.completion.continuation_tokens.numel())
+        self.positions = np.asarray(sorted({int(p) for p in positions}), dtype=int)
+        if not len(self.positions) or self.positions.min() < 0 or self.positions.max() >= n:
+            raise ValueError(f"positions must be a non-empty subset of 0..{n - 1} (the continuation's tokens)")
+        self.parent = parent
+
+    def evaluate(self, ks: Sequence[int]) -> np.ndarray:
+        ks = [int(k) for k in ks]
+        self.parent.evaluate(ks)
+        return np.array([float(self.parent.per_token[k][self.positions].sum()) for k in ks])
+
+    __call__ = evaluate
+
+    @property
+    def points(self) -> dict[int, float]:
+        """Every k the parent evaluated: k -> this subset's log-probability."""
+        return {k: float(v[self.positions].sum()) for k, v in self.parent.per_token.items()}
 
 
 def coarse_k_grid(d: int, *, n_linear: int = 13, low: bool = True) -> list[int]:

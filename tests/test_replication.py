@@ -58,7 +58,7 @@ def test_every_rule_names_every_verdict_its_code_can_give():
         if key != "attention_only":
             assert "holds" in rule.lower() and "differs" in rule, key
     for key in ("importance_order", "compromise_order", "minimal_k", "study_procedure", "mean_ablation",
-                "layers_needed", "hessian_order"):  # those that can be "marginal"
+                "layers_needed", "hessian_order", "span_of_writes"):  # those that can be "marginal"
         assert "marginal" in RULES[key], key
 
 
@@ -282,3 +282,45 @@ def test_hessian_order_row_compares_the_study_orders():
     assert "Hessian minus SVD -0.050" in ours
     assert "Hessian minus exact importance order -0.060" in ours
     assert "Hessian minus compromise order +0.050" in ours
+
+
+def _tl(n=8, dev=0.0, **cols):
+    """n texts with text_length's columns for each length: stable k/d = the span + ``dev``."""
+    extra = {}
+    for label, span in (("2", 0.95), ("8", 1.0), ("scaled", 1.0), ("32", 1.0), ("full", 1.0)):
+        extra.update({f"tl_span_frac[{label}]": np.full(n, span), f"tl_rank_frac[{label}]": np.full(n, span),
+                      f"tl_stable_k_frac[{label}]": np.full(n, span - 0.005) + dev,
+                      f"tl_first_k_frac[{label}]": np.full(n, 0.5), f"tl_converged_k_frac[{label}]": np.full(n, 0.9),
+                      f"tl_frac_fail_above_first[{label}]": np.full(n, 0.3),
+                      f"tl_writes_per_dim[{label}]": np.full(n, span if span < 1 else 2.0),
+                      f"tl_tokens_per_dim[{label}]": np.full(n, 0.05),
+                      f"tl_bisection_k_frac[{label}]": np.full(n, 0.9),
+                      f"tl_n_continuation_tokens[{label}]": np.full(n, 8.0), f"tl_noise_floor[{label}]": np.full(n, 0.0)})
+    extra.update(cols)
+    return synthetic(n, **extra)
+
+
+@pytest.mark.parametrize("dev, expected", [(0.0, "holds"), (-0.3, "differs"), (0.1, "differs")])
+def test_span_of_writes_row(dev, expected):
+    row = claims(_tl(dev=dev)).set_index("key").loc["span_of_writes"]
+    assert row.verdict == expected and row.n_texts == 8
+    assert "within 0.02 of d on" in row.ours and "40 (text, length) rows" in row.ours
+
+
+def test_span_of_writes_row_is_marginal_between_half_and_nine_tenths():
+    m = _tl(**{"tl_stable_k_frac[2]": np.full(8, 0.5), "tl_stable_k_frac[8]": np.full(8, 0.5)})  # 24 of 40 rows
+    assert verdict(m, "span_of_writes") == "marginal"
+
+
+def test_span_of_writes_row_not_run():
+    row = claims(synthetic(8)).set_index("key").loc["span_of_writes"]
+    assert row.verdict == "can't tell" and "--exact-with text_length" in row.ours and row.n_texts == 0
+
+
+def test_scaled_row_reads_the_stable_crossing_when_text_length_ran():
+    from experiments.study.replication import text_length_rows
+
+    m = _tl(**{"sp_bisection_bf16[scaled]": np.full(8, 0.95), "sp_exact[scaled]": np.full(8, 0.8)})
+    assert "stable crossing 0.995" in claims(m).set_index("key").loc["study_procedure_scaled", "ours"]
+    long = text_length_rows(m)
+    assert len(long) == 40 and set(long.length) == {"2", "8", "scaled", "32", "full"}

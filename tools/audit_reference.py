@@ -16,6 +16,13 @@ it, the output of ``post_attention_layernorm`` and ``post_feedforward_layernorm`
 Prints, per text, the reference's Spearman, the package's, the largest |importance difference|
 over the directions (nats) and, with ``--scan``, both minimal k. Cost: d ablation rows a text,
 and d + 1 more with ``--scan``.
+
+``--text-length LABEL ...`` checks ``text_length`` instead (issue 27): for each named length of
+``<run>/<text>/text_length/lengths.csv`` (``2``, ``8``, ``scaled``, ``full``, ...) the text cut to
+that many continuation tokens gets its own float64 SVD here, its numerical rank (singular values
+above sqrt(max(n, d) eps64) of the largest), an every-k clipping scan, and the first, stable and
+converged (within 1 nat for good) crossings of the package's target, each printed beside the
+package's. Cost: d + 1 rows of the cut text a length.
 """
 
 import argparse
@@ -58,6 +65,8 @@ def reference(model, tokens: torch.Tensor, n_prompt: int, chunk: int = 16) -> tu
     s = evals[order].clamp_min(0).sqrt().numpy()
     v = evecs[:, order].float()
     imp = np.empty(v.shape[1])
+    if chunk <= 0:  # the basis only
+        return s, imp, base, v
     current = {}
 
     def ablate(mod, inp, out):  # remove this row's direction from every position's write
@@ -108,16 +117,53 @@ def scan_min_k(lp: np.ndarray, target: float) -> int:
     return int(np.argmax(ok))
 
 
+def crossings(lp: np.ndarray, target: float, baseline: float) -> tuple[int, int, int, float]:
+    """(first, stable, converged, share failing above first) of an every-k scan; k = d passes."""
+    d = len(lp) - 1
+    ok, near = lp >= target, lp >= baseline - 1.0
+    ok[d] = near[d] = True
+    first = int(np.argmax(ok))
+    fails, far = np.flatnonzero(~ok), np.flatnonzero(~near)
+    stable = int(fails[-1]) + 1 if len(fails) else 0
+    converged = int(far[-1]) + 1 if len(far) else 0
+    frac = float((~ok[first + 1:]).mean()) if first < d else 0.0
+    return first, stable, converged, frac
+
+
+def check_text_length(model, run: Path, name: str, labels: list[str]) -> None:
+    stored = json.loads((run / "continuations" / f"{name}.json").read_text())
+    table = pd.read_csv(run / name / "text_length" / "lengths.csv", dtype={"length_label": str}).set_index("length_label")
+    for label in labels:
+        row = table.loc[label]
+        n = int(row.n_continuation_tokens)
+        tokens = torch.tensor(stored["prompt_tokens"] + stored["continuation_tokens"][:n])
+        n_prompt = len(stored["prompt_tokens"])
+        s, _, base, v = reference(model, tokens, n_prompt, chunk=0)
+        n_writes = 2 * len(model.model.layers) * len(tokens)
+        rank = int((s > s[0] * np.sqrt(max(n_writes, len(s)) * np.finfo(np.float64).eps)).sum())
+        lp = every_k_scan(model, tokens, n_prompt, v)
+        first, stable, conv, frac = crossings(lp, base - float(row.tolerance), base)
+        print(f"{name} [{label}: {n} tokens]: writes {n_writes} (package {int(row.n_writes)}), rank {rank} "
+              f"({int(row['rank'])}); first {first} ({int(row.first_k)}), stable {stable} ({int(row.stable_k)}), "
+              f"converged {conv} ({int(row.converged_k)}), share failing above first {frac:.3f} "
+              f"({row.frac_fail_above_first:.3f}); baseline {base:.4f} ({row.baseline_logprob:.4f})", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model-dir", required=True)
     p.add_argument("--run", required=True, help="a replicate folder of one model (replication/<model>)")
     p.add_argument("--texts", nargs="+", required=True)
     p.add_argument("--scan", action="store_true", help="also the every-k clipping scan and its minimal k")
+    p.add_argument("--text-length", nargs="+", default=None, metavar="LABEL",
+                   help="check text_length's rows with these length labels instead (see above)")
     args = p.parse_args()
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(Path(args.model_dir).expanduser(), dtype=torch.float32).eval()
     for name in args.texts:
+        if args.text_length:
+            check_text_length(model, Path(args.run), name, args.text_length)
+            continue
         stored = json.loads((Path(args.run) / "continuations" / f"{name}.json").read_text())
         tokens = torch.tensor(stored["prompt_tokens"] + stored["continuation_tokens"])
         s, imp, base, v = reference(model, tokens, len(stored["prompt_tokens"]))

@@ -18,8 +18,8 @@ from ..registry import ENV as PLUGINS_ENV
 from ..registry import get_plugin, plugin_names
 
 # The extensions (issues 16 and 17) replicate runs on the exact stage's texts: registered plug-ins.
-EXACT_EXTENSIONS = ("study_procedure", "clip_variants")  # hessian_ranking: opt-in (d Hessian-vector products a text)
-EXTENDABLE = ("hessian_ranking", "clip_variants", "study_procedure")  # `extend --with`: the table reads their numbers
+EXACT_EXTENSIONS = ("study_procedure", "clip_variants", "text_length")  # hessian_ranking: opt-in (d Hessian-vector products a text)
+EXTENDABLE = ("hessian_ranking", "clip_variants", "study_procedure", "text_length")  # `extend --with`: the table reads their numbers
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -122,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--k", type=int, default=None, help="clipped_generation: directions kept (default: minimal)")
     one.add_argument("--compromise", default="rank_product", help="orderings: compromise formula")
+    one.add_argument("--lengths", type=int, nargs="+", default=None, metavar="N",
+                     help="text_length: continuation lengths to cut the text to (default 2 8 32 64, and the study's "
+                          "new tokens per dimension); give --max-new-tokens at least the largest")
+    one.add_argument("--total-lengths", type=int, nargs="+", default=None, metavar="T",
+                     help="text_length: also cut to T tokens in all (BOS + prompt + continuation), e.g. 16 32 48 64 71 128")
+    one.add_argument("--target-subsets", type=int, nargs="+", default=None, metavar="M",
+                     help="text_length: also score the whole text on its first / last M continuation tokens only, "
+                          "in its own basis (target size apart from the basis), e.g. 2 4 8 16 64")
     one.add_argument("--study-procedure", action="store_true",
                      help="minimal_subspace: also the study's own search (bisection over 1..d, clipped >= unclipped "
                           "with no tolerance), in bfloat16 unless --dtype says otherwise")
@@ -130,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The `run` options that change its numbers (the others pick an experiment or how to show it).
 RUN_KEYED = ("model", "dtype", "processing", "kinds", "max_new_tokens", "prompt", "seed", "exhaustive", "tolerance",
-             "n_exact", "study_procedure")
+             "n_exact", "study_procedure", "lengths", "total_lengths", "target_subsets")
 
 
 class UsageError(ValueError):
@@ -198,6 +206,16 @@ def validate(args: argparse.Namespace) -> dict[str, str] | None:
         _positive(args, name)
     for name in ("n_exact", "k", "exact_texts"):
         _positive(args, name, 0)
+    for name in ("lengths", "total_lengths", "target_subsets"):
+        values = getattr(args, name, None)
+        flag = "--" + name.replace("_", "-")
+        if values is not None and args.experiment != "text_length":
+            raise UsageError(f"{flag} is an option of text_length, not {args.experiment} (run text_length {flag} ...)")
+        if values is not None and min(values) < 1:
+            raise UsageError(f"{flag} {min(values)} is below 1 (give token counts of 1 or more)")
+    if (getattr(args, "lengths", None) or [0]) and max(getattr(args, "lengths", None) or [0]) > args.max_new_tokens:
+        raise UsageError(f"--lengths {max(args.lengths)} is longer than --max-new-tokens {args.max_new_tokens} (give "
+                         f"--max-new-tokens {max(args.lengths)})")
     if getattr(args, "band", 1.0) < 0:
         raise UsageError(f"--band {args.band} must be >= 0 nats (e.g. --band 5)")
     if args.tolerance < 0 or args.tolerance != args.tolerance:
@@ -364,8 +382,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     common = dict(exhaustive=args.exhaustive)
     name = args.experiment
     if name in plugin_names():  # a plug-in experiment (experiments/registry.py)
+        extra = {key: value for key, value in (("lengths", args.lengths), ("total_lengths", args.total_lengths),
+                                               ("target_subsets_m", args.target_subsets)) if value is not None}
         result = get_plugin(name)(model, text, seed=args.seed, tolerance=args.tolerance, prompt_name=args.prompt,
-                                  chunk_size=args.chunk_size, progress=not args.no_progress, **common)
+                                  chunk_size=args.chunk_size, progress=not args.no_progress, **common, **extra)
     elif name == "spectrum":
         result = E.run_spectrum(model, text)
     elif name == "clipping":

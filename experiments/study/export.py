@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from .replication import (MODEL_LABELS, claims, combined_table, exact_metrics, extension_metrics, gather, overlap_pairs,
-                          study_procedure_metrics, text_metrics)
+                          study_procedure_metrics, text_length_metrics, text_metrics)
 from .report import _table_md, figures, hessian_figures
 
 
@@ -20,7 +20,7 @@ from .report import _table_md, figures, hessian_figures
 EXTENSION_TABLES = (("study_procedure", "minimal.csv"), ("study_procedure", "gap.csv"),
                     ("clip_variants", "minimal.csv"), ("clip_variants", "gap.csv"), ("clip_variants", "sources.csv"),
                     ("hessian_ranking", "estimators.csv"), ("hessian_ranking", "minimal_k.csv"),
-                    ("hessian_ranking", "failures.csv"))
+                    ("hessian_ranking", "failures.csv"), ("text_length", "lengths.csv"), ("text_length", "noise.csv"))
 # The per-direction columns of hessian_ranking's directions table kept in docs (the rest are their
 # ranks): enough to re-derive every Spearman and top-10 recall the Hessian row cites.
 HESSIAN_DIRECTION_COLUMNS = ("direction", "singular_value", "exact", "grad", "hessian_diag", "first_order", "fisher",
@@ -157,7 +157,8 @@ def retabulate(docs_model: Path, run: Path | None = None, plugin: str | None = N
     m = pd.read_csv(docs_model / "texts.csv")
     pairs = pd.read_csv(docs_model / "overlap_pairs.csv") if (docs_model / "overlap_pairs.csv").exists() else None
     if run is not None:
-        frames = [f.set_index("text") for f in (study_procedure_metrics(run), extension_metrics(run)) if len(f)]
+        frames = [f.set_index("text") for f in (study_procedure_metrics(run), extension_metrics(run),
+                                                text_length_metrics(run)) if len(f)]
         if frames:  # the run's texts take its values; every other text keeps its own
             extra = pd.concat(frames, axis=1)
             columns = [*m.columns, *(c for c in extra.columns if c not in m)]

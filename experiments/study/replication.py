@@ -73,6 +73,13 @@ RULES = {
     "layers_needed": "issue 17: exact minimal k/d when only one third of the layers is clipped. Holds (the directions "
                      "are needed throughout the network) if for every third the 95% bootstrap interval of the median "
                      "lies at or above 0.9; 'differs' if for some third it lies below 0.9; 'marginal' otherwise.",
+    "span_of_writes": "issue 27 (not a claim of the study): for every text and length run (the exact stage's texts "
+                      "as sampled and cut to 2, 8, 32 and the study's new tokens per dimension; "
+                      "replicate --exact-with text_length), the stable minimal k (the smallest k from which every "
+                      "larger k reaches the unclipped log-probability within the tolerance) against the span of the "
+                      "writes, min(n_writes, d) / d with n_writes = 2 x layers x tokens. Holds if at least 90% of the "
+                      "(text, length) rows are within 0.02 of d of it; 'differs' if fewer than 50% are; 'marginal' "
+                      "otherwise; 'can't tell' when not run.",
     "hessian_order": "the study's open idea (issue 17): exact minimal k of the order by the second-order estimate "
                      "g_i - H_ii/2 minus the SVD order's, paired. Holds (the Hessian order needs fewer directions) if "
                      "the 95% bootstrap interval of the median difference lies below -1/d; 'differs' if it lies above "
@@ -186,7 +193,8 @@ def text_metrics(run_dir: str | Path) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"{run_dir} holds no finished texts (no */minimal_subspace/settings.json)")
     m = pd.DataFrame(rows)
-    for extra in (exact_metrics(run_dir), study_procedure_metrics(run_dir), extension_metrics(run_dir)):
+    for extra in (exact_metrics(run_dir), study_procedure_metrics(run_dir), extension_metrics(run_dir),
+                  text_length_metrics(run_dir)):
         if len(extra):
             m = m.merge(extra, on="text", how="left")
     return m
@@ -245,6 +253,36 @@ def study_procedure_metrics(run_dir: str | Path) -> pd.DataFrame:
             row[f"sp_tokens_per_dim[{cond}]"] = s.get(f"tokens_per_dim[{cond}]", float("nan"))
             row[f"sp_gap90[{cond}]"] = s.get(f"gap90_k_frac[{cond}]", float("nan"))
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+TEXT_LENGTH_COLUMNS = ("first_k_frac", "stable_k_frac", "converged_k_frac", "frac_fail_above_first", "span_frac",
+                       "rank_frac", "writes_per_dim", "tokens_per_dim", "bisection_k_frac", "n_continuation_tokens",
+                       "noise_floor")
+TEXT_LENGTH_LABELS = ("2", "8", "scaled", "32", "full")  # the lengths replicate/extend run (experiments.text_length)
+
+
+def text_length_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """One row per text with a ``*/text_length`` result: ``tl_<column>[<length>]`` for each length
+    run (``2``, ``8``, ``32``, ``scaled``: the study's new tokens per dimension, ``full``: as sampled)."""
+    rows = []
+    for text, s in finished_summaries(run_dir, "text_length"):
+        row: dict[str, Any] = {"text": text}
+        for label in TEXT_LENGTH_LABELS:
+            for col in TEXT_LENGTH_COLUMNS:
+                row[f"tl_{col}[{label}]"] = s.get(f"{col}[{label}]", float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def text_length_rows(m: pd.DataFrame) -> pd.DataFrame:
+    """``texts.csv``'s ``tl_`` columns back in long form: one row per (text, length) run."""
+    rows = []
+    for r in m.to_dict("records"):
+        for label in TEXT_LENGTH_LABELS:
+            if pd.notna(r.get(f"tl_stable_k_frac[{label}]", np.nan)):
+                rows.append({"text": r["text"], "length": label,
+                             **{c: r[f"tl_{c}[{label}]"] for c in TEXT_LENGTH_COLUMNS}})
     return pd.DataFrame(rows)
 
 
@@ -459,6 +497,12 @@ def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
             return sp.get(f"sp_{name}[{cond}]", pd.Series(np.nan, index=sp.index))
 
         size = f"{fmt(get('n_continuation_tokens'), 0)} new tokens, {fmt(get('tokens_per_dim'), 3)} tokens per dimension"
+        tl = "full" if cond == "full" else "scaled"
+        if f"tl_stable_k_frac[{tl}]" in sp and sp[f"tl_stable_k_frac[{tl}]"].notna().any():
+            size += (f", {fmt(sp[f'tl_writes_per_dim[{tl}]'], 2)} writes per dimension (span "
+                     f"{fmt(sp[f'tl_span_frac[{tl}]'], 3)} of d); stable crossing {fmt(sp[f'tl_stable_k_frac[{tl}]'], 3)}, "
+                     f"first {fmt(sp[f'tl_first_k_frac[{tl}]'], 3)}, within 1 nat for good from "
+                     f"{fmt(sp[f'tl_converged_k_frac[{tl}]'], 3)} (text_length, tolerance with noise across k)")
         add(key, claim, "46%, 81%, 66%, 61% of d (4 texts; 71 tokens on d = 4096 in the one reported: 0.017 per "
             "dimension)",
             f"bfloat16 bisection k/d {fmt(sp[col])}, median {med:.2f} [{lo:.2f}, {hi:.2f}] (95% CI); {n_in} of "
@@ -466,6 +510,7 @@ def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
             f"target, float32) {fmt(get('exact'))}; texts: {size}",
             "the study's range 0.46-0.81", "holds" if inside else "differs" if outside else "marginal", n=len(sp))
 
+    _span_claim(m, add)
     _extension_claims(m, add, d)
 
     gk = m.gen_k_frac
@@ -477,6 +522,31 @@ def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
         "can't tell (k is nearly d)" if near_all else _verdict(0 < _median_iqr(deg)[0] < 2, _median_iqr(deg)[0] >= 2),
         n=int(deg.notna().sum()))
     return pd.DataFrame(rows)
+
+
+def _span_claim(m: pd.DataFrame, add: Any) -> None:
+    """Issue 27's row: the stable minimal subspace against the span of the writes, min(2LT, d)."""
+    claim = "The stable minimal subspace is the span of the writes, min(2 x layers x tokens, d)"
+    study = ("not measured; its one known text had 1.11 writes per dimension (4544 writes on d = 4096): "
+             "predicted stable k/d ~1.00 there (docs/text_length.md)")
+    t = text_length_rows(m)
+    if not len(t):
+        add("span_of_writes", claim, study, "n/a: not run (replicate --exact-with text_length)", "", "can't tell", n=0)
+        return
+    dev = t.stable_k_frac - t.span_frac
+    share = float((dev.abs() <= 0.02).mean())
+    full, cut = t[t.length == "full"], t[t.length != "full"]
+    limited = t[t.span_frac < 1]
+    below = int((limited.stable_k_frac <= limited.span_frac + 1e-12).sum())
+    n_texts = t.text.nunique()
+    ours = (f"stable k/d minus span {fmt(dev, 3)}; within 0.02 of d on {int((dev.abs() <= 0.02).sum())} of {len(t)} "
+            f"(text, length) rows ({n_texts} texts); as sampled: stable {fmt(full.stable_k_frac, 3)}, span "
+            f"{fmt(full.span_frac, 3)} ({fmt(full.writes_per_dim, 2)} writes/dim); cut (2-32 tokens): stable "
+            f"{fmt(cut.stable_k_frac, 3)}, span {fmt(cut.span_frac, 3)}; {len(limited)} rows with fewer writes "
+            f"than d, stable <= span on {below}; first crossing {fmt(t.first_k_frac, 3)}, share of k above it "
+            f"failing again {fmt(t.frac_fail_above_first)}, within 1 nat for good from {fmt(t.converged_k_frac, 3)}")
+    v = "holds" if share >= 0.9 else "differs" if share < 0.5 else "marginal"
+    add("span_of_writes", claim, study, ours, "min(n_writes, d) / d (the span of the writes)", v, n=n_texts)
 
 
 def _extension_claims(m: pd.DataFrame, add: Any, d: int) -> None:
