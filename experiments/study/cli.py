@@ -360,6 +360,9 @@ def cmd_extend(args: argparse.Namespace) -> None:
              "the exported token count, log-probability and every singular value, with the exported exact ablations "
              "reused; every claim was then recomputed from `texts.csv` and `overlap_pairs.csv` (which gives the other "
              "rows unchanged). The command above gives the same in one run.")
+    paragraph = r"The `(\w+)` results \(.*?The command above gives the same in one run\."
+    earlier = [m.group(0) for m in re.finditer(paragraph, readme, flags=re.S) if m.group(1) != args.plugin]
+    added = "\n\n".join([*earlier, added])  # each plug-in added this way keeps its paragraph
     print(f"table: {retabulate_docs(docs, runs, command=command, added=added, plugin=args.plugin, images=not args.no_images)}")
 
 

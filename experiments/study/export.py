@@ -13,7 +13,7 @@ import pandas as pd
 
 from .replication import (MODEL_LABELS, claims, combined_table, exact_metrics, extension_metrics, gather, overlap_pairs,
                           study_procedure_metrics, text_length_metrics, text_metrics)
-from .report import _table_md, figures, hessian_figures
+from .report import _table_md, figures, hessian_figures, text_length_figures
 
 
 # The extensions' small per-text tables (replicate --exact-with, or extend), copied to docs as <sub>_<file>.
@@ -170,8 +170,9 @@ def retabulate(docs_model: Path, run: Path | None = None, plugin: str | None = N
                 table.to_csv(docs_model / f"{sub}_{fname}", index=False)
         if plugin == "hessian_ranking":
             _export_hessian_directions(run, docs_model)
-            if images and (figs := hessian_figures(m)):
-                write_svgs(figs, docs_model / "figures")
+        drawn = {"hessian_ranking": hessian_figures, "text_length": text_length_figures}.get(plugin or "")
+        if images and drawn and (figs := drawn(m)):
+            write_svgs(figs, docs_model / "figures")
     table = claims(m, pairs)
     table.to_csv(docs_model / "claims.csv", index=False)
     return table

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .replication import claims, gather, overlap_pairs, text_metrics
+from .replication import STUDY_MIN_K_FRAC, claims, gather, overlap_pairs, text_length_rows, text_metrics
 
 SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
     (("dominant", "attention_only"), "1. Spectrum of the writes", ("spectrum_ratios", "spectrum_example"),
@@ -221,6 +221,7 @@ def extension_figures(run_dir: Path, m: pd.DataFrame) -> dict[str, Any]:
             title=f"{model}: clip variants, median over {t.text.nunique()} texts", yaxis_type="log",
             xaxis_title="k / d_model", yaxis_title="logp(unclipped) - logp(clipped), nats")
     figs.update(hessian_figures(m))
+    figs.update(text_length_figures(m))
     return figs
 
 
@@ -253,6 +254,35 @@ def hessian_figures(m: pd.DataFrame) -> dict[str, Any]:
     return {"hessian_orders": _svg(fig).update_layout(
         title=f"{m.model.iloc[0]}: exact minimal k under each order ({len(hr)} texts)",
         yaxis_title="minimal k / d_model (every k scanned near the target)", xaxis_title="order of inclusion")}
+
+
+def text_length_figures(m: pd.DataFrame) -> dict[str, Any]:
+    """``text_length_span``: every (text, length) run's stable crossing (filled), first crossing (x)
+    and convergence point (open) against writes per dimension, beside the span of the writes
+    min(1, 2LT/d) and the study's 46-81% band (issue 27's row), from the per-text numbers alone."""
+    import plotly.graph_objects as go
+
+    t = text_length_rows(m) if "text" in m else pd.DataFrame()
+    if not len(t):
+        return {}
+    fig = go.Figure()
+    fig.add_hrect(y0=STUDY_MIN_K_FRAC[0], y1=STUDY_MIN_K_FRAC[1], fillcolor="grey", opacity=0.15, line_width=0)
+    xs = np.geomspace(min(0.3, float(t.writes_per_dim.min())), float(t.writes_per_dim.max()), 200)
+    fig.add_trace(go.Scatter(x=xs, y=np.minimum(1.0, xs), mode="lines", name="span of the writes, min(1, 2LT/d)",
+                             line=dict(color="grey", dash="dash")))
+    for col, label, marker in (("stable_k_frac", "stable crossing", dict(symbol="circle", size=8)),
+                               ("first_k_frac", "first crossing", dict(symbol="x", size=7)),
+                               ("converged_k_frac", "within 1 nat for good", dict(symbol="triangle-up-open", size=8))):
+        fig.add_trace(go.Scatter(x=t.writes_per_dim, y=t[col], mode="markers", name=label, marker=marker,
+                                 text=t.text + " (" + t.length + ")", hovertemplate="%{text}<br>%{x:.2f} writes/dim"
+                                 "<br>k/d %{y:.3f}"))
+    fig.add_trace(go.Scatter(x=[2 * 32 * 71 / 4096], y=[1886 / 4096], mode="markers", marker=dict(
+        symbol="star", size=14, color="black"), name="study: bisection, bf16 (Llama-3-8B, 71 tokens)"))
+    return {"text_length_span": _svg(fig).update_layout(
+        title=f"{m.model.iloc[0]}: minimal k against writes per dimension ({t.text.nunique()} texts, {len(t)} lengths)",
+        xaxis=dict(title="writes per residual dimension (2 x layers x tokens / d)", type="log",
+                   tickvals=[0.25, 0.5, 1, 2, 4, 8]),
+        yaxis_title="k / d_model", yaxis_range=[0, 1.05])}
 
 
 def _table_md(t: pd.DataFrame) -> str:
