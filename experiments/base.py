@@ -60,8 +60,9 @@ class ExperimentResult:
         payload = json.loads((directory / "settings.json").read_text())
         made_by = payload.get("experiment")
         if cls.name != ExperimentResult.name and made_by is not None and made_by != cls.name:
-            raise ValueError(f"{directory} holds a {made_by!r} result, not {cls.name!r}: load it with that "
-                             f"experiment's result class, or give {cls.__name__}.load a {cls.name} folder")
+            raise ValueError(f"{directory} holds a {made_by!r} result, not {cls.name!r}: load it "
+                             f"with that experiment's result class, or give {cls.__name__}.load a "
+                             f"{cls.name} folder")
         tables = {p.stem: _read_table(p) for p in sorted(directory.glob("*.csv"))}
         return cls(tables=tables, settings=payload["settings"], meta=payload["meta"])
 
@@ -100,7 +101,8 @@ class ExperimentResult:
 
 
 def write_plotly_js(path: str | Path) -> Path:
-    """The installed plotly.js at ``path`` (written once, atomically, if missing); returns ``path``."""
+    """The installed plotly.js at ``path`` (written once, atomically, if missing); returns
+    ``path``."""
     path = Path(path)
     if not path.exists():
         import plotly.offline

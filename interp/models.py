@@ -141,8 +141,9 @@ def resolve_model(name_or_path: str | os.PathLike | None, *, progress: bool = Tr
         return ResolvedModel(str(path.resolve()), path.resolve().name, True)
     if _looks_like_path(text):
         raise ModelNotFoundError(
-            f"Model {text!r}: no such file or directory ({path.absolute()}). Pass an existing .gguf file or "
-            f"local HF-format directory, or a known name ({', '.join(known_names())}).")
+            f"Model {text!r}: no such file or directory ({path.absolute()}). Pass an existing "
+            f".gguf file or local HF-format directory, or a known name "
+            f"({', '.join(known_names())}).")
     for root in shared_models_dirs():  # a bare name like "gpt2" found in shared/models
         if _is_model_dir(root / text):
             return ResolvedModel(str((root / text).resolve()), text, True)
@@ -151,8 +152,8 @@ def resolve_model(name_or_path: str | os.PathLike | None, *, progress: bool = Tr
     if _hub_offline():
         raise _not_found(text, "is not a known name, a local path, or in the HF cache, and HF_HUB_OFFLINE is set")
     if not _hub_reachable():
-        raise _not_found(text, "is not a known name, a local path, or in the HF cache, and the model hub cannot "
-                               "be reached (offline?)")
+        raise _not_found(text, "is not a known name, a local path, or in the HF cache, and the "
+                               "model hub cannot be reached (offline?)")
     try:
         from huggingface_hub import hf_hub_download
 
@@ -255,13 +256,15 @@ def load_model(
 
         from .testing import random_model
 
-        with _progress_bars(progress), tempfile.TemporaryDirectory(prefix="resid-writes-random-") as tmp:
-            model = random_model(str(name_or_path)[len(RANDOM_PREFIX):], tmp, device=str(device), dtype=dtype)
+        shape = str(name_or_path)[len(RANDOM_PREFIX):]
+        prefix = "resid-writes-random-"
+        with _progress_bars(progress), tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            model = random_model(shape, tmp, device=str(device), dtype=dtype)
         # the config and tokenizer are read at load: no folder is left behind, and the model's
         # path (part of a results folder's run key) is its name, the same at every load
         model._resid_writes_meta["path"] = str(name_or_path)
         return model
-    resolved = resolve_model(name_or_path, progress=progress)  # before the slow import: errors come fast
+    resolved = resolve_model(name_or_path, progress=progress)  # before the slow import: fast errors
     target = resolved.target
     from transformer_lens.model_bridge import TransformerBridge
 

@@ -35,7 +35,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="output folder (rerun with the same folder to resume)")
     p.add_argument("--chunk-size", type=int, default=None, help="batch rows per forward pass (default: from free memory)")
     p.add_argument("--max-new-tokens", type=int, default=64,
-                   help="tokens sampled after each prompt (prompt + these must fit the model's context)")
+                   help="tokens sampled after each prompt (prompt + these must fit the model's "
+                        "context)")
     _quiet_args(p)
     p.add_argument("--exhaustive", action="store_true",
                    help="every k of every clipping curve and every direction's exact importance (slow); the "
@@ -49,9 +50,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _quiet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars (the model's fetch, transformers' weight loading, the texts)")
+                   help="no progress bars (the model's fetch, transformers' weight loading, the "
+                        "texts)")
     p.add_argument("--debug", action="store_true",
-                   help="on an unexpected error, print the full traceback instead of one line and a log file")
+                   help="on an unexpected error, print the full traceback instead of one line and "
+                        "a log file")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,27 +76,33 @@ def build_parser() -> argparse.ArgumentParser:
                      help="independent random orthonormal bases per text for the minimal-subspace null (replicate: 3)")
     rep.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido)")
     rep.add_argument("--exact-texts", type=int, default=0,
-                     help="the exact stage (every direction ablated, every k scanned near the target) on the first "
-                          "N texts: the importance rows of the report need it (default 0: estimates only)")
+                     help="the exact stage (every direction ablated, every k scanned near the "
+                          "target) on the first N texts: the importance rows of the report need it "
+                          "(default 0: estimates only)")
     # --- plug-in experiments (experiments/registry.py) ---
     rep.add_argument("--with", dest="plugins", nargs="+", default=[], choices=plugin_names(), metavar="NAME",
                      help=f"also run these plug-in experiments on every text (found: {', '.join(plugin_names()) or 'none'}; "
                           f"see ${PLUGINS_ENV})")
     rep2 = sub.add_parser("replicate", help="the replication table: every model x prompt x seed, exported to docs")
     _model_args(rep2)
-    rep2.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"])
+    rep2.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"],
+                      help="models, each as --model takes it (results in <out>/<model>/)")
     rep2.add_argument("--prompts", nargs="+", default=None, help="default: all shipped replication prompts")
     rep2.add_argument("--prompts-file", default=None, help="your own prompts, as for reproduce")
-    rep2.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    rep2.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3],
+                      help="sampled continuations per prompt, by seed")
     rep2.add_argument("--model-seeds", nargs="+", default=[], metavar="MODEL=S,S",
                       help="other seeds for one model, e.g. gemma-3-270m=0 (a larger model, fewer samples)")
-    rep2.add_argument("--samples", type=int, default=3, help="samples per condition in clipped generation")
-    rep2.add_argument("--draws", type=int, default=100, help="Monte Carlo draws for the overlap nulls")
+    rep2.add_argument("--samples", type=int, default=3,
+                      help="samples per condition in clipped generation")
+    rep2.add_argument("--draws", type=int, default=100,
+                      help="Monte Carlo draws for the overlap nulls")
     rep2.add_argument("--random-draws", type=int, default=3,
                       help="independent random orthonormal bases per text for the minimal-subspace null")
     rep2.add_argument("--docs", default=None,
-                      help="where the small outputs and the table go (default: <out>/docs; give docs/results to "
-                           "publish: a folder holding another run's results is refused)")
+                      help="where the small outputs and the table go (default: <out>/docs; give "
+                           "docs/results to publish: a folder holding another run's results is "
+                           "refused)")
     rep2.add_argument("--exact-texts", type=int, default=8,
                       help="the audit's exact stage (every direction ablated, every k scanned near the target) on "
                            "the first N texts of each model (seed 0 first, prompts in order); the importance claims "
@@ -114,14 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "is re-sampled, checked against the exported token count, log-probability and singular values, "
                     "and given the exported exact ablations; then every claim is recomputed from texts.csv and "
                     "overlap_pairs.csv and the table rewritten. Resumable; --texts splits the work across processes.")
-    ext.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"], help="models to extend")
+    ext.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"],
+                     help="models to extend")
     ext.add_argument("--with", dest="plugin", default="hessian_ranking", choices=EXTENDABLE,
                      help="the plug-in (one whose per-text numbers the table reads)")
     ext.add_argument("--texts", nargs="+", default=None, help="only these text ids (default: every exact text)")
     ext.add_argument("--out", default="replication", help="the replication folder (results go to <out>/<model>/<text>/)")
     ext.add_argument("--docs", default=None,
-                     help="the published folder to extend in place (default: docs/results is read and the extended "
-                          "copy written to <out>/docs)")
+                     help="the published folder to extend in place (default: docs/results is read "
+                          "and the extended copy written to <out>/docs)")
     ext.add_argument("--table-only", action="store_true",
                      help="compute nothing: recompute the table from the finished texts in --out")
     ext.add_argument("--no-table", action="store_true", help="compute only (for one of several parallel processes)")
@@ -136,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             *plugin_names()],
                      help=f"a built-in experiment or a plug-in (${PLUGINS_ENV}, docs/extending.md)")
     one.add_argument("--prompt", default="meaning_of_life", help=f"one of {list(REPLICATION_PROMPTS)} or any text")
-    one.add_argument("--seed", type=int, default=0)
+    one.add_argument("--seed", type=int, default=0, help="the sampled continuation's seed")
     one.add_argument("--k", type=int, default=None, help="clipped_generation: directions kept (default: minimal)")
     one.add_argument("--compromise", default="rank_product", help="orderings: compromise formula")
     one.add_argument("--study-procedure", action="store_true",
@@ -236,9 +246,10 @@ def validate(args: argparse.Namespace) -> dict[str, str] | None:
     return texts
 
 
-def _labelled(args: argparse.Namespace, prompts: list[str], texts: dict[str, str] | None) -> list[tuple[str, str]]:
-    """(how to name it in an error, text) of every prompt a command runs: a --prompts-file prompt by
-    its line number."""
+def _labelled(args: argparse.Namespace, prompts: list[str],
+              texts: dict[str, str] | None) -> list[tuple[str, str]]:
+    """(how to name it in an error, text) of every prompt a command runs: a --prompts-file prompt
+    by its line number."""
     lines = {}
     if getattr(args, "prompts_file", None):
         from .prompts import read_prompts_file
@@ -247,7 +258,8 @@ def _labelled(args: argparse.Namespace, prompts: list[str], texts: dict[str, str
     out = []
     for p in prompts:
         if texts and p in texts:
-            out.append((f"--prompts-file {args.prompts_file} line {lines.get(p, '?')} ({p})", texts[p]))
+            label = f"--prompts-file {args.prompts_file} line {lines.get(p, '?')} ({p})"
+            out.append((label, texts[p]))
         else:
             out.append((f"prompt {p!r}", REPLICATION_PROMPTS[p]))
     return out
@@ -263,19 +275,22 @@ def _check_model(args: argparse.Namespace, model: str | None, prompts: list[tupl
 
 
 def _check_loaded(args: argparse.Namespace, model, prompts: list[tuple[str, str]]) -> None:
-    """Right after the load, before any text is computed: the same check on the model's own numbers."""
+    """Right after the load, before any text is computed: the same check on the model's own
+    numbers."""
     from interp import model_info
 
     from .preflight import ModelLimits
 
     info = model_info(model)
-    check_prompts_fit(prompts, ModelLimits(info.name, info.n_ctx, info.d_model, model.tokenizer), args.max_new_tokens)
+    limits = ModelLimits(info.name, info.n_ctx, info.d_model, model.tokenizer)
+    check_prompts_fit(prompts, limits, args.max_new_tokens)
 
 
 def _load(args: argparse.Namespace, model: str | None = None):
     try:
-        return load_model(args.model if model is None else model, device=args.device, dtype=args.dtype,
-                          processing=args.processing, progress=not args.no_progress)
+        return load_model(args.model if model is None else model, device=args.device,
+                          dtype=args.dtype, processing=args.processing,
+                          progress=not args.no_progress)
     except ModelNotFoundError as err:
         raise UsageError(str(err)) from err
 
@@ -306,7 +321,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     model = _load(args)
     _check_loaded(args, model, labelled)
     t0 = time.perf_counter()
-    out = reproduce(model, args.out, settings, command=args.command_line, published=published_docs())
+    out = reproduce(model, args.out, settings, command=args.command_line,
+                    published=published_docs())
     print(f"report: {out['report']}  ({time.perf_counter() - t0:.0f} s)")
 
 
@@ -332,7 +348,8 @@ def cmd_replicate(args: argparse.Namespace) -> None:
     model_seeds = {}
     for spec in args.model_seeds:
         name, sep, seeds = spec.partition("=")
-        if not sep or name not in args.models or not seeds or not all(x.isdigit() for x in seeds.split(",")):
+        numbers = all(x.isdigit() for x in seeds.split(","))
+        if not sep or name not in args.models or not seeds or not numbers:
             raise UsageError(f"--model-seeds {spec!r} is not MODEL=S[,S...] with MODEL one of --models "
                              "(e.g. --model-seeds gemma-3-270m=0)")
         model_seeds[name] = [int(x) for x in seeds.split(",")]
@@ -350,16 +367,19 @@ def cmd_replicate(args: argparse.Namespace) -> None:
             settings.text_of(p)
         plan[name] = settings
     labelled = _labelled(args, prompts, texts)
-    for name in args.models:  # every model is found, and every prompt fits it, before the first one loads
+    for name in args.models:  # every model is found and fits every prompt before the first loads
         _check_model(args, name, labelled)
     if args.docs:  # publishing: never over another run's results
-        diff = published_difference(docs, {folder_name(n): ([t for t, _, _ in s.text_ids()], keyed_settings(s))
-                                           for n, s in plan.items()}, ADDED_SETTINGS)
+        exports = {folder_name(n): ([t for t, _, _ in s.text_ids()], keyed_settings(s))
+                   for n, s in plan.items()}
+        diff = published_difference(docs, exports, ADDED_SETTINGS)
         if diff:
-            raise UsageError(f"--docs {docs} holds the published results of another run (differs in "
-                             f"{'; '.join(diff)}) (give another --docs, or leave it out to write to <out>/docs)")
-    PROGRESS.total = sum(min(len(s.text_ids()), s.exact_texts) if args.exact_only else len(s.text_ids())
-                         for s in plan.values())
+            raise UsageError(f"--docs {docs} holds the published results of another run "
+                             f"(differs in {'; '.join(diff)}) (give another --docs, or leave it "
+                             "out to write to <out>/docs)")
+    counts = [len(s.text_ids()) for s in plan.values()]
+    PROGRESS.total = sum(min(n, s.exact_texts) if args.exact_only else n
+                         for n, s in zip(counts, plan.values(), strict=True))
     runs = {}
     for name, settings in plan.items():
         args.model = name
@@ -378,7 +398,8 @@ def cmd_replicate(args: argparse.Namespace) -> None:
                 print(f"exact stage: {docs / name / 'exact_texts.csv'}")
         return
     command = "python -m experiments replicate " + " ".join(
-        [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}", f"--out {args.out}"]
+        [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}",
+         f"--out {args.out}"]
         + ([f"--docs {args.docs}"] if args.docs else [])
         + ([f"--model-seeds {' '.join(args.model_seeds)}"] if args.model_seeds else [])
         + ([f"--prompts {' '.join(args.prompts)}"] if args.prompts else [])
@@ -391,7 +412,7 @@ def cmd_replicate(args: argparse.Namespace) -> None:
     print(f"table: {export_results(runs, docs, command=command, images=not args.no_images)}")
 
 
-# Where extend reads the published results when --docs is not given (relative to the working folder).
+# Where extend reads the published results without --docs (relative to the working folder).
 DOCS = Path("docs/results")
 
 
@@ -412,14 +433,16 @@ def cmd_extend(args: argparse.Namespace) -> None:
     folders = {name: folder_name(name) for name in args.models}  # docs/<folder>, <out>/<folder>: as replicate
     for folder in folders.values():
         if not (source / folder / "exact_texts.csv").exists():
-            raise UsageError(f"{source / folder} has no exact_texts.csv (run `python -m experiments replicate` first, "
-                             "or give --docs the folder that holds it)")
+            raise UsageError(f"{source / folder} has no exact_texts.csv (run `python -m "
+                             "experiments replicate` first, or give --docs the folder that holds "
+                             "it)")
     exact = {folder: pd.read_csv(source / folder / "exact_texts.csv").text.astype(str).tolist()
              for folder in folders.values()}
     unknown = [t for t in args.texts or [] if not any(t in ids for ids in exact.values())]
     if unknown:
-        raise UsageError(f"--texts {unknown[0]!r} is no exact text of {', '.join(folders.values())} "
-                         f"(choose from {', '.join(dict.fromkeys(t for ids in exact.values() for t in ids))})")
+        known = dict.fromkeys(t for ids in exact.values() for t in ids)
+        raise UsageError(f"--texts {unknown[0]!r} is no exact text of "
+                         f"{', '.join(folders.values())} (choose from {', '.join(known)})")
     runs = {folder: Path(args.out) / folder for folder in folders.values()}
     if not args.table_only:
         for name in folders:
@@ -431,9 +454,11 @@ def cmd_extend(args: argparse.Namespace) -> None:
         if (source / "README.md").exists() and not (docs / "README.md").exists():
             shutil.copy2(source / "README.md", docs / "README.md")
     if not args.table_only:
-        PROGRESS.total = sum(len([t for t in ids if args.texts is None or t in args.texts]) for ids in exact.values())
+        PROGRESS.total = sum(len([t for t in ids if args.texts is None or t in args.texts])
+                             for ids in exact.values())
         for name, folder in folders.items():
-            model = load_model(name, device=args.device, dtype="float32", progress=not args.no_progress)
+            model = load_model(name, device=args.device, dtype="float32",
+                               progress=not args.no_progress)
             try:
                 extend_exact(model, source / folder, runs[folder], args.plugin, texts=args.texts,
                              progress=not args.no_progress)
@@ -464,8 +489,10 @@ def _result_class(name: str):
 
     builtin = {"spectrum": E.SpectrumResult, "clipping": E.ClippingResult,
                "single_direction": E.SingleDirectionResult, "orderings": E.OrderingsResult,
-               "minimal_subspace": E.MinimalSubspaceResult, "clipped_generation": E.ClippedGenerationResult,
-               "exact_importance": E.ExactImportanceResult, "method_sensitivity": E.MethodSensitivityResult}
+               "minimal_subspace": E.MinimalSubspaceResult,
+               "clipped_generation": E.ClippedGenerationResult,
+               "exact_importance": E.ExactImportanceResult,
+               "method_sensitivity": E.MethodSensitivityResult}
     return builtin[name] if name in builtin else get_plugin(name).result
 
 
@@ -473,13 +500,15 @@ def _check_resumed(args: argparse.Namespace, result) -> None:
     """A finished result loads only under the experiment's own options it was made with."""
     from .reproduce import ResultsMismatchError
 
-    mine = {"clipped_generation": {"k": args.k}, "orderings": {"compromise": args.compromise}}.get(args.experiment, {})
-    diff = [f"--{k} {result.settings.get(k)} -> {v}" for k, v in mine.items()
+    own = {"clipped_generation": {"k": args.k}, "orderings": {"compromise": args.compromise}}
+    diff = [f"--{k} {result.settings.get(k)} -> {v}"
+            for k, v in own.get(args.experiment, {}).items()
             if v is not None and result.settings.get(k) != v]
     if diff:
-        raise ResultsMismatchError(f"{Path(args.out) / args.experiment} holds a finished {args.experiment} made with "
-                                   f"other options ({'; '.join(diff)}); use another --out, or delete that folder to "
-                                   "recompute")
+        raise ResultsMismatchError(
+            f"{Path(args.out) / args.experiment} holds a finished {args.experiment} made with "
+            f"other options ({'; '.join(diff)}); use another --out, or delete that folder to "
+            "recompute")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -492,8 +521,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     labelled = [(f"--prompt {args.prompt!r}" if args.prompt in REPLICATION_PROMPTS else "--prompt",
                  REPLICATION_PROMPTS.get(args.prompt, args.prompt))]
     limits = _check_model(args, args.model, labelled)
-    if args.k is not None and limits is not None and limits.d_model is not None and args.k > limits.d_model:
-        raise UsageError(f"--k {args.k} is outside 0..d_model={limits.d_model} (give --k {limits.d_model} or less)")
+    d = limits.d_model if limits is not None else None
+    if args.k is not None and d is not None and args.k > d:
+        raise UsageError(f"--k {args.k} is outside 0..d_model={d} (give --k {d} or less)")
     name = args.experiment
     cls = _result_class(name)
     PROGRESS.total = 1
@@ -508,32 +538,40 @@ def cmd_run(args: argparse.Namespace) -> None:
             result = cls.load(out / name)
             _check_resumed(args, result)
             PROGRESS.done = 1
-            print(f"{name}: {result.summary()}\nloaded from {out / name} (finished earlier; delete it to recompute)")
+            print(f"{name}: {result.summary()}\nloaded from {out / name} (finished earlier; delete "
+                  "it to recompute)")
             return
 
         def compute():
-            comp = E.get_continuation(model, args.prompt, seed=args.seed, max_new_tokens=args.max_new_tokens,
+            comp = E.get_continuation(model, args.prompt, seed=args.seed,
+                                      max_new_tokens=args.max_new_tokens,
                                       store=out / "continuation.json")
-            text = E.prepare(model, comp, kinds=args.kinds, chunk_size=args.chunk_size, progress=not args.no_progress)
+            progress = not args.no_progress
+            text = E.prepare(model, comp, kinds=args.kinds, chunk_size=args.chunk_size,
+                             progress=progress)
             checked(text, out)  # refuses to report from a broken environment
             common = dict(exhaustive=args.exhaustive)
             if name in plugin_names():  # a plug-in experiment (experiments/registry.py)
-                return get_plugin(name)(model, text, seed=args.seed, tolerance=args.tolerance, prompt_name=args.prompt,
-                                        chunk_size=args.chunk_size, progress=not args.no_progress, **common)
+                return get_plugin(name)(model, text, seed=args.seed, tolerance=args.tolerance,
+                                        prompt_name=args.prompt, chunk_size=args.chunk_size,
+                                        progress=progress, **common)
             if name == "spectrum":
                 return E.run_spectrum(model, text)
             if name == "clipping":
                 return E.run_clipping(model, text, **common)
             if name == "single_direction":
-                return E.run_single_direction(model, text, n_exact=args.n_exact, seed=args.seed, **common)
+                return E.run_single_direction(model, text, n_exact=args.n_exact, seed=args.seed,
+                                              **common)
             if name == "orderings":
                 return E.run_orderings(model, text, compromise=args.compromise, **common)
             if name == "minimal_subspace":
-                return E.run_minimal_subspace(model, text, tolerance=args.tolerance, prompt_name=args.prompt,
-                                              seed=args.seed, study_procedure=args.study_procedure, **common)
+                return E.run_minimal_subspace(model, text, tolerance=args.tolerance,
+                                              prompt_name=args.prompt, seed=args.seed,
+                                              study_procedure=args.study_procedure, **common)
             if name == "method_sensitivity":
-                return E.run_method_sensitivity(model, text, seed=args.seed, prompt_name=args.prompt,
-                                                chunk_size=args.chunk_size, progress=not args.no_progress)
+                return E.run_method_sensitivity(model, text, seed=args.seed,
+                                                prompt_name=args.prompt,
+                                                chunk_size=args.chunk_size, progress=progress)
             if name == "exact_importance":
                 return E.run_exact_importance(model, text, tolerance=args.tolerance, seed=args.seed,
                                               progress=not args.no_progress)
@@ -579,8 +617,8 @@ def main(argv: list[str] | None = None) -> None:
         log = error_log(err)
         what = " ".join(str(err).split())[:300] or "(no message)"
         where = f"full traceback in {log}" if log else "no log file could be written"
-        print(f"error: unexpected {type(err).__name__}: {what} ({where}; rerun with --debug to print it)",
-              file=sys.stderr)
+        print(f"error: unexpected {type(err).__name__}: {what} ({where}; rerun with --debug to "
+              "print it)", file=sys.stderr)
         raise SystemExit(1) from None
 
 

@@ -20,7 +20,8 @@ from typing import Any
 
 
 class UsageError(ValueError):
-    """Bad command-line input: printed as one line ``error: <what> (<how to fix>)``, exit status 2."""
+    """Bad command-line input: printed as one line ``error: <what> (<how to fix>)``, exit
+    status 2."""
 
 
 def check_writable(path: str | Path, flag: str = "--out") -> None:
@@ -81,17 +82,19 @@ def model_limits(model: str | None) -> ModelLimits | None:
         from transformers import AutoConfig, AutoTokenizer
 
         config = AutoConfig.from_pretrained(resolved.target)
-        n_ctx = _config_int(config, ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"))
+        n_ctx = _config_int(config, ("max_position_embeddings", "n_positions", "n_ctx",
+                                     "seq_length"))
         if n_ctx is None:
             return None
         tokenizer = AutoTokenizer.from_pretrained(resolved.target)
     except Exception:  # an unusual layout: the model's own numbers are checked after it loads
         return None
-    return ModelLimits(resolved.name, n_ctx, _config_int(config, ("hidden_size", "n_embd", "d_model")),
-                       tokenizer)
+    d_model = _config_int(config, ("hidden_size", "n_embd", "d_model"))
+    return ModelLimits(resolved.name, n_ctx, d_model, tokenizer)
 
 
-def check_prompts_fit(prompts: list[tuple[str, str]], limits: ModelLimits, max_new_tokens: int) -> None:
+def check_prompts_fit(prompts: list[tuple[str, str]], limits: ModelLimits,
+                      max_new_tokens: int) -> None:
     """Raise ``UsageError`` naming every prompt (``(label, text)``) whose tokens (BOS first) and
     ``max_new_tokens`` new ones exceed the model's context, and how to fix it. The whole file is
     refused, not the long prompts skipped: a results folder always holds the texts asked for."""
@@ -108,8 +111,9 @@ def check_prompts_fit(prompts: list[tuple[str, str]], limits: ModelLimits, max_n
     room = limits.n_ctx - max(n for _, n in long)
     fix = (f"shorten or remove {'it' if len(long) == 1 else 'them'}"
            + (f", or give --max-new-tokens {room} or fewer" if room > 0 else ""))
-    raise UsageError(f"{what} + {max_new_tokens} new tokens exceed{'s' if len(long) == 1 else ''} the context of "
-                     f"{limits.name} ({limits.n_ctx} tokens) ({fix})")
+    verb = "exceeds" if len(long) == 1 else "exceed"
+    raise UsageError(f"{what} + {max_new_tokens} new tokens {verb} the context of {limits.name} "
+                     f"({limits.n_ctx} tokens) ({fix})")
 
 
 def published_difference(docs: Path, plan: dict[str, tuple[list[str], dict[str, Any]]],
@@ -132,8 +136,8 @@ def published_difference(docs: Path, plan: dict[str, tuple[list[str], dict[str, 
         texts, settings = plan[name]
         ids = pd.read_csv(published[name] / "texts.csv", usecols=["text"]).text.astype(str).tolist()
         if sorted(ids) != sorted(texts):
-            diff.append(f"{name} texts: {len(ids)} published ({', '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}) "
-                        f"vs {len(texts)} here ({', '.join(texts[:3])}{' ...' if len(texts) > 3 else ''})")
+            diff.append(f"{name} texts: {len(ids)} published ({_some(ids)}) vs {len(texts)} here "
+                        f"({_some(texts)})")
         env_path = published[name] / "environment.json"
         if env_path.is_file():
             old = json.loads(env_path.read_text()).get("settings") or {}
@@ -142,8 +146,12 @@ def published_difference(docs: Path, plan: dict[str, tuple[list[str], dict[str, 
     return diff
 
 
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+
 def _plain(value: Any) -> Any:
-    """``value`` as JSON gives it back (tuples become lists, paths strings), to compare saved with new."""
+    """``value`` as JSON gives it back (tuples become lists): saved and new compare."""
     return json.loads(json.dumps(value, default=str))
 
 
@@ -157,7 +165,7 @@ def _flat(value: Any, prefix: str) -> dict[str, Any]:
 
 
 def differences(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """Every key (dotted, e.g. ``settings.tolerance``) whose value differs, as ``key: old -> new``."""
+    """Every key (dotted, e.g. ``settings.tolerance``) whose value differs: ``key: old -> new``."""
     a, b = _flat(_plain(earlier), ""), _flat(_plain(now), "")
     missing = "(none)"
     return [f"{k}: {json.dumps(a.get(k, missing))} -> {json.dumps(b.get(k, missing))}"
@@ -166,7 +174,7 @@ def differences(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 @dataclass
 class Progress:
-    """How many of a command's texts are finished (loaded or computed), for the interrupt message."""
+    """How many of a command's texts are finished (loaded or computed): the interrupt message."""
 
     done: int = 0
     total: int = 0
@@ -177,8 +185,8 @@ PROGRESS = Progress()
 
 def interrupted() -> str:
     """The one line a Ctrl-C prints."""
-    return (f"interrupted after {PROGRESS.done} of {PROGRESS.total} texts; rerun the same command to resume "
-            "(finished results are kept)")
+    return (f"interrupted after {PROGRESS.done} of {PROGRESS.total} texts; rerun the same command "
+            "to resume (finished results are kept)")
 
 
 def error_log(err: BaseException) -> Path | None:

@@ -56,8 +56,8 @@ def read_prompts_file(path: str | Path) -> list[tuple[int, str, str]]:
     """``load_prompts_file``'s prompts as (line number in the file, name, text), in file order;
     blank lines are skipped (they number no prompt)."""
     prompts: list[tuple[int, str, str]] = []
-    lines = [(i, line) for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1)
-             if line.strip()]
+    text = Path(path).read_text(encoding="utf-8")
+    lines = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         raise ValueError(f"{path} holds no prompts: give one per line, or JSONL objects with a 'text' field.")
     names: set[str] = set()

@@ -267,11 +267,12 @@ TABLE_COLUMNS = ["claim", "study (Llama-3-8B)", "ours", "null", "verdict"]
 
 # What adds a row a run did not make (its n_texts is 0): reproduce's option, replicate's option.
 ADDS = {
-    **dict.fromkeys(("importance", "importance_order", "compromise_order"), ("--exact-texts", "--exact-texts")),
-    **dict.fromkeys(("study_procedure", "study_procedure_scaled"), ("--with study_procedure",
-                                                                    "--exact-with study_procedure")),
-    **dict.fromkeys(("mean_ablation", "bos_unclipped", "layers_needed"), ("--with clip_variants",
-                                                                          "--exact-with clip_variants")),
+    **dict.fromkeys(("importance", "importance_order", "compromise_order"),
+                    ("--exact-texts", "--exact-texts")),
+    **dict.fromkeys(("study_procedure", "study_procedure_scaled"),
+                    ("--with study_procedure", "--exact-with study_procedure")),
+    **dict.fromkeys(("mean_ablation", "bos_unclipped", "layers_needed"),
+                    ("--with clip_variants", "--exact-with clip_variants")),
     "hessian_order": ("--with hessian_ranking", "--exact-with hessian_ranking"),
 }
 
@@ -282,7 +283,8 @@ def not_run(table: pd.DataFrame) -> pd.Series:
 
 
 def _with_option(command: str, option: str, n_texts: int) -> str:
-    """``command`` with ``option`` added (a name joins an existing list, ``--exact-texts`` is set)."""
+    """``command`` with ``option`` added (a name joins an existing list, ``--exact-texts`` is
+    set)."""
     import shlex
 
     words = shlex.split(command)
@@ -312,17 +314,19 @@ def published_rows(published: Path | None, model: str) -> dict[str, list[str]]:
     for folder in folders:
         t = pd.read_csv(folder / "claims.csv", keep_default_na=False)
         for r in t.itertuples(index=False):
+            label = MODEL_LABELS.get(folder.name, folder.name)
             out.setdefault(r.key, []).append(
-                f"published ({'/'.join(published.parts[-2:])}, {MODEL_LABELS.get(folder.name, folder.name)}, "
-                f"n = {r.n_texts}): "
+                f"published ({'/'.join(published.parts[-2:])}, {label}, n = {r.n_texts}): "
                 f"{r.ours}; verdict {r.verdict}")
     return out
 
 
-def not_run_lines(table: pd.DataFrame, n_texts: int, command: str | None, published: Path | None, model: str,
-                  exact_with: tuple[str, ...] = ()) -> list[tuple[str, str, str, list[str]]]:
+def not_run_lines(table: pd.DataFrame, n_texts: int, command: str | None, published: Path | None,
+                  model: str, exact_with: tuple[str, ...] = ()
+                  ) -> list[tuple[str, str, str, list[str]]]:
     """(claim, what was estimated here or "", the command that adds it, published values) of
-    each row the run did not make (``exact_with``: the plug-ins a replicate ran on its exact texts)."""
+    each row the run did not make (``exact_with``: the plug-ins a replicate ran on its exact
+    texts)."""
     import shlex
 
     replicate = bool(command) and " replicate" in f" {command}"
@@ -330,7 +334,8 @@ def not_run_lines(table: pd.DataFrame, n_texts: int, command: str | None, publis
     out = []
     for r in table[not_run(table)].itertuples(index=False):
         option = ADDS[r.key][1 if replicate else 0]
-        if replicate and option.startswith("--exact-with") and "--exact-with" not in shlex.split(command or ""):
+        given = shlex.split(command or "")
+        if replicate and option.startswith("--exact-with") and "--exact-with" not in given:
             option = "--exact-with " + " ".join(dict.fromkeys([*exact_with, option.split()[1]]))
         if command:
             how = _with_option(command, option, n_texts)
@@ -388,7 +393,8 @@ def write_report(
     if missing:
         rows_ = f"{len(missing)} row{'s' if len(missing) != 1 else ''}"
         intro = (f"Not run here ({rows_} of the study's table): the command above each group adds "
-                 "its rows (rerun into the same folder: finished results load, only the new part is computed).")
+                 "its rows (rerun into the same folder: finished results load, only the new part "
+                 "is computed).")
         md += ["### Not run here", "", intro, ""]
         body.append(f"<h3>Not run here</h3><p class='note'>{html.escape(intro)}</p>")
         for how in dict.fromkeys(h for _, _, h, _ in missing):
@@ -400,10 +406,11 @@ def write_report(
                           + " ".join(f"{v[0].upper()}{v[1:]}." for v in values))
                 items.append(f"<li><b>{html.escape(claim)}.</b> "
                              + (f"Here: {html.escape(estimate)}. " if estimate else "")
-                             + "".join(f" <span class='pub'>{html.escape(v[0].upper() + v[1:])}.</span>"
-                                       for v in values) + "</li>")
+                             + "".join(f" <span class='pub'>{html.escape(v[0].upper() + v[1:])}."
+                                       "</span>" for v in values) + "</li>")
             md.append("")
-            body.append(f"<p><code>{html.escape(how)}</code>:</p><ul class='notrun'>{''.join(items)}</ul>")
+            body.append(f"<p><code>{html.escape(how)}</code>:</p>"
+                        f"<ul class='notrun'>{''.join(items)}</ul>")
     for keys, title, fig_keys, caption in SECTIONS:
         keys = tuple(k for k in keys if k not in skipped)
         if not keys and not any(k in figs for k in fig_keys):
@@ -473,7 +480,9 @@ STYLE = (
     "vertical-align:top;text-align:left}th{background:#f3f3f3}.row{display:flex;flex-wrap:wrap;gap:8px}"
     ".fig{flex:1 1 560px;min-width:480px}.caption,.note,.rule{color:#555;font-size:13px}"
     ".v{font-weight:600;padding:1px 6px;border-radius:4px}.holds{background:#d9f2d9}.differs{background:#f9dcdc}"
-    ".cant{background:#eee}.prov{color:#555;font-size:12px}.notrun{font-size:13px}.pub{color:#555}details{margin:1em 0}summary{cursor:pointer}pre{white-space:pre-wrap}"
+    ".cant{background:#eee}.prov{color:#555;font-size:12px}"
+    ".notrun{font-size:13px}.pub{color:#555}"
+    "details{margin:1em 0}summary{cursor:pointer}pre{white-space:pre-wrap}"
 )
 
 

@@ -35,7 +35,7 @@ from ..registry import get_plugin
 from ..single_direction import SingleDirectionResult, run_single_direction
 from ..spectrum import SpectrumResult, run_spectrum
 
-PLOTLY_JS = "plotly.min.js"  # one copy per results folder; every figure page loads it by a relative path
+PLOTLY_JS = "plotly.min.js"  # one copy per results folder; figure pages load it by a relative path
 EXPERIMENTS = ("spectrum", "clipping", "single_direction", "orderings", "minimal_subspace", "clipped_generation")
 
 
@@ -141,7 +141,8 @@ class Timer:
 def cached(directory: Path, cls: type[ExperimentResult], compute: Callable[[], ExperimentResult], png: bool,
            timer: Timer | None = None, text: str = "", plotly_js: Path | None = None) -> Any:
     """Load a finished result from ``directory`` or compute, save atomically and draw it (its
-    figures load plotly.js from ``plotly_js``, one copy for the whole results folder, when given)."""
+    figures load plotly.js from ``plotly_js``, one copy for the whole results folder, when
+    given)."""
     t0 = time.perf_counter()
     rows0, tokens0 = COUNTERS["rows"], COUNTERS["token_rows"]
     if (directory / "settings.json").exists():
@@ -282,10 +283,10 @@ def _mismatch(earlier: dict[str, Any], env: dict[str, Any]) -> list[str]:
         m = e.get("model") or {}
         prov = m.get("provenance") or {}
         weights = prov.get("files") or m.get("path")
-        return {"model": {"name": m.get("name"), "architecture": m.get("architecture"), "d_model": m.get("d_model"),
-                          "processing": m.get("processing")},
-                "model weights": {f: str((v or {}).get("sha256", v))[:12] for f, v in weights.items()}
-                if isinstance(weights, dict) else weights,
+        if isinstance(weights, dict):  # file -> size and sha256: the hashes, shortened
+            weights = {f: str((v or {}).get("sha256", v))[:12] for f, v in weights.items()}
+        return {"model": {k: m.get(k) for k in ("name", "architecture", "d_model", "processing")},
+                "model weights": weights,
                 "dtype": e.get("dtype"), "device type": str(e.get("device", "")).split(":")[0],
                 "versions": e.get("versions"), "settings": e.get("settings")}
 
@@ -310,8 +311,8 @@ def claim_folder(out: Path, model: Any, settings: dict[str, Any]) -> dict[str, A
         if not _same_run(earlier, env, settings):
             diff = _mismatch(earlier, env) or ["the run key (model weights or settings)"]
             raise ResultsMismatchError(
-                f"{out} holds results of another run (differs in {'; '.join(diff)}); resuming would mix them: "
-                "use another --out, or delete the folder to recompute.")
+                f"{out} holds results of another run (differs in {'; '.join(diff)}); resuming "
+                "would mix them: use another --out, or delete the folder to recompute.")
         # a resumed folder holds results computed at every commit that ran in it: keep them all
         earlier_commits = [*earlier.get("earlier_commits", []), earlier.get("commit")]
         env["earlier_commits"] = [c for c in dict.fromkeys(earlier_commits) if c and c != env.get("commit")]
@@ -344,8 +345,12 @@ def claimed(out: Path, model: Any, settings: dict[str, Any]) -> Iterator[dict[st
                 shutil.rmtree(out, ignore_errors=True)
             else:
                 for p in out.iterdir():
-                    if p.name not in before:
-                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                    if p.name in before:
+                        continue
+                    if p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
         raise
 
 
@@ -363,8 +368,8 @@ def stale_overlap(folder: Path, texts: list[str]) -> bool:
     return True
 
 
-def reproduce(model: Any, out: str | Path, settings: Settings | None = None, *, command: str | None = None,
-              published: Path | None = None) -> dict[str, Any]:
+def reproduce(model: Any, out: str | Path, settings: Settings | None = None, *,
+              command: str | None = None, published: Path | None = None) -> dict[str, Any]:
     """Run everything; returns {"prompts": {text id: PromptResults}, "overlap": {seed: OverlapResult},
     "report": path, "timings": DataFrame}. ``command`` (the command line that ran it) and
     ``published`` (a folder of published results, e.g. docs/results) go to the report's list of
@@ -426,7 +431,7 @@ def _reproduce(model: Any, out: Path, s: Settings, env: dict[str, Any], *, comma
 
     t1 = time.perf_counter()
     info = model_info(model).to_dict()
-    report = write_report(out, per_text, overlaps, info, s, elapsed=time.perf_counter() - t0, environment=env,
-                          command=command, published=published)
+    report = write_report(out, per_text, overlaps, info, s, elapsed=time.perf_counter() - t0,
+                          environment=env, command=command, published=published)
     timer.add(text="all", phase="report", seconds=time.perf_counter() - t1, loaded=False)  # writes timings.csv
     return {"prompts": per_text, "overlap": overlaps, "report": report, "timings": timer.table()}
