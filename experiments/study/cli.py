@@ -515,7 +515,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     import experiments as E
 
     from .checks import checked
-    from .reproduce import PLOTLY_JS, cached, claimed
+    from .reproduce import cached, claimed
 
     validate(args)
     labelled = [(f"--prompt {args.prompt!r}" if args.prompt in REPLICATION_PROMPTS else "--prompt",
@@ -579,7 +579,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                 model, text, tolerance=args.tolerance, random_null=False, **common).order()
             return E.run_clipped_generation(model, text, k=k, seed=args.seed)
 
-        result = cached(out / name, cls, compute, False, plotly_js=out / PLOTLY_JS)
+        result = cached(out / name, cls, compute, False)  # one experiment: plotly.js beside it
         PROGRESS.done = 1
     print(f"{name}: {result.summary()}\nsaved to {out / name}")
 

@@ -51,6 +51,12 @@ class ModelLimits:
     tokenizer: Any
 
 
+# The config fields TransformerLens reads n_ctx from, in its order (not ``max_length``, which many
+# configs carry as a generation default: without the others the loaded model decides).
+N_CTX_FIELDS = ("n_positions", "max_position_embeddings", "max_context_length", "seq_length",
+                "max_sequence_length")
+
+
 def _config_int(config: Any, names: Iterable[str]) -> int | None:
     for cfg in (config, getattr(config, "text_config", None)):
         for name in names:
@@ -82,8 +88,7 @@ def model_limits(model: str | None) -> ModelLimits | None:
         from transformers import AutoConfig, AutoTokenizer
 
         config = AutoConfig.from_pretrained(resolved.target)
-        n_ctx = _config_int(config, ("max_position_embeddings", "n_positions", "n_ctx",
-                                     "seq_length"))
+        n_ctx = _config_int(config, N_CTX_FIELDS)
         if n_ctx is None:
             return None
         tokenizer = AutoTokenizer.from_pretrained(resolved.target)
