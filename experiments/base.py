@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,13 +58,22 @@ class ExperimentResult:
         meta) as an instance of ``cls``: call it on the result class, ``ClippingResult.load(d)``."""
         directory = Path(directory)
         payload = json.loads((directory / "settings.json").read_text())
+        made_by = payload.get("experiment")
+        if cls.name != ExperimentResult.name and made_by is not None and made_by != cls.name:
+            raise ValueError(f"{directory} holds a {made_by!r} result, not {cls.name!r}: load it "
+                             f"with that experiment's result class, or give {cls.__name__}.load a "
+                             f"{cls.name} folder")
         tables = {p.stem: _read_table(p) for p in sorted(directory.glob("*.csv"))}
         return cls(tables=tables, settings=payload["settings"], meta=payload["meta"])
 
-    def save_figures(self, directory: str | Path, *, png: bool = False) -> list[Path]:
+    def save_figures(self, directory: str | Path, *, png: bool = False,
+                     plotly_js: str | Path | None = None) -> list[Path]:
         """Every figure as ``<key>.html`` in ``directory``, drawing offline: plotly.js is written
         once per folder (``plotly.min.js``, from the installed ``plotly`` package) and each page
-        loads it by relative path, never from a CDN. With ``png``, also ``<key>.png`` through
+        loads it by relative path, never from a CDN. With ``plotly_js`` (a file path, e.g. the
+        results folder's ``plotly.min.js``), that one file is shared instead: written there if it
+        is missing, and loaded by each page by its path relative to ``directory`` (keep the two
+        together when moving them). With ``png``, also ``<key>.png`` through
         kaleido (``pip install "resid-writes[images]"``): a missing kaleido is an error, raised
         before anything is written; a PNG that fails to render is a warning (the HTML is kept).
         Returns the HTML paths."""
@@ -71,10 +81,13 @@ class ExperimentResult:
             check_png_export()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        include: str = "directory"
+        if plotly_js is not None:
+            include = os.path.relpath(write_plotly_js(plotly_js), directory).replace(os.sep, "/")
         paths = []
         for key, fig in self.figures().items():
             path = directory / f"{key}.html"
-            fig.write_html(path, include_plotlyjs="directory")
+            fig.write_html(path, include_plotlyjs=include)
             paths.append(path)
             if png:
                 try:
@@ -85,6 +98,20 @@ class ExperimentResult:
                                   "(kaleido.get_chrome_sync() installs one).", RuntimeWarning, stacklevel=2)
                     png = False
         return paths
+
+
+def write_plotly_js(path: str | Path) -> Path:
+    """The installed plotly.js at ``path`` (written once, atomically, if missing); returns
+    ``path``."""
+    path = Path(path)
+    if not path.exists():
+        import plotly.offline
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
+        os.replace(tmp, path)
+    return path
 
 
 def check_png_export() -> None:

@@ -60,6 +60,38 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
 
 
+def _hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether the model hub's host answers a TCP connection within ``timeout`` seconds (name
+    lookup included): without a network, huggingface_hub retries for about half a minute before
+    it gives up, so an unknown name is refused at once instead."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    answered: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            answered.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # a name lookup ignores socket timeouts
+    thread.start()
+    thread.join(timeout)
+    return bool(answered and answered[0])
+
+
+def _looks_like_path(text: str) -> bool:
+    """A name only a file system could mean: a ``.gguf`` file, an absolute, home or relative path
+    (``/``, ``~``, ``.``), a backslash, or more than one ``/`` (a hub name is ``owner/name``)."""
+    return (text.lower().endswith(".gguf") or text.startswith(("/", "~", ".")) or "\\" in text
+            or text.count("/") > 1)
+
+
 def _in_hf_cache(name: str) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -107,6 +139,11 @@ def resolve_model(name_or_path: str | os.PathLike | None, *, progress: bool = Tr
                 "file. Pass a directory saved with `save_pretrained` (weights + tokenizer) or a GGUF file."
             )
         return ResolvedModel(str(path.resolve()), path.resolve().name, True)
+    if _looks_like_path(text):
+        raise ModelNotFoundError(
+            f"Model {text!r}: no such file or directory ({path.absolute()}). Pass an existing "
+            f".gguf file or local HF-format directory, or a known name "
+            f"({', '.join(known_names())}).")
     for root in shared_models_dirs():  # a bare name like "gpt2" found in shared/models
         if _is_model_dir(root / text):
             return ResolvedModel(str((root / text).resolve()), text, True)
@@ -114,6 +151,9 @@ def resolve_model(name_or_path: str | os.PathLike | None, *, progress: bool = Tr
         return ResolvedModel(text, text, False)
     if _hub_offline():
         raise _not_found(text, "is not a known name, a local path, or in the HF cache, and HF_HUB_OFFLINE is set")
+    if not _hub_reachable():
+        raise _not_found(text, "is not a known name, a local path, or in the HF cache, and the "
+                               "model hub cannot be reached (offline?)")
     try:
         from huggingface_hub import hf_hub_download
 
@@ -207,8 +247,6 @@ def load_model(
         progress: report the first fetch of a named or GGUF model, and transformers' weight-loading
             bar, on stderr; ``False`` prints neither.
     """
-    from transformer_lens.model_bridge import TransformerBridge
-
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     dtype = dtype or torch.float32
@@ -218,11 +256,18 @@ def load_model(
 
         from .testing import random_model
 
-        with _progress_bars(progress):
-            return random_model(str(name_or_path)[len(RANDOM_PREFIX):], tempfile.mkdtemp(), device=str(device),
-                                dtype=dtype)
-    resolved = resolve_model(name_or_path, progress=progress)
+        shape = str(name_or_path)[len(RANDOM_PREFIX):]
+        prefix = "resid-writes-random-"
+        with _progress_bars(progress), tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            model = random_model(shape, tmp, device=str(device), dtype=dtype)
+        # the config and tokenizer are read at load: no folder is left behind, and the model's
+        # path (part of a results folder's run key) is its name, the same at every load
+        model._resid_writes_meta["path"] = str(name_or_path)
+        return model
+    resolved = resolve_model(name_or_path, progress=progress)  # before the slow import: fast errors
     target = resolved.target
+    from transformer_lens.model_bridge import TransformerBridge
+
     with _progress_bars(progress):
         bridge = TransformerBridge.boot_transformers(target, device=device, dtype=dtype)
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=not processing)

@@ -31,6 +31,10 @@ def normalize_kinds(kinds: Sequence[str] | str) -> tuple[str, ...]:
 
 
 def write_hook_name(layer: int, kind: str) -> str:
+    """The TransformerLens hook point of one write: ``write_hook_name(3, "attn")`` is
+    ``"blocks.3.hook_attn_out"`` (``kind``: ``"attn"`` or ``"mlp"``). The same name on a
+    TransformerBridge and a HookedTransformer; register a hook on it with
+    ``model.hooks(fwd_hooks=[(name, fn)])``."""
     return f"blocks.{layer}.hook_{kind}_out"
 
 
@@ -157,4 +161,6 @@ def _saver(store: dict[str, Tensor], name: str):
 
 
 def model_device(model: Any) -> torch.device:
+    """The device of the model's parameters (where token tensors must go before a forward pass):
+    ``tokens.to(model_device(model))``."""
     return next(model.parameters()).device

@@ -31,6 +31,13 @@ def test_reproduce_end_to_end_and_resume(env_model, tmp_path, capsys):
     assert (out / "overlap" / "pairs.csv").exists()
     report = (out / "report.html").read_text()
     assert "Plotly.newPlot" in report and "translate" in report
+    # one plotly.js for the whole folder (issue 29: one per figures folder before), found by all
+    assert list(out.rglob("plotly.min.js")) == [out / "plotly.min.js"]
+    import re
+
+    for page in out.glob("*/*/figures/*.html"):
+        (src,) = re.findall(r'<script[^>]*src="([^"]+)"', page.read_text())
+        assert (page.parent / src).resolve() == (out / "plotly.min.js").resolve(), (page, src)
     stamp = (out / "translate" / "clipping" / "settings.json").stat().st_mtime_ns
     import pandas as pd
 

@@ -96,3 +96,43 @@ def test_api_reference_warnings_are_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(pdoc, "pdoc", warn)
     with pytest.raises(APIReferenceWarning, match="Error parsing type annotation"):
         build(tmp_path / "api")
+
+
+def test_reproduce_md_option_tables_are_the_parsers():
+    """docs/reproduce.md's option tables are generated from the argparse parsers (``python
+    docs/gen_options.py``); an option added, renamed or re-documented without regenerating fails."""
+    from gen_options import BLOCK, PAGE, render
+
+    text = PAGE.read_text()
+    assert {m.group(2) for m in BLOCK.finditer(text)} == {"reproduce", "replicate", "extend", "run"}
+    assert render(text) == text, "docs/reproduce.md is out of date: run python docs/gen_options.py"
+    for name in ("--with", "--max-new-tokens", "--out", "--png", "--no-progress", "--debug",
+                 "--docs"):
+        assert f"`{name}" in text, name
+    assert "plugin_<name>.csv" in text
+
+
+def test_every_helper_docs_extending_uses_has_a_docstring():
+    """Each ``interp.X`` / ``experiments.X`` / ``E.X`` the page names, and each name it imports
+    from them, resolves and has a docstring (the API reference shows it)."""
+    import importlib
+    import inspect
+    import re
+
+    page = (ROOT / "docs" / "extending.md").read_text()
+    refs = {({"E": "experiments"}.get(mod, mod), name)
+            for mod, name in re.findall(r"\b(interp|experiments|E)\.([A-Za-z_][\w.]*\w)", page)}
+    for m in re.finditer(r"from ((?:interp|experiments)[\w.]*) import ([^\n]+)", page):
+        refs |= {(m.group(1), n.strip()) for n in m.group(2).split(",")}
+    assert len(refs) >= 15
+    undocumented = []
+    for mod, name in sorted(refs):
+        try:
+            obj = importlib.import_module(f"{mod}.{name}")
+        except ImportError:
+            obj = importlib.import_module(mod)
+            for part in name.split("."):
+                obj = getattr(obj, part)
+        if not inspect.getdoc(obj):
+            undocumented.append(f"{mod}.{name}")
+    assert not undocumented

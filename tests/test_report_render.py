@@ -54,3 +54,9 @@ def test_report_renders_with_every_figure_drawn(model_dirs, tmp_path):
         # WebGL traces (scattergl) would leave these SVG paths empty: they draw nothing headless
         assert drawn, "a figure rendered with no drawn trace"
     assert "<pre>" in dom and "samples of" in dom  # the clipped model's text is on the page
+    # an experiment's own figure page draws offline from the folder's one shared plotly.min.js
+    page = out / "translate" / "clipping" / "figures" / "clipping_logprob.html"
+    assert '<script src="../../../plotly.min.js"' in page.read_text()
+    fig = rendered_dom(page, tmp_path)
+    paths = re.findall(r'<path[^>]*class="(?:js-line|point)[^"]*"[^>]*>', fig)
+    assert [p for p in paths if re.search(r'\sd="M[^"]{10,}"', p)], "the figure page drew no trace"

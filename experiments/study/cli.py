@@ -7,12 +7,14 @@ Examples:
 """
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
 
 from interp import ModelNotFoundError, load_model, normalize_kinds
 
+from .preflight import PROGRESS, UsageError, check_prompts_fit, check_writable, model_limits
 from .prompts import PROMPTS, REPLICATION_PROMPTS
 from ..registry import ENV as PLUGINS_ENV
 from ..registry import get_plugin, plugin_names
@@ -32,8 +34,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kinds", default="attn,mlp", help="writes to use: attn, mlp or attn,mlp")
     p.add_argument("--out", default="results", help="output folder (rerun with the same folder to resume)")
     p.add_argument("--chunk-size", type=int, default=None, help="batch rows per forward pass (default: from free memory)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--max-new-tokens", type=int, default=64,
+                   help="tokens sampled after each prompt (prompt + these must fit the model's "
+                        "context)")
+    _quiet_args(p)
     p.add_argument("--exhaustive", action="store_true",
                    help="every k of every clipping curve and every direction's exact importance (slow); the "
                         "default refines adaptive grids and screens importances (same numbers within stated tolerances)")
@@ -42,6 +46,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="minimal k: nats below the unclipped log-probability still counted as reaching it "
                         "(raised to 10x the clipped pass's float error when that is larger)")
+
+
+def _quiet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (the model's fetch, transformers' weight loading, the "
+                        "texts)")
+    p.add_argument("--debug", action="store_true",
+                   help="on an unexpected error, print the full traceback instead of one line and "
+                        "a log file")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,23 +75,34 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--random-draws", type=int, default=1,
                      help="independent random orthonormal bases per text for the minimal-subspace null (replicate: 3)")
     rep.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido)")
+    rep.add_argument("--exact-texts", type=int, default=0,
+                     help="the exact stage (every direction ablated, every k scanned near the "
+                          "target) on the first N texts: the importance rows of the report need it "
+                          "(default 0: estimates only)")
     # --- plug-in experiments (experiments/registry.py) ---
     rep.add_argument("--with", dest="plugins", nargs="+", default=[], choices=plugin_names(), metavar="NAME",
                      help=f"also run these plug-in experiments on every text (found: {', '.join(plugin_names()) or 'none'}; "
                           f"see ${PLUGINS_ENV})")
     rep2 = sub.add_parser("replicate", help="the replication table: every model x prompt x seed, exported to docs")
     _model_args(rep2)
-    rep2.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"])
+    rep2.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"],
+                      help="models, each as --model takes it (results in <out>/<model>/)")
     rep2.add_argument("--prompts", nargs="+", default=None, help="default: all shipped replication prompts")
-    rep2.add_argument("--prompts-file", default=None)
-    rep2.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    rep2.add_argument("--prompts-file", default=None, help="your own prompts, as for reproduce")
+    rep2.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3],
+                      help="sampled continuations per prompt, by seed")
     rep2.add_argument("--model-seeds", nargs="+", default=[], metavar="MODEL=S,S",
                       help="other seeds for one model, e.g. gemma-3-270m=0 (a larger model, fewer samples)")
-    rep2.add_argument("--samples", type=int, default=3)
-    rep2.add_argument("--draws", type=int, default=100)
+    rep2.add_argument("--samples", type=int, default=3,
+                      help="samples per condition in clipped generation")
+    rep2.add_argument("--draws", type=int, default=100,
+                      help="Monte Carlo draws for the overlap nulls")
     rep2.add_argument("--random-draws", type=int, default=3,
                       help="independent random orthonormal bases per text for the minimal-subspace null")
-    rep2.add_argument("--docs", default="docs/results", help="where the small outputs and the table go")
+    rep2.add_argument("--docs", default=None,
+                      help="where the small outputs and the table go (default: <out>/docs; give "
+                           "docs/results to publish: a folder holding another run's results is "
+                           "refused)")
     rep2.add_argument("--exact-texts", type=int, default=8,
                       help="the audit's exact stage (every direction ablated, every k scanned near the target) on "
                            "the first N texts of each model (seed 0 first, prompts in order); the importance claims "
@@ -99,18 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "is re-sampled, checked against the exported token count, log-probability and singular values, "
                     "and given the exported exact ablations; then every claim is recomputed from texts.csv and "
                     "overlap_pairs.csv and the table rewritten. Resumable; --texts splits the work across processes.")
-    ext.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"])
+    ext.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"],
+                     help="models to extend")
     ext.add_argument("--with", dest="plugin", default="hessian_ranking", choices=EXTENDABLE,
                      help="the plug-in (one whose per-text numbers the table reads)")
     ext.add_argument("--texts", nargs="+", default=None, help="only these text ids (default: every exact text)")
     ext.add_argument("--out", default="replication", help="the replication folder (results go to <out>/<model>/<text>/)")
-    ext.add_argument("--docs", default="docs/results")
+    ext.add_argument("--docs", default=None,
+                     help="the published folder to extend in place (default: docs/results is read "
+                          "and the extended copy written to <out>/docs)")
     ext.add_argument("--table-only", action="store_true",
                      help="compute nothing: recompute the table from the finished texts in --out")
     ext.add_argument("--no-table", action="store_true", help="compute only (for one of several parallel processes)")
     ext.add_argument("--no-images", action="store_true", help="skip the SVG figure (it needs kaleido + chromium)")
     ext.add_argument("--device", default=None, help="cpu, cuda, ... (the texts are checked against the docs either way)")
-    ext.add_argument("--no-progress", action="store_true")
+    _quiet_args(ext)
     one = sub.add_parser("run", help="one experiment on one prompt, with its own options")
     _model_args(one)
     one.add_argument("experiment", choices=["spectrum", "clipping", "single_direction", "orderings",
@@ -119,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             *plugin_names()],
                      help=f"a built-in experiment or a plug-in (${PLUGINS_ENV}, docs/extending.md)")
     one.add_argument("--prompt", default="meaning_of_life", help=f"one of {list(REPLICATION_PROMPTS)} or any text")
-    one.add_argument("--seed", type=int, default=0)
+    one.add_argument("--seed", type=int, default=0, help="the sampled continuation's seed")
     one.add_argument("--k", type=int, default=None, help="clipped_generation: directions kept (default: minimal)")
     one.add_argument("--compromise", default="rank_product", help="orderings: compromise formula")
     one.add_argument("--lengths", type=int, nargs="+", default=None, metavar="N",
@@ -139,10 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
 # The `run` options that change its numbers (the others pick an experiment or how to show it).
 RUN_KEYED = ("model", "dtype", "processing", "kinds", "max_new_tokens", "prompt", "seed", "exhaustive", "tolerance",
              "n_exact", "study_procedure", "lengths", "total_lengths", "target_subsets")
-
-
-class UsageError(ValueError):
-    """Bad command-line input: printed as one line ``error: <what> (<how to fix>)``, exit status 2."""
 
 
 def _positive(args: argparse.Namespace, name: str, minimum: int = 1) -> None:
@@ -223,6 +246,13 @@ def validate(args: argparse.Namespace) -> dict[str, str] | None:
     if any(seed < 0 for seed in getattr(args, "seeds", None) or [getattr(args, "seed", 0)]):
         raise UsageError("seeds must be >= 0 (e.g. --seeds 0 1)")
     _check_device(args.device)
+    if getattr(args, "png", False):
+        from ..base import check_png_export
+
+        try:
+            check_png_export()
+        except RuntimeError as err:
+            raise UsageError(f"--png: {err}") from None
     texts = _prompt_texts(args)
     names = getattr(args, "prompts", None) or []
     known = {**REPLICATION_PROMPTS, **(texts or {})}
@@ -230,14 +260,63 @@ def validate(args: argparse.Namespace) -> dict[str, str] | None:
     if unknown:
         raise UsageError(f"--prompts: unknown prompt {unknown[0]!r} (choose from {', '.join(known)}, "
                          "or pass your own with --prompts-file)")
+    check_writable(args.out)
     return texts
 
 
-def _load(args: argparse.Namespace):
+def _labelled(args: argparse.Namespace, prompts: list[str],
+              texts: dict[str, str] | None) -> list[tuple[str, str]]:
+    """(how to name it in an error, text) of every prompt a command runs: a --prompts-file prompt
+    by its line number."""
+    lines = {}
+    if getattr(args, "prompts_file", None):
+        from .prompts import read_prompts_file
+
+        lines = {name: i for i, name, _ in read_prompts_file(args.prompts_file)}
+    out = []
+    for p in prompts:
+        if texts and p in texts:
+            label = f"--prompts-file {args.prompts_file} line {lines.get(p, '?')} ({p})"
+            out.append((label, texts[p]))
+        else:
+            out.append((f"prompt {p!r}", REPLICATION_PROMPTS[p]))
+    return out
+
+
+def _check_model(args: argparse.Namespace, model: str | None, prompts: list[tuple[str, str]]):
+    """Before the weights load: the model exists, and every prompt fits its context (read from its
+    config and tokenizer when they can be read without weights). Returns what was read, or None."""
+    limits = model_limits(model)
+    if limits is not None:
+        check_prompts_fit(prompts, limits, args.max_new_tokens)
+    return limits
+
+
+def _check_loaded(args: argparse.Namespace, model, prompts: list[tuple[str, str]]) -> None:
+    """Right after the load, before any text is computed: the same check on the model's own
+    numbers."""
+    from interp import model_info
+
+    from .preflight import ModelLimits
+
+    info = model_info(model)
+    limits = ModelLimits(info.name, info.n_ctx, info.d_model, model.tokenizer)
+    check_prompts_fit(prompts, limits, args.max_new_tokens)
+
+
+def _load(args: argparse.Namespace, model: str | None = None):
     try:
-        return load_model(args.model, device=args.device, dtype=args.dtype, processing=args.processing)
+        return load_model(args.model if model is None else model, device=args.device,
+                          dtype=args.dtype, processing=args.processing,
+                          progress=not args.no_progress)
     except ModelNotFoundError as err:
         raise UsageError(str(err)) from err
+
+
+def published_docs() -> Path | None:
+    """This checkout's published results (``docs/results``), if it has them."""
+    path = Path(__file__).resolve().parents[2] / "docs" / "results"
+    return path if (path / "README.md").is_file() else None
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
@@ -250,12 +329,18 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens, exhaustive=args.exhaustive, tolerance=args.tolerance,
         chunk_size=args.chunk_size, n_exact=args.n_exact, n_samples=args.samples, overlap_draws=args.draws,
         random_draws=args.random_draws, png=args.png, progress=not args.no_progress, plugins=tuple(args.plugins),
+        exact_texts=args.exact_texts,
     )
     for p in settings.prompts:  # a typo fails before the model loads
         settings.text_of(p)
+    labelled = _labelled(args, list(settings.prompts), texts)
+    _check_model(args, args.model, labelled)
+    PROGRESS.total = len(settings.text_ids())
     model = _load(args)
+    _check_loaded(args, model, labelled)
     t0 = time.perf_counter()
-    out = reproduce(model, args.out, settings)
+    out = reproduce(model, args.out, settings, command=args.command_line,
+                    published=published_docs())
     print(f"report: {out['report']}  ({time.perf_counter() - t0:.0f} s)")
 
 
@@ -271,20 +356,23 @@ def folder_name(model: str) -> str:
 
 def cmd_replicate(args: argparse.Namespace) -> None:
     from .export import export_exact, export_results
-    from .reproduce import Settings, reproduce
+    from .preflight import published_difference
+    from .reproduce import ADDED_SETTINGS, Settings, keyed_settings, reproduce
 
     texts = validate(args)
+    docs = Path(args.docs) if args.docs else Path(args.out) / "docs"
+    check_writable(docs, "--docs")
     prompts = args.prompts or (list(texts) if texts else list(REPLICATION_PROMPTS))
     model_seeds = {}
     for spec in args.model_seeds:
         name, sep, seeds = spec.partition("=")
-        if not sep or name not in args.models or not seeds:
+        numbers = all(x.isdigit() for x in seeds.split(","))
+        if not sep or name not in args.models or not seeds or not numbers:
             raise UsageError(f"--model-seeds {spec!r} is not MODEL=S[,S...] with MODEL one of --models "
                              "(e.g. --model-seeds gemma-3-270m=0)")
         model_seeds[name] = [int(x) for x in seeds.split(",")]
-    runs = {}
+    plan = {}
     for name in args.models:
-        args.model = name
         settings = Settings(
             prompts=prompts, prompt_texts=texts, seeds=model_seeds.get(name, args.seeds), kinds=args.kinds,
             max_new_tokens=args.max_new_tokens, exhaustive=args.exhaustive, tolerance=args.tolerance,
@@ -295,22 +383,42 @@ def cmd_replicate(args: argparse.Namespace) -> None:
         )
         for p in settings.prompts:
             settings.text_of(p)
+        plan[name] = settings
+    labelled = _labelled(args, prompts, texts)
+    for name in args.models:  # every model is found and fits every prompt before the first loads
+        _check_model(args, name, labelled)
+    if args.docs:  # publishing: never over another run's results
+        exports = {folder_name(n): ([t for t, _, _ in s.text_ids()], keyed_settings(s))
+                   for n, s in plan.items()}
+        diff = published_difference(docs, exports, ADDED_SETTINGS)
+        if diff:
+            raise UsageError(f"--docs {docs} holds the published results of another run "
+                             f"(differs in {'; '.join(diff)}) (give another --docs, or leave it "
+                             "out to write to <out>/docs)")
+    counts = [len(s.text_ids()) for s in plan.values()]
+    PROGRESS.total = sum(min(n, s.exact_texts) if args.exact_only else n
+                         for n, s in zip(counts, plan.values(), strict=True))
+    runs = {}
+    for name, settings in plan.items():
+        args.model = name
         model = _load(args)
+        _check_loaded(args, model, labelled)
         t0 = time.perf_counter()
         folder = folder_name(name)
         out = Path(args.out) / folder
-        reproduce(model, out, settings)
+        reproduce(model, out, settings, command=args.command_line)
         print(f"{name}: {out / 'report.html'} ({time.perf_counter() - t0:.0f} s)", flush=True)
         runs[folder] = out
         del model
     if args.exact_only:
         for name, out in runs.items():
-            if len(export_exact(out, Path(args.docs) / name)):
-                print(f"exact stage: {Path(args.docs) / name / 'exact_texts.csv'}")
+            if len(export_exact(out, docs / name)):
+                print(f"exact stage: {docs / name / 'exact_texts.csv'}")
         return
     command = "python -m experiments replicate " + " ".join(
-        [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}", f"--out {args.out}",
-         f"--docs {args.docs}"]
+        [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}",
+         f"--out {args.out}"]
+        + ([f"--docs {args.docs}"] if args.docs else [])
         + ([f"--model-seeds {' '.join(args.model_seeds)}"] if args.model_seeds else [])
         + ([f"--prompts {' '.join(args.prompts)}"] if args.prompts else [])
         + ([f"--prompts-file {args.prompts_file}"] if args.prompts_file else [])
@@ -319,27 +427,58 @@ def cmd_replicate(args: argparse.Namespace) -> None:
         + ([f"--random-draws {args.random_draws}"] if args.random_draws != 3 else [])
         + ([f"--exact-with {' '.join(args.exact_plugins)}"] if list(args.exact_plugins) != list(EXACT_EXTENSIONS)
            else []))
-    print(f"table: {export_results(runs, Path(args.docs), command=command, images=not args.no_images)}")
+    print(f"table: {export_results(runs, docs, command=command, images=not args.no_images)}")
+
+
+# Where extend reads the published results without --docs (relative to the working folder).
+DOCS = Path("docs/results")
 
 
 def cmd_extend(args: argparse.Namespace) -> None:
     import re
+    import shutil
+
+    import pandas as pd
 
     from .export import retabulate_docs
     from .extend import TextMismatchError, extend_exact
 
-    docs = Path(args.docs)
+    source = Path(args.docs) if args.docs else DOCS  # read from
+    docs = Path(args.docs) if args.docs else Path(args.out) / "docs"  # written to
+    check_writable(args.out)
+    check_writable(docs, "--docs")
+    _check_device(args.device)
     folders = {name: folder_name(name) for name in args.models}  # docs/<folder>, <out>/<folder>: as replicate
     for folder in folders.values():
-        if not (docs / folder / "exact_texts.csv").exists():
-            raise UsageError(f"{docs / folder} has no exact_texts.csv (run `python -m experiments replicate` first, "
-                             "or give --docs the folder that holds it)")
+        if not (source / folder / "exact_texts.csv").exists():
+            raise UsageError(f"{source / folder} has no exact_texts.csv (run `python -m "
+                             "experiments replicate` first, or give --docs the folder that holds "
+                             "it)")
+    exact = {folder: pd.read_csv(source / folder / "exact_texts.csv").text.astype(str).tolist()
+             for folder in folders.values()}
+    unknown = [t for t in args.texts or [] if not any(t in ids for ids in exact.values())]
+    if unknown:
+        known = dict.fromkeys(t for ids in exact.values() for t in ids)
+        raise UsageError(f"--texts {unknown[0]!r} is no exact text of "
+                         f"{', '.join(folders.values())} (choose from {', '.join(known)})")
     runs = {folder: Path(args.out) / folder for folder in folders.values()}
     if not args.table_only:
+        for name in folders:
+            model_limits(name)  # every model is found before the first one loads
+    if docs != source:  # the published folder stays as it is: extend a copy of it
+        for folder in folders.values():
+            if not (docs / folder / "texts.csv").exists():
+                shutil.copytree(source / folder, docs / folder, dirs_exist_ok=True)
+        if (source / "README.md").exists() and not (docs / "README.md").exists():
+            shutil.copy2(source / "README.md", docs / "README.md")
+    if not args.table_only:
+        PROGRESS.total = sum(len([t for t in ids if args.texts is None or t in args.texts])
+                             for ids in exact.values())
         for name, folder in folders.items():
-            model = load_model(name, device=args.device, dtype="float32")
+            model = load_model(name, device=args.device, dtype="float32",
+                               progress=not args.no_progress)
             try:
-                extend_exact(model, docs / folder, runs[folder], args.plugin, texts=args.texts,
+                extend_exact(model, source / folder, runs[folder], args.plugin, texts=args.texts,
                              progress=not args.no_progress)
             except TextMismatchError as err:
                 raise UsageError(str(err)) from None
@@ -366,63 +505,123 @@ def cmd_extend(args: argparse.Namespace) -> None:
     print(f"table: {retabulate_docs(docs, runs, command=command, added=added, plugin=args.plugin, images=not args.no_images)}")
 
 
+def _result_class(name: str):
+    import experiments as E
+
+    builtin = {"spectrum": E.SpectrumResult, "clipping": E.ClippingResult,
+               "single_direction": E.SingleDirectionResult, "orderings": E.OrderingsResult,
+               "minimal_subspace": E.MinimalSubspaceResult,
+               "clipped_generation": E.ClippedGenerationResult,
+               "exact_importance": E.ExactImportanceResult,
+               "method_sensitivity": E.MethodSensitivityResult}
+    return builtin[name] if name in builtin else get_plugin(name).result
+
+
+def _check_resumed(args: argparse.Namespace, result) -> None:
+    """A finished result loads only under the experiment's own options it was made with."""
+    from .reproduce import ResultsMismatchError
+
+    own = {"clipped_generation": {"k": args.k}, "orderings": {"compromise": args.compromise}}
+    diff = [f"--{k} {result.settings.get(k)} -> {v}"
+            for k, v in own.get(args.experiment, {}).items()
+            if v is not None and result.settings.get(k) != v]
+    if diff:
+        raise ResultsMismatchError(
+            f"{Path(args.out) / args.experiment} holds a finished {args.experiment} made with "
+            f"other options ({'; '.join(diff)}); use another --out, or delete that folder to "
+            "recompute")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     import experiments as E
 
     from .checks import checked
-    from .reproduce import claim_folder
+    from .reproduce import cached, claimed
 
     validate(args)
+    labelled = [(f"--prompt {args.prompt!r}" if args.prompt in REPLICATION_PROMPTS else "--prompt",
+                 REPLICATION_PROMPTS.get(args.prompt, args.prompt))]
+    limits = _check_model(args, args.model, labelled)
+    d = limits.d_model if limits is not None else None
+    if args.k is not None and d is not None and args.k > d:
+        raise UsageError(f"--k {args.k} is outside 0..d_model={d} (give --k {d} or less)")
+    name = args.experiment
+    cls = _result_class(name)
+    PROGRESS.total = 1
     model = _load(args)
+    _check_loaded(args, model, labelled)
     if args.k is not None and args.k > model.cfg.d_model:
         raise UsageError(f"--k {args.k} is outside 0..d_model={model.cfg.d_model} (give --k {model.cfg.d_model} or less)")
+    out = Path(args.out)
     # the stored continuation and every result in --out belong to these settings: refuse to mix
-    claim_folder(Path(args.out), model, {k: getattr(args, k) for k in RUN_KEYED})
-    comp = E.get_continuation(model, args.prompt, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                              store=Path(args.out) / "continuation.json")
-    text = E.prepare(model, comp, kinds=args.kinds, chunk_size=args.chunk_size, progress=not args.no_progress)
-    checked(text, Path(args.out))  # refuses to report from a broken environment
-    common = dict(exhaustive=args.exhaustive)
-    name = args.experiment
-    if name in plugin_names():  # a plug-in experiment (experiments/registry.py)
-        extra = {key: value for key, value in (("lengths", args.lengths), ("total_lengths", args.total_lengths),
-                                               ("target_subsets_m", args.target_subsets)) if value is not None}
-        result = get_plugin(name)(model, text, seed=args.seed, tolerance=args.tolerance, prompt_name=args.prompt,
-                                  chunk_size=args.chunk_size, progress=not args.no_progress, **common, **extra)
-    elif name == "spectrum":
-        result = E.run_spectrum(model, text)
-    elif name == "clipping":
-        result = E.run_clipping(model, text, **common)
-    elif name == "single_direction":
-        result = E.run_single_direction(model, text, n_exact=args.n_exact, seed=args.seed, **common)
-    elif name == "orderings":
-        result = E.run_orderings(model, text, compromise=args.compromise, **common)
-    elif name == "minimal_subspace":
-        result = E.run_minimal_subspace(model, text, tolerance=args.tolerance, prompt_name=args.prompt,
-                                        seed=args.seed, study_procedure=args.study_procedure, **common)
-    elif name == "method_sensitivity":
-        result = E.run_method_sensitivity(model, text, seed=args.seed, prompt_name=args.prompt,
-                                          chunk_size=args.chunk_size, progress=not args.no_progress)
-    elif name == "exact_importance":
-        result = E.run_exact_importance(model, text, tolerance=args.tolerance, seed=args.seed,
-                                        progress=not args.no_progress)
-    else:
-        k = args.k if args.k is not None else E.run_minimal_subspace(model, text, tolerance=args.tolerance,
-                                                                     random_null=False, **common).order()
-        result = E.run_clipped_generation(model, text, k=k, seed=args.seed)
-    out = Path(args.out) / name
-    result.save(out)
-    result.save_figures(out / "figures")
-    print(f"{name}: {result.summary()}\nsaved to {out}")
+    with claimed(out, model, {k: getattr(args, k) for k in RUN_KEYED}):
+        if (out / name / "settings.json").exists():  # finished: resume, as reproduce does
+            result = cls.load(out / name)
+            _check_resumed(args, result)
+            PROGRESS.done = 1
+            print(f"{name}: {result.summary()}\nloaded from {out / name} (finished earlier; delete "
+                  "it to recompute)")
+            return
+
+        def compute():
+            comp = E.get_continuation(model, args.prompt, seed=args.seed,
+                                      max_new_tokens=args.max_new_tokens,
+                                      store=out / "continuation.json")
+            progress = not args.no_progress
+            text = E.prepare(model, comp, kinds=args.kinds, chunk_size=args.chunk_size,
+                             progress=progress)
+            checked(text, out)  # refuses to report from a broken environment
+            common = dict(exhaustive=args.exhaustive)
+            if name in plugin_names():  # a plug-in experiment (experiments/registry.py)
+                extra = {key: value for key, value in (
+                    ("lengths", args.lengths), ("total_lengths", args.total_lengths),
+                    ("target_subsets_m", args.target_subsets)) if value is not None}
+                return get_plugin(name)(model, text, seed=args.seed, tolerance=args.tolerance,
+                                        prompt_name=args.prompt, chunk_size=args.chunk_size,
+                                        progress=progress, **common, **extra)
+            if name == "spectrum":
+                return E.run_spectrum(model, text)
+            if name == "clipping":
+                return E.run_clipping(model, text, **common)
+            if name == "single_direction":
+                return E.run_single_direction(model, text, n_exact=args.n_exact, seed=args.seed,
+                                              **common)
+            if name == "orderings":
+                return E.run_orderings(model, text, compromise=args.compromise, **common)
+            if name == "minimal_subspace":
+                return E.run_minimal_subspace(model, text, tolerance=args.tolerance,
+                                              prompt_name=args.prompt, seed=args.seed,
+                                              study_procedure=args.study_procedure, **common)
+            if name == "method_sensitivity":
+                return E.run_method_sensitivity(model, text, seed=args.seed,
+                                                prompt_name=args.prompt,
+                                                chunk_size=args.chunk_size, progress=progress)
+            if name == "exact_importance":
+                return E.run_exact_importance(model, text, tolerance=args.tolerance, seed=args.seed,
+                                              progress=not args.no_progress)
+            k = args.k if args.k is not None else E.run_minimal_subspace(
+                model, text, tolerance=args.tolerance, random_null=False, **common).order()
+            return E.run_clipped_generation(model, text, k=k, seed=args.seed)
+
+        result = cached(out / name, cls, compute, False)  # one experiment: plotly.js beside it
+        PROGRESS.done = 1
+    print(f"{name}: {result.summary()}\nsaved to {out / name}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Usage errors end as one line ``error: ...`` with exit status 2; a failed self-check prints its
-    report and exits with status 3."""
+    """Every failure ends as one line on stderr: usage errors ``error: ...`` with exit status 2
+    (before the model loads wherever they can be found then), a failed self-check its report with
+    status 3, Ctrl-C how far the run got and how to resume with status 130, anything unexpected
+    its type and message and the log file holding the traceback with status 1 (``--debug``: the
+    traceback itself)."""
     from .checks import SelfCheckError
+    from .preflight import error_log, interrupted
     from .reproduce import ResultsMismatchError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = "python -m experiments " + shlex.join(argv)
+    PROGRESS.done = PROGRESS.total = 0
     try:
         {"reproduce": cmd_reproduce, "replicate": cmd_replicate, "extend": cmd_extend, "run": cmd_run}[args.command](args)
     except (UsageError, ResultsMismatchError) as err:
@@ -431,6 +630,20 @@ def main(argv: list[str] | None = None) -> None:
     except SelfCheckError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(3) from None
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(interrupted(), file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as err:
+        if args.debug:
+            raise
+        log = error_log(err)
+        what = " ".join(str(err).split())[:300] or "(no message)"
+        where = f"full traceback in {log}" if log else "no log file could be written"
+        print(f"error: unexpected {type(err).__name__}: {what} ({where}; rerun with --debug to "
+              "print it)", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ def extend_exact(model: Any, docs_model: str | Path, out: str | Path, plugin: st
                  chunk_size: int | None = None, progress: bool = False, **options: Any) -> list[str]:
     """Run ``plugin`` on the docs folder's exact texts (all, or those named in ``texts``), with
     the settings of the run that made the docs (continuation length, kinds, tolerance)."""
-    from .reproduce import cached
+    from .preflight import PROGRESS
+    from .reproduce import PLOTLY_JS, cached
 
     out = Path(out)
     plug = get_plugin(plugin)
@@ -101,6 +102,7 @@ def extend_exact(model: Any, docs_model: str | Path, out: str | Path, plugin: st
         target = out / doc.text / plugin
         if (target / "settings.json").exists():
             done.append(doc.text)
+            PROGRESS.done += 1
             continue
         t0 = time.perf_counter()
         comp = get_continuation(model, REPLICATION_PROMPTS[doc.prompt], seed=doc.seed,
@@ -111,7 +113,9 @@ def extend_exact(model: Any, docs_model: str | Path, out: str | Path, plugin: st
         (out / doc.text / "same_text.json").write_text(json.dumps(same, indent=2))
         cached(target, plug.result, lambda: plug(model, text, seed=doc.seed, tolerance=tolerance,
                                                   chunk_size=chunk_size, progress=progress, prompt_name=doc.prompt,
-                                                  results={"exact_importance": doc.importance}, **options), False)
+                                                  results={"exact_importance": doc.importance}, **options), False,
+               plotly_js=out / PLOTLY_JS)
         print(f"{doc.text}: {plugin} in {time.perf_counter() - t0:.0f} s", flush=True)
         done.append(doc.text)
+        PROGRESS.done += 1
     return done

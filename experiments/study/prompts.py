@@ -49,12 +49,20 @@ SAMPLING = {"max_new_tokens": 64, "temperature": 0.6, "top_p": 0.9}
 def load_prompts_file(path: str | Path) -> dict[str, str]:
     """Prompts from a file: JSONL (objects with ``text`` or ``prompt``, optional ``name``) or plain
     text, one prompt per line (``\\n`` in a line stands for a newline). Names default to p01, p02..."""
-    prompts: dict[str, str] = {}
-    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {name: text for _, name, text in read_prompts_file(path)}
+
+
+def read_prompts_file(path: str | Path) -> list[tuple[int, str, str]]:
+    """``load_prompts_file``'s prompts as (line number in the file, name, text), in file order;
+    blank lines are skipped (they number no prompt)."""
+    prompts: list[tuple[int, str, str]] = []
+    text = Path(path).read_text(encoding="utf-8")
+    lines = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         raise ValueError(f"{path} holds no prompts: give one per line, or JSONL objects with a 'text' field.")
-    for i, line in enumerate(lines, 1):
-        name = f"p{i:02d}"
+    names: set[str] = set()
+    for n, (i, line) in enumerate(lines, 1):
+        name = f"p{n:02d}"
         if line.lstrip().startswith("{"):
             try:
                 obj = json.loads(line)
@@ -67,9 +75,10 @@ def load_prompts_file(path: str | Path) -> dict[str, str]:
             name = str(obj.get("name", name))
         else:
             text = line.replace("\\n", "\n")
-        if name in prompts:
+        if name in names:
             raise ValueError(f"{path}, line {i}: the name {name!r} is used twice")
-        prompts[name] = text
+        names.add(name)
+        prompts.append((i, name, text))
     return prompts
 
 

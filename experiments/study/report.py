@@ -295,12 +295,99 @@ def _table_md(t: pd.DataFrame) -> str:
 
 TABLE_COLUMNS = ["claim", "study (Llama-3-8B)", "ours", "null", "verdict"]
 
+# What adds a row a run did not make (its n_texts is 0): reproduce's option, replicate's option.
+ADDS = {
+    **dict.fromkeys(("importance", "importance_order", "compromise_order"),
+                    ("--exact-texts", "--exact-texts")),
+    **dict.fromkeys(("study_procedure", "study_procedure_scaled"),
+                    ("--with study_procedure", "--exact-with study_procedure")),
+    **dict.fromkeys(("mean_ablation", "bos_unclipped", "layers_needed"),
+                    ("--with clip_variants", "--exact-with clip_variants")),
+    "hessian_order": ("--with hessian_ranking", "--exact-with hessian_ranking"),
+}
+
+
+def not_run(table: pd.DataFrame) -> pd.Series:
+    """Rows of ``claims`` a run did not make: no text measured them (an estimate at most)."""
+    return table.key.isin(list(ADDS)) & (table.n_texts == 0)
+
+
+def _with_option(command: str, option: str, n_texts: int) -> str:
+    """``command`` with ``option`` added (a name joins an existing list, ``--exact-texts`` is
+    set)."""
+    import shlex
+
+    words = shlex.split(command)
+    flag, _, value = option.partition(" ")
+    value = value or str(n_texts)
+    if flag in words:
+        i = words.index(flag)
+        if flag == "--exact-texts":
+            words[i + 1:i + 2] = [value]
+        elif value not in words[i + 1:]:
+            words.insert(i + 1, value)
+    else:
+        words += [flag, *value.split()]
+    return shlex.join(words)
+
+
+def published_rows(published: Path | None, model: str) -> dict[str, list[str]]:
+    """Each claim's published value (``<published>/<model>/claims.csv``; every published model's
+    when this model has none), as ``published (<folder>, <model>, n = N): ours; verdict``."""
+    from .replication import MODEL_LABELS
+
+    if published is None or not published.is_dir():
+        return {}
+    folders = [published / model] if (published / model / "claims.csv").is_file() else sorted(
+        p for p in published.iterdir() if (p / "claims.csv").is_file())
+    out: dict[str, list[str]] = {}
+    for folder in folders:
+        t = pd.read_csv(folder / "claims.csv", keep_default_na=False)
+        for r in t.itertuples(index=False):
+            label = MODEL_LABELS.get(folder.name, folder.name)
+            out.setdefault(r.key, []).append(
+                f"published ({'/'.join(published.parts[-2:])}, {label}, n = {r.n_texts}): "
+                f"{r.ours}; verdict {r.verdict}")
+    return out
+
+
+def not_run_lines(table: pd.DataFrame, n_texts: int, command: str | None, published: Path | None,
+                  model: str, exact_with: tuple[str, ...] = ()
+                  ) -> list[tuple[str, str, str, list[str]]]:
+    """(claim, what was estimated here or "", the command that adds it, published values) of
+    each row the run did not make (``exact_with``: the plug-ins a replicate ran on its exact
+    texts)."""
+    import shlex
+
+    replicate = bool(command) and " replicate" in f" {command}"
+    values = published_rows(published, model)
+    out = []
+    for r in table[not_run(table)].itertuples(index=False):
+        option = ADDS[r.key][1 if replicate else 0]
+        given = shlex.split(command or "")
+        if replicate and option.startswith("--exact-with") and "--exact-with" not in given:
+            option = "--exact-with " + " ".join(dict.fromkeys([*exact_with, option.split()[1]]))
+        if command:
+            how = _with_option(command, option, n_texts)
+        else:
+            flag = option if " " in option else f"{option} {n_texts}"
+            how = f"python -m experiments {'replicate' if replicate else 'reproduce'} ... {flag}"
+        estimate = r.ours if str(r.ours).startswith("ESTIMATE") else ""
+        out.append((r.claim, estimate, how, values.get(r.key, [])))
+    return out
+
 
 def write_report(
     out: Path, per_prompt: dict[str, Any], overlaps: dict[int, Any], info: dict[str, Any], settings: Any, *,
-    elapsed: float, environment: dict[str, Any] | None = None
+    elapsed: float, environment: dict[str, Any] | None = None, command: str | None = None,
+    published: Path | None = None
 ) -> Path:
-    """Write ``texts.csv``, ``claims.csv``, ``report.md`` and ``report.html`` into ``out``."""
+    """Write ``texts.csv``, ``claims.csv``, ``report.md`` and ``report.html`` into ``out``.
+
+    The table shows the rows the run made; the rows it did not make (``not_run``: the exact stage's
+    and the extensions') are listed once under it, each with the command that adds it (``command``
+    with one option more; a rerun resumes) and the values published for it in ``published`` (e.g.
+    docs/results), labelled as such. ``claims.csv`` keeps every row."""
     import plotly.offline
 
     m = text_metrics(out)
@@ -318,18 +405,46 @@ def write_report(
             f"{len(m)} texts ({m.prompt.nunique()} prompts x {m.seed.nunique()} sampled continuations); "
             f"mode: {mode}; this run: {elapsed:.0f} s (results loaded from an earlier run take no time).")
     by_key = table.set_index("key")
+    skipped = set(table.key[not_run(table)])
+    ran = table[~table.key.isin(skipped)]
+    missing = not_run_lines(table, len(m), command, published, str(info["name"]),
+                            tuple(getattr(settings, "exact_plugins", ())))
     prov = provenance_lines(out, environment)
     md = [f"# The residual-stream study on {info['name']}", "", head, "", *[f"- {line}" for line in prov], "",
           "## Replication table", "",
-          _table_md(table[TABLE_COLUMNS]), "",
+          _table_md(ran[TABLE_COLUMNS]), "",
           "Ours: median [interquartile range] over texts; differences: median with a 95% bootstrap interval. "
           "Verdict rules are listed in `claims.csv` and under each section.", ""]
     body = [f"<h1>The residual-stream study on {html.escape(info['name'])}</h1>", f"<p>{html.escape(head).replace('`', '')}</p>",
             "<ul class='prov'>" + "".join(f"<li>{html.escape(line)}</li>" for line in prov) + "</ul>",
-            "<h2>Replication table</h2>", _html_table(table[TABLE_COLUMNS], verdict=True),
+            "<h2>Replication table</h2>", _html_table(ran[TABLE_COLUMNS], verdict=True),
             "<p class='note'>Ours: median [interquartile range] over texts; differences: median with a 95% bootstrap "
             "interval of the median. Each verdict follows the rule printed in its section.</p>"]
+    if missing:
+        rows_ = f"{len(missing)} row{'s' if len(missing) != 1 else ''}"
+        intro = (f"Not run here ({rows_} of the study's table): the command above each group adds "
+                 "its rows (rerun into the same folder: finished results load, only the new part "
+                 "is computed).")
+        md += ["### Not run here", "", intro, ""]
+        body.append(f"<h3>Not run here</h3><p class='note'>{html.escape(intro)}</p>")
+        for how in dict.fromkeys(h for _, _, h, _ in missing):
+            rows = [(c, e, v) for c, e, h, v in missing if h == how]
+            md += [f"`{how}`:", ""]
+            items = []
+            for claim, estimate, values in rows:
+                md.append(f"- **{claim}.** " + (f"Here: {estimate}. " if estimate else "")
+                          + " ".join(f"{v[0].upper()}{v[1:]}." for v in values))
+                items.append(f"<li><b>{html.escape(claim)}.</b> "
+                             + (f"Here: {html.escape(estimate)}. " if estimate else "")
+                             + "".join(f" <span class='pub'>{html.escape(v[0].upper() + v[1:])}."
+                                       "</span>" for v in values) + "</li>")
+            md.append("")
+            body.append(f"<p><code>{html.escape(how)}</code>:</p>"
+                        f"<ul class='notrun'>{''.join(items)}</ul>")
     for keys, title, fig_keys, caption in SECTIONS:
+        keys = tuple(k for k in keys if k not in skipped)
+        if not keys and not any(k in figs for k in fig_keys):
+            continue  # nothing of this section ran: its rows are listed under the table
         md += [f"## {title}", ""]
         body.append(f"<h2>{html.escape(title)}</h2>")
         for key in keys:
@@ -347,7 +462,7 @@ def write_report(
                 f"<div class='fig'>{figs[k].to_html(full_html=False, include_plotlyjs=False)}</div>" for k in shown)
                 + f"</div><p class='caption'>{html.escape(caption)}</p>")
             md += [f"*Figures ({', '.join(shown)}) in report.html:* {caption}", ""]
-        if keys == ("generation",):
+        if "generation" in keys:
             body.append(_samples_html(out, m))
     # --- plug-in experiments (reproduce --with NAME): a section each, from their summary() and figures ---
     from .plugin_report import plugin_sections
@@ -395,7 +510,9 @@ STYLE = (
     "vertical-align:top;text-align:left}th{background:#f3f3f3}.row{display:flex;flex-wrap:wrap;gap:8px}"
     ".fig{flex:1 1 560px;min-width:480px}.caption,.note,.rule{color:#555;font-size:13px}"
     ".v{font-weight:600;padding:1px 6px;border-radius:4px}.holds{background:#d9f2d9}.differs{background:#f9dcdc}"
-    ".cant{background:#eee}.prov{color:#555;font-size:12px}details{margin:1em 0}summary{cursor:pointer}pre{white-space:pre-wrap}"
+    ".cant{background:#eee}.prov{color:#555;font-size:12px}"
+    ".notrun{font-size:13px}.pub{color:#555}"
+    "details{margin:1em 0}summary{cursor:pointer}pre{white-space:pre-wrap}"
 )
 
 

@@ -7,7 +7,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from ..registry import get_plugin
 from ..single_direction import SingleDirectionResult, run_single_direction
 from ..spectrum import SpectrumResult, run_spectrum
 
+PLOTLY_JS = "plotly.min.js"  # one copy per results folder; figure pages load it by a relative path
 EXPERIMENTS = ("spectrum", "clipping", "single_direction", "orderings", "minimal_subspace", "clipped_generation")
 
 
@@ -137,8 +139,10 @@ class Timer:
 
 
 def cached(directory: Path, cls: type[ExperimentResult], compute: Callable[[], ExperimentResult], png: bool,
-           timer: Timer | None = None, text: str = "") -> Any:
-    """Load a finished result from ``directory`` or compute, save atomically and draw it."""
+           timer: Timer | None = None, text: str = "", plotly_js: Path | None = None) -> Any:
+    """Load a finished result from ``directory`` or compute, save atomically and draw it (its
+    figures load plotly.js from ``plotly_js``, one copy for the whole results folder, when
+    given)."""
     t0 = time.perf_counter()
     rows0, tokens0 = COUNTERS["rows"], COUNTERS["token_rows"]
     if (directory / "settings.json").exists():
@@ -149,7 +153,7 @@ def cached(directory: Path, cls: type[ExperimentResult], compute: Callable[[], E
         t1 = time.perf_counter()
         tmp = directory.with_name(directory.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        result.save_figures(tmp / "figures", png=png)
+        result.save_figures(tmp / "figures", png=png, plotly_js=plotly_js)
         result.save(tmp)  # settings.json last: its presence marks the result finished
         shutil.rmtree(directory, ignore_errors=True)
         os.replace(tmp, directory)
@@ -194,7 +198,7 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
             if (d / name / "settings.json").exists():
                 r[name] = cls.load(d / name)
             return
-        r[name] = cached(d / name, cls, compute, s.png, timer, text_id)
+        r[name] = cached(d / name, cls, compute, s.png, timer, text_id, plotly_js=out / PLOTLY_JS)
 
     if exact:  # the audit's exact stage first: it needs nothing else, and feeds the importance claims
         run("exact_importance", ExactImportanceResult, lambda: run_exact_importance(
@@ -270,12 +274,34 @@ def _same_run(earlier: dict[str, Any], env: dict[str, Any], settings: dict[str, 
     return filled != old and run_key({**earlier, "settings": filled}, filled) == env["run_key"]
 
 
+def _mismatch(earlier: dict[str, Any], env: dict[str, Any]) -> list[str]:
+    """Every key that differs between an earlier run's environment.json and this run's, with both
+    values (a setting the earlier run lacks counts as its ``ADDED_SETTINGS`` value)."""
+    from .preflight import differences
+
+    def keyed(e: dict[str, Any]) -> dict[str, Any]:
+        m = e.get("model") or {}
+        prov = m.get("provenance") or {}
+        weights = prov.get("files") or m.get("path")
+        if isinstance(weights, dict):  # file -> size and sha256: the hashes, shortened
+            weights = {f: str((v or {}).get("sha256", v))[:12] for f, v in weights.items()}
+        return {"model": {k: m.get(k) for k in ("name", "architecture", "d_model", "processing")},
+                "model weights": weights,
+                "dtype": e.get("dtype"), "device type": str(e.get("device", "")).split(":")[0],
+                "versions": e.get("versions"), "settings": e.get("settings")}
+
+    old = dict(earlier.get("settings") or {})
+    filled = {**{k: v for k, v in ADDED_SETTINGS.items() if k not in old}, **old}
+    return differences(keyed({**earlier, "settings": filled}), keyed(env))
+
+
 def claim_folder(out: Path, model: Any, settings: dict[str, Any]) -> dict[str, Any]:
     """Record the run's environment in ``out/environment.json``; refuse a folder whose earlier
     results were made under another key (model and weights, dtype, device type, library
-    versions, ``settings``: those that change numbers), since resuming would mix them. A resumed
-    folder lists the commits of its earlier runs in ``earlier_commits`` (the key leaves the commit
-    out, so one folder may hold results computed at several)."""
+    versions, ``settings``: those that change numbers), since resuming would mix them: the error
+    names every differing key with both values. A resumed folder lists the commits of its earlier
+    runs in ``earlier_commits`` (the key leaves the commit out, so one folder may hold results
+    computed at several)."""
     env = environment(model)
     env["settings"] = settings
     env["run_key"] = run_key(env, settings)
@@ -283,19 +309,49 @@ def claim_folder(out: Path, model: Any, settings: dict[str, Any]) -> dict[str, A
     if path.exists():
         earlier = json.loads(path.read_text())
         if not _same_run(earlier, env, settings):
-            diff = [k for k in ("versions", "dtype", "device", "settings") if earlier.get(k) != env.get(k)]
-            if earlier.get("model", {}).get("name") != env["model"]["name"]:
-                diff.insert(0, "model")
+            diff = _mismatch(earlier, env) or ["the run key (model weights or settings)"]
             raise ResultsMismatchError(
-                f"{out} holds results of another run (differs in: {', '.join(diff) or 'model weights'}; "
-                f"earlier {earlier.get('versions')}, now {env['versions']}); resuming would mix them: "
-                "use another --out, or delete the folder to recompute.")
+                f"{out} holds results of another run (differs in {'; '.join(diff)}); resuming "
+                "would mix them: use another --out, or delete the folder to recompute.")
         # a resumed folder holds results computed at every commit that ran in it: keep them all
         earlier_commits = [*earlier.get("earlier_commits", []), earlier.get("commit")]
         env["earlier_commits"] = [c for c in dict.fromkeys(earlier_commits) if c and c != env.get("commit")]
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(env, indent=2, default=str))
     return env
+
+
+def has_results(out: Path) -> bool:
+    """Whether ``out`` holds a finished result (a ``settings.json`` one or two levels down)."""
+    return any(out.glob("*/settings.json")) or any(out.glob("*/*/settings.json"))
+
+
+@contextmanager
+def claimed(out: Path, model: Any, settings: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """``claim_folder`` for the length of a run: when the run stops (an error, Ctrl-C) before any
+    result is finished, what it wrote goes again, the ``environment.json`` lock included, so that a
+    rerun with other settings is not refused by a folder that holds no result. The folder itself
+    goes if this run made it; otherwise only the entries it added."""
+    out = Path(out)
+    existed = out.exists()
+    before = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    claimed_before = (out / "environment.json").exists()
+    env = claim_folder(out, model, settings)
+    try:
+        yield env
+    except BaseException:
+        if not claimed_before and not has_results(out):
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                for p in out.iterdir():
+                    if p.name in before:
+                        continue
+                    if p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+        raise
 
 
 def stale_overlap(folder: Path, texts: list[str]) -> bool:
@@ -312,9 +368,13 @@ def stale_overlap(folder: Path, texts: list[str]) -> bool:
     return True
 
 
-def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> dict[str, Any]:
+def reproduce(model: Any, out: str | Path, settings: Settings | None = None, *,
+              command: str | None = None, published: Path | None = None) -> dict[str, Any]:
     """Run everything; returns {"prompts": {text id: PromptResults}, "overlap": {seed: OverlapResult},
-    "report": path, "timings": DataFrame}."""
+    "report": path, "timings": DataFrame}. ``command`` (the command line that ran it) and
+    ``published`` (a folder of published results, e.g. docs/results) go to the report's list of
+    rows not run (``report.write_report``). A run that stops before any result is finished leaves
+    nothing behind (``claimed``)."""
     s = settings or Settings()
     out = Path(out)
     for p in s.prompts:
@@ -323,7 +383,19 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
         get_plugin(name)  # so do unknown plug-ins
     if s.png:
         check_png_export()  # so does --png without kaleido
-    env = claim_folder(out, model, {k: v for k, v in vars(s).items() if k not in _NEUTRAL})
+    with claimed(out, model, keyed_settings(s)) as env:
+        return _reproduce(model, out, s, env, command=command, published=published)
+
+
+def keyed_settings(s: Settings) -> dict[str, Any]:
+    """The settings that change a run's numbers (its key): all but ``_NEUTRAL``."""
+    return {k: v for k, v in vars(s).items() if k not in _NEUTRAL}
+
+
+def _reproduce(model: Any, out: Path, s: Settings, env: dict[str, Any], *, command: str | None,
+               published: Path | None) -> dict[str, Any]:
+    from .preflight import PROGRESS
+
     timer = Timer(out / "timings.csv")
     t0 = time.perf_counter()
     per_text: dict[str, PromptResults] = {}
@@ -336,6 +408,7 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
         if s.exact_stage_only and i >= s.exact_texts:
             break
         per_text[text_id] = run_prompt(model, text_id, prompt, seed, out, s, timer, exact=i < s.exact_texts)
+        PROGRESS.done += 1
     if s.only is not None:  # a partial pass (e.g. the exact stage alone): no overlap, no report
         return {"prompts": per_text, "overlap": {}, "report": None, "timings": timer.table()}
     overlaps: dict[int, OverlapResult] = {}
@@ -352,12 +425,13 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
                 subspaces_from(group), draws=s.overlap_draws, seed=seed,
                 meta={**run_meta(model, first), "texts": list(group), "seed": seed},
             ),
-            s.png, timer, "all",
+            s.png, timer, "all", plotly_js=out / PLOTLY_JS,
         )
     from .report import write_report
 
     t1 = time.perf_counter()
     info = model_info(model).to_dict()
-    report = write_report(out, per_text, overlaps, info, s, elapsed=time.perf_counter() - t0, environment=env)
+    report = write_report(out, per_text, overlaps, info, s, elapsed=time.perf_counter() - t0,
+                          environment=env, command=command, published=published)
     timer.add(text="all", phase="report", seconds=time.perf_counter() - t1, loaded=False)  # writes timings.csv
     return {"prompts": per_text, "overlap": overlaps, "report": report, "timings": timer.table()}
