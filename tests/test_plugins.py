@@ -143,7 +143,7 @@ def test_extend_adds_a_plugin_from_the_docs_alone(model_dirs, tmp_path, capsys):
     others = [k for k in before.index if k != "hessian_order"]
     pd.testing.assert_frame_equal(after.loc[others], before.loc[others])
     readme = (docs / "README.md").read_text()
-    assert "--exact-with study_procedure clip_variants hessian_ranking" in readme
+    assert "--exact-with study_procedure clip_variants text_length hessian_ranking" in readme
     assert "were added to this folder by `python -m experiments extend --with hessian_ranking" in readme
     h = pd.read_csv(docs / name / "hessian_ranking_directions.csv")
     imp = pd.read_csv(docs / name / "exact_importance.csv")

@@ -42,7 +42,7 @@ def test_readme_table_rederives(tmp_path):
     """docs/results/README.md is what write_readme gives on the committed claims (not hand-edited)."""
     text = (DOCS / "README.md").read_text()
     command = text.split("Regenerate everything here with `")[1].split("`")[0]
-    added = text.split("\n\n")[2] if "were added to this folder by" in text.split("\n\n")[2] else ""
+    added = "\n\n".join(p for p in text.split("\n\n")[2:] if "were added to this folder by" in p)
     docs = tmp_path / "results"
     shutil.copytree(DOCS, docs)
     per_model = {m: pd.read_csv(docs / m / "claims.csv", keep_default_na=False) for m in MODELS}
