@@ -229,6 +229,16 @@ def noise_across_k(text: Text, ks: Sequence[int], *, ordering: str = "singular_v
     return pd.DataFrame(rows)
 
 
+def noise_floor(text: Text, tolerance: float) -> tuple[pd.DataFrame, float, float]:
+    """The text's ``noise_across_k`` table (memoized on the text), its noise at k = d and the
+    tolerance ``max(tolerance, 10 x the larger of the two)``."""
+    if "_noise_across_k" not in text.__dict__:
+        text.__dict__["_noise_across_k"] = noise_across_k(text, noise_ks(text.d_model, int(text.basis.rank)))
+    table = text.__dict__["_noise_across_k"]
+    across = float(table.noise.max()) if len(table) else 0.0
+    return table, across, effective_tolerance(tolerance, max(text.noise(), across))
+
+
 def text_size(model: Any, text: Text) -> dict[str, Any]:
     """A prepared text's size: tokens (prompt, continuation = scored, total), d, layers, writes
     (rows of the basis), their numerical rank and its rtol, writes and tokens per dimension."""
@@ -282,10 +292,8 @@ def measure_text(model: Any, text: Text, *, tolerance: float = 1e-4, band: float
     ev = text.evaluator("singular_value")
     grid = curve_ks(d, jitter=False)
     ev(grid)
-    noise_t = noise_across_k(text, noise_ks(d, size["rank"]))
+    noise_t, noise_k, tol = noise_floor(text, tolerance)
     noise_d = text.noise()
-    noise_k = float(noise_t.noise.max()) if len(noise_t) else 0.0
-    tol = effective_tolerance(tolerance, max(noise_d, noise_k))
     bis = study_bisection(ev, text.baseline, d) if bisection else None
     if full_curve:
         ev.evaluate(range(d + 1))
@@ -325,8 +333,7 @@ def target_subsets(model: Any, text: Text, ms: Sequence[int] = SUBSETS, *, toler
     ev = text.evaluator("singular_value")
     grid = curve_ks(d, jitter=False)
     ev(grid)
-    noise_t = noise_across_k(text, noise_ks(d, int(text.basis.rank)))
-    tol = effective_tolerance(tolerance, max(text.noise(), float(noise_t.noise.max()) if len(noise_t) else 0.0))
+    _, _, tol = noise_floor(text, tolerance)
     rows = []
     for m in sorted({int(x) for x in ms}):
         if not 1 <= m <= n:

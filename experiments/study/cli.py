@@ -236,7 +236,8 @@ def validate(args: argparse.Namespace) -> dict[str, str] | None:
             raise UsageError(f"{flag} is an option of text_length, not {args.experiment} (run text_length {flag} ...)")
         if values is not None and min(values) < 1:
             raise UsageError(f"{flag} {min(values)} is below 1 (give token counts of 1 or more)")
-    if (getattr(args, "lengths", None) or [0]) and max(getattr(args, "lengths", None) or [0]) > args.max_new_tokens:
+    lengths = getattr(args, "lengths", None)
+    if lengths and max(lengths) > args.max_new_tokens:
         raise UsageError(f"--lengths {max(args.lengths)} is longer than --max-new-tokens {args.max_new_tokens} (give "
                          f"--max-new-tokens {max(args.lengths)})")
     if getattr(args, "band", 1.0) < 0:
