@@ -12,7 +12,7 @@ from .method_sensitivity import MethodSensitivityResult, run_method_sensitivity
 from .minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
 from .orderings import OrderingsResult, run_orderings
 from .overlap import OverlapResult, Subspace, run_overlap
-from .study.prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, load_prompts_file
+from .prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, load_prompts_file
 from .registry import Plugin, register
 from .single_direction import SingleDirectionResult, run_single_direction
 from .spectrum import SpectrumResult, run_spectrum

@@ -7,7 +7,7 @@ basis, at every position, in every layer. A *clip variant* changes one thing (``
 - ``fill``: what the removed directions are set to: ``zero`` (the study's clip), ``mean_text``
   (the mean of that layer's and kind's writes over the text's own positions: mean ablation) or
   ``mean_corpus`` (the mean over a reference corpus: the prompts of
-  ``experiments.study.prompts.REPLICATION_PROMPTS``, prompt tokens only, BOS included, no
+  ``experiments.prompts.REPLICATION_PROMPTS``, prompt tokens only, BOS included, no
   sampling; computed once per model and cached in memory). Both means include the BOS position
   (every position counts once);
 - ``keep_first``: the first n positions are left unclipped (``keep_bos``: n = 1, ``keep_first_4``);
@@ -46,11 +46,10 @@ from interp.sweeps import auto_chunk_size, count_rows
 from interp.writes import model_device
 
 from .base import ExperimentResult, Text, as_text, param_dtype
-from .method_sensitivity import GAP_FRACTIONS, WITHIN_NATS
-from .minimal_subspace import effective_tolerance
+from .measure import (GAP_FRACTIONS, WITHIN_NATS, effective_tolerance, exact_min_k, gap_closure_evaluated,
+                      lazy_scan_first_crossing)
+from .prompts import REPLICATION_PROMPTS
 from .registry import register
-from .study.prompts import REPLICATION_PROMPTS
-from .text_length import exact_min_k, gap_closure_evaluated, lazy_scan_first_crossing
 
 FILLS = ("zero", "mean_text", "mean_corpus")
 LAYER_THIRDS = ("early", "middle", "late")

@@ -18,11 +18,11 @@ import torch
 
 from interp import Completion, continuation_logprob
 from interp.search import stable_crossing
-from interp.sweeps import coarse_k_grid, jitter_pairs
+from interp.sweeps import jitter_pairs
 
 from .base import ExperimentResult, Text, as_text
+from .measure import CONVERGED_NATS, clipping_curve, curve_figures, curve_ks
 
-CONVERGED_NATS = 1.0  # the curve's convergence point: within this many nats of unclipped from there on
 REGIONS = ((0.0, 0.1, "low"), (0.1, 0.5, "mid"), (0.5, 1.0, "high"))  # fractions of d_model
 
 
@@ -31,32 +31,6 @@ def baseline_logprob(model: Any, completion: Completion) -> tuple[float, float]:
     with torch.inference_mode():
         lp = continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens)
     return float(lp.total[0]), float(lp.mean[0])
-
-
-def curve_ks(d: int, *, exhaustive: bool = False, jitter: bool = True) -> list[int]:
-    """Every k, or the adaptive starting grid: the SVD-order curve (``jitter=True``) gets 13 even
-    steps, powers of two from both ends and the jitter pairs; the other orderings and the
-    random-basis null, which feed only minimal-k searches and a few summary points, 9 even steps
-    and the powers of two below d."""
-    if exhaustive:
-        return list(range(d + 1))
-    if not jitter:
-        return coarse_k_grid(d, n_linear=9, low=False)
-    return sorted(set(coarse_k_grid(d)) | {k for pair in jitter_pairs(d) for k in pair})
-
-
-def clipping_curve(
-    text: Text, ordering: str, order: np.ndarray | None = None, *, ks: Sequence[int]
-) -> pd.DataFrame:
-    """Tidy curve for one ordering (``order``: basis columns in order of inclusion)."""
-    ev = text.evaluator(ordering, order)
-    ev(ks)
-    t = ev.table()
-    t = t[t.k.isin(set(ks))].reset_index(drop=True)
-    t.insert(0, "ordering", ordering)
-    t.insert(2, "k_frac", t.k / text.d_model)
-    t["log_surprise"] = -t.logprob
-    return t
 
 
 def jitter(curve: pd.DataFrame, d: int) -> dict[str, float]:
@@ -105,28 +79,6 @@ def curve_summary(text: Text, curve: pd.DataFrame, ordering: str = "singular_val
         "max_orig_delta_over_unclipped": float(curve.orig_delta.max() / unclipped),
         "low_k_orig_delta_over_unclipped": float(low.orig_delta.median() / unclipped) if len(low) else float("nan"),
     }
-
-
-def curve_figures(curve: pd.DataFrame, baseline: float, title: str) -> dict[str, Any]:
-    import plotly.express as px
-
-    common = dict(x="k", color="ordering", title=title, render_mode="svg")
-    surprise = curve.assign(log_surprise=curve.log_surprise.clip(lower=1e-3))
-    figs = {
-        "clipping_logprob": px.line(curve, y="logprob", **common).update_layout(
-            yaxis_title="log p(continuation) (nats)", xaxis_title="k (directions kept)"),
-        "clipping_log_surprise": px.line(surprise, y="log_surprise", log_y=True, **common).update_layout(
-            yaxis_title="-log p(continuation) (nats, log scale)", xaxis_title="k (directions kept)"),
-    }
-    figs["clipping_logprob"].add_hline(y=baseline, line_dash="dot", annotation_text="unclipped")
-    figs["clipping_log_surprise"].add_hline(y=-baseline, line_dash="dot", annotation_text="unclipped")
-    deltas = curve.melt(
-        id_vars=["ordering", "k"], value_vars=["orig_delta", "kept_delta"], var_name="norm", value_name="value"
-    )
-    figs["clipping_deltas"] = px.line(
-        deltas, x="k", y="value", color="norm", line_dash="ordering", log_y=True, title=title, render_mode="svg"
-    ).update_layout(yaxis_title="norm of all writes (Frobenius)", xaxis_title="k (directions kept)")
-    return figs
 
 
 @dataclass

@@ -27,10 +27,8 @@ from interp import Completion
 from interp.search import bisect_min_k, first_crossing, scan_first_crossing, stable_crossing
 
 from .base import ExperimentResult, Text, as_text
-from .clipping import curve_ks
-from .minimal_subspace import effective_tolerance
-from .orderings import orders_from_importance
-from .single_direction import estimator_quality, run_single_direction
+from .measure import curve_ks, effective_tolerance, estimator_quality, orders_from_importance
+from .single_direction import run_single_direction
 
 ORDERINGS = ("singular_value", "importance", "compromise_rank_product")
 

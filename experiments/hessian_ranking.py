@@ -14,7 +14,7 @@ backward pass with its graph kept and d + n_iter Hessian-vector products:
   (first order + Fisher / 2) and the exact importances (an exhaustive single-direction sweep):
   Spearman, top-10/100 recall, sign agreement, median error (``estimators``);
 - the minimal k (the smallest k whose clip reaches the baseline within the effective tolerance,
-  by ``experiments.text_length.lazy_scan_first_crossing``: the band scan's exact answer) when the
+  by ``experiments.measure.lazy_scan_first_crossing``: the band scan's exact answer) when the
   directions are included in the SVD, exact-importance, Hessian (``hessian_second_order``, largest
   first: "the Hessian order"), eigen-loading, first-order and Fisher orders (``minimal_k``);
 - ``failures``: per estimate, the directions it gets most wrong, classified (see ``classify``),
@@ -38,10 +38,9 @@ from interp.hessian import (
 )
 
 from .base import ExperimentResult, Text, as_text
-from .minimal_subspace import effective_tolerance
+from .measure import effective_tolerance, estimator_quality, exact_min_k, ranks_descending
 from .registry import register
-from .single_direction import estimator_quality, ranks_descending, run_single_direction
-from .text_length import exact_min_k
+from .single_direction import run_single_direction
 
 # estimator name -> column of the directions table (values in nats, positive = removal hurts,
 # except the eigen loading and the singular value, which are unsigned scores)

@@ -19,12 +19,10 @@ For one text (``docs/method_sensitivity.md`` has the definitions and how to run 
    1/5/10 nats of it.
 
 The math (the searches, the simulator, the gap closure, the pooled spreads) is pure numpy; the
-figures only draw the tables.
+figures only draw the tables. The simulator, the gap closure and the real bisection live in
+``experiments.measure``, shared with other experiments.
 """
 
-import contextlib
-import copy
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,58 +33,18 @@ import torch
 from jaxtyping import Float, Int
 
 from interp import Completion
-from interp.scoring import continuation_logprob
-from interp.search import SearchResult, study_bisection
-from interp.sweeps import clip_sweep
+from interp.search import study_bisection
 
 from .base import ExperimentResult, Text, as_text, param_dtype
+from .measure import (cast_copy, gap_closure, real_bisection, score_clipped, score_unclipped,
+                      simulate_bisection)
 
 STUDY_DTYPE = "bfloat16"
-GAP_FRACTIONS = (0.5, 0.9, 0.99)  # share of the gap logp(d) - logp(0) closed
-WITHIN_NATS = (1.0, 5.0, 10.0)  # nats below the unclipped log-probability
 NOISE_GRID = (0.01, 0.1, 1.0, 10.0)  # nats: extra simulated noise levels beside the measured ones
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 # ----------------------------------------------------------------------------- pure functions
-
-
-def simulate_bisection(
-    curve: Float[np.ndarray, " d_plus_1"],
-    target: float,
-    noise_sd: float,
-    n_draws: int,
-    rng: np.random.Generator,
-    *,
-    reference_noise: bool = True,
-) -> Int[np.ndarray, " n_draws"]:
-    """The k the study's bisection returns on ``curve + noise``, for ``n_draws`` independent runs.
-
-    ``curve[k]`` is the exact log-probability at k = 0..d. Noise model: every measured
-    log-probability is its exact value plus independent N(0, noise_sd^2). Each run measures the
-    unclipped reference once (``target + noise``, drawn once per run, shared by all its probes, as
-    the study scored the unclipped text once; ``reference_noise=False`` keeps it exact) and each
-    probed k once, with fresh noise (a bisection never probes a k twice). The comparison
-    ``logp(k) >= reference`` is therefore noisy on both sides: its error has sd
-    ``sqrt(2) * noise_sd`` (``noise_sd`` with an exact reference). With ``noise_sd = 0`` every run
-    equals ``study_bisection`` on the clean curve. All runs step in parallel (vectorized).
-    """
-    curve = np.asarray(curve, dtype=float)
-    d = len(curve) - 1
-    ref = np.full(n_draws, float(target))
-    if reference_noise:
-        ref = ref + noise_sd * rng.standard_normal(n_draws)
-    lo = np.zeros(n_draws, dtype=np.int64)
-    hi = np.full(n_draws, d, dtype=np.int64)
-    while True:
-        active = hi - lo > 1
-        if not active.any():
-            return hi
-        mid = (lo + hi) // 2
-        value = curve[mid] + noise_sd * rng.standard_normal(n_draws)
-        ok = value >= ref
-        hi = np.where(active & ok, mid, hi)
-        lo = np.where(active & ~ok, mid, lo)
 
 
 def exact_first_crossing(curve: Float[np.ndarray, " d_plus_1"], target: float) -> int:
@@ -96,51 +54,6 @@ def exact_first_crossing(curve: Float[np.ndarray, " d_plus_1"], target: float) -
     ok = curve[1:] >= target
     ok[-1] = True
     return int(np.argmax(ok)) + 1
-
-
-def _first_and_stable(ok: np.ndarray) -> tuple[int, int]:
-    """(first k with ok, smallest k from which every k' >= k is ok); ok[d] is forced True."""
-    ok = ok.copy()
-    ok[-1] = True
-    first = int(np.argmax(ok))
-    fails = np.nonzero(~ok)[0]
-    stable = int(fails[-1]) + 1 if len(fails) else 0
-    return first, stable
-
-
-def gap_closure(
-    curve: Float[np.ndarray, " d_plus_1"],
-    baseline: float,
-    d: int,
-    *,
-    fractions: Sequence[float] = GAP_FRACTIONS,
-    nats: Sequence[float] = WITHIN_NATS,
-) -> pd.DataFrame:
-    """Where the clipping curve closes its gap: a scale-free summary of ``curve[k]``, k = 0..d.
-
-    - ``gap_closed`` f: the share of the gap closed at k is
-      ``(curve[k] - curve[0]) / (baseline - curve[0])``; the row's k is the smallest k where it is
-      at least f (equivalently ``curve[k] >= curve[0] + f * (baseline - curve[0])``, computed as a
-      ratio so that f * gap rounding cannot move k). A gap <= 0 (k = 0 already at the baseline)
-      is closed at k = 0.
-    - ``within_nats`` n: the smallest k with ``curve[k] >= baseline - n``.
-
-    For each, ``k_first`` is that smallest k and ``k_stable`` the smallest k from which every
-    larger k also satisfies it (equal on a monotone curve); k = d always counts as satisfying both
-    (the unclipped model, up to float error). ``k_frac_*`` are k / d. One row per criterion and level.
-    """
-    curve = np.asarray(curve, dtype=float)
-    if len(curve) != d + 1:
-        raise ValueError(f"curve must hold logp(k) for k = 0..d ({d + 1} values), got {len(curve)}")
-    gap = baseline - curve[0]
-    rows = []
-    for f in fractions:
-        ok = np.ones(d + 1, bool) if gap <= 0 else (curve - curve[0]) / gap >= f
-        rows.append(("gap_closed", float(f), curve[0] + f * gap, *_first_and_stable(ok)))
-    for n in nats:
-        rows.append(("within_nats", float(n), baseline - n, *_first_and_stable(curve >= baseline - n)))
-    out = pd.DataFrame(rows, columns=["criterion", "level", "threshold_logprob", "k_first", "k_stable"])
-    return out.assign(k_frac_first=out.k_first / d, k_frac_stable=out.k_stable / d)
 
 
 def pooled_sd(values: Float[np.ndarray, " n"], groups: Sequence[Any]) -> float:
@@ -169,34 +82,6 @@ def headline(dtype: str, noise_sd: float, sim: dict[str, float]) -> str:
 
 
 # ----------------------------------------------------------------------------- model side
-
-
-def cast_copy(model: Any, dtype: str) -> Any:
-    """``model`` itself when it already has ``dtype``, else a deep copy cast to it (the caller's
-    model is never touched; TransformerLens' "Changing model dtype" print is swallowed)."""
-    if param_dtype(model) == dtype:
-        return model
-    with contextlib.redirect_stdout(io.StringIO()):
-        out = copy.deepcopy(model).to(getattr(torch, dtype))
-    out.eval()
-    return out
-
-
-def score_unclipped(model: Any, completion: Completion, batch_size: int) -> Float[np.ndarray, " batch"]:
-    """Total log-probability of the continuation, no hooks, in a batch of ``batch_size`` copies."""
-    with torch.inference_mode():
-        lp = continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens,
-                                  batch_size=batch_size)
-    return lp.total.double().cpu().numpy()
-
-
-def score_clipped(model: Any, completion: Completion, directions: torch.Tensor, ks: Sequence[int], *,
-                  kinds: Sequence[str]) -> Float[np.ndarray, " batch"]:
-    """Row i clipped to the first ``ks[i]`` columns of ``directions``, all rows in ONE forward pass
-    (``interp.sweeps.clip_sweep``: the projection computed in float32, written back in the model's
-    dtype)."""
-    out = clip_sweep(model, completion, directions, list(ks), kinds=kinds, chunk_size=len(ks))
-    return out.logprob.numpy()
 
 
 def noise_batches(noise_ks: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -277,27 +162,6 @@ def noise_summary(noise: pd.DataFrame, n_cont: int) -> pd.DataFrame:
             "comparison_sd": rms / np.sqrt(2), "comparison_sd_per_token": rms / np.sqrt(2) / n_cont,
         })
     return pd.DataFrame(rows)
-
-
-def real_bisection(model: Any, completion: Completion, directions: torch.Tensor, target: float, *,
-                   batch_size: int, kinds: Sequence[str], rng: np.random.Generator) -> tuple[SearchResult, list[dict]]:
-    """``study_bisection`` on the model itself (in its dtype), every probe k scored as one row of a
-    batch of ``batch_size``: alone for 1, else at a random position among ``batch_size - 1`` rows
-    clipped to random k in 0..d (fresh for every probe, drawn from ``rng``). Returns the search
-    and one record per probe (step, k, position_in_batch, logprob)."""
-    d = int(directions.shape[1])
-    probes: list[dict] = []
-
-    def evaluate(ks: Sequence[int]) -> np.ndarray:
-        (k,) = ks
-        pos = int(rng.integers(batch_size))
-        rows = [int(x) for x in rng.integers(0, d + 1, batch_size)]
-        rows[pos] = int(k)
-        lp = float(score_clipped(model, completion, directions, rows, kinds=kinds)[pos])
-        probes.append({"step": len(probes), "k": int(k), "position_in_batch": pos, "logprob": lp})
-        return np.array([lp])
-
-    return study_bisection(evaluate, target, d), probes
 
 
 # ----------------------------------------------------------------------------- result

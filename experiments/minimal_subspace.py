@@ -29,11 +29,10 @@ from interp import Completion
 from interp.search import bisect_min_k, first_crossing, stable_crossing, study_bisection
 
 from .base import ExperimentResult, Text, _linalg_device, as_text
-from .clipping import CONVERGED_NATS, curve_ks
+from .measure import CONVERGED_NATS, NOISE_FACTOR, curve_ks, effective_tolerance
 from .orderings import OrderingsResult
-from .study.prompts import STUDY_D_MODEL, STUDY_MIN_K
+from .prompts import STUDY_D_MODEL, STUDY_MIN_K
 
-NOISE_FACTOR = 10.0
 TOTAL_TOLERANCES = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)  # nats over the whole continuation
 PER_TOKEN_TOLERANCES = (0.001, 0.01, 0.1)  # nats per continuation token
 SENSITIVITY_ORDERINGS = ("singular_value", "random_basis")
@@ -54,10 +53,6 @@ def text_draw_seed(seed: int, tokens: Any, draw: int) -> int:
 
     key = f"{seed}:{draw}:" + ",".join(str(int(t)) for t in torch.as_tensor(tokens).flatten().tolist())
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
-
-
-def effective_tolerance(tolerance: float, noise: float) -> float:
-    return max(tolerance, NOISE_FACTOR * noise)
 
 
 @dataclass

@@ -8,7 +8,6 @@ Orders (each a permutation of the basis columns, most-included-first):
   Other compromises: ``rank_sum`` and ``sv_times_importance`` (s_i * max(importance_i, 0)).
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,28 +17,8 @@ import pandas as pd
 from interp import Completion
 
 from .base import ExperimentResult, Text, as_text
-from .clipping import clipping_curve, curve_figures, curve_ks
+from .measure import clipping_curve, curve_figures, curve_ks, orders_from_importance
 from .single_direction import SingleDirectionResult, run_single_direction
-
-COMPROMISES: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
-    # smaller score = included earlier
-    "rank_product": lambda t: (t.sv_rank.to_numpy() + 1.0) * (t.importance_rank.to_numpy() + 1.0),
-    "rank_sum": lambda t: t.sv_rank.to_numpy() + t.importance_rank.to_numpy() + 0.0,
-    "sv_times_importance": lambda t: -(t.singular_value.to_numpy() * np.clip(t.importance.to_numpy(), 0, None)),
-}
-
-
-def orders_from_importance(importance: pd.DataFrame, compromise: str = "rank_product") -> dict[str, np.ndarray]:
-    """Permutations of the directions for every ordering (from the single-direction table)."""
-    if compromise not in COMPROMISES:
-        raise ValueError(f"unknown compromise {compromise!r}; choose one of {sorted(COMPROMISES)}")
-    t = importance.sort_values("direction")
-    return {
-        "singular_value": np.argsort(t.sv_rank.to_numpy(), kind="stable"),
-        "importance": np.argsort(t.importance_rank.to_numpy(), kind="stable"),
-        f"compromise_{compromise}": np.argsort(COMPROMISES[compromise](t), kind="stable"),
-    }
-
 
 @dataclass
 class OrderingsResult(ExperimentResult):

@@ -19,29 +19,7 @@ from interp.importance import screened_importance, taylor_importance
 from interp.sweeps import ablation_sweep
 
 from .base import ExperimentResult, Text, as_text
-
-
-def ranks_descending(values: np.ndarray) -> np.ndarray:
-    """0 for the largest value (ties broken by position)."""
-    order = np.argsort(-values, kind="stable")
-    ranks = np.empty_like(order)
-    ranks[order] = np.arange(len(values))
-    return ranks
-
-
-def top_k_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
-    """Fraction of the top-k (largest) of ``a`` that are also in the top-k of ``b``."""
-    k = min(k, len(a))
-    return len(set(np.argsort(-a)[:k]) & set(np.argsort(-b)[:k])) / k if k else float("nan")
-
-
-def estimator_quality(estimate: np.ndarray, exact: np.ndarray) -> dict[str, float]:
-    """How well an estimate ranks exact importances: Spearman, top-10 and top-100 recall."""
-    return {
-        "spearman": float(stats.spearmanr(estimate, exact).statistic),
-        "top10_recall": top_k_agreement(estimate, exact, 10),
-        "top100_recall": top_k_agreement(estimate, exact, 100),
-    }
+from .measure import estimator_quality, ranks_descending
 
 
 @dataclass

@@ -8,25 +8,25 @@ text of a small model beside the exact answer, under two conditions:
 - ``full``: the text as sampled (the study's length in tokens: up to 64 new tokens);
 - ``scaled``: its continuation cut to the study's *new tokens per residual dimension*,
   ``round(64 * d_model / 4096)`` tokens (9 on SmolLM2-135M, 10 on Gemma-3-270M), with a fresh SVD
-  basis of the cut text's own writes (``experiments.text_length.cut_continuation``). The prompt is
+  basis of the cut text's own writes (``experiments.texts.cut_continuation``). The prompt is
   not cut, so the cut text has more tokens per dimension in all than the study's 71 on 4096
   (``tokens_per_dim`` says how many).
 
 Per condition, three answers (``minimal`` table, ``method`` column):
 
 - ``exact_scan`` (float32): the smallest k with ``logp(k) >= unclipped - tol`` (tol as in
-  ``experiments.minimal_subspace.effective_tolerance``), every k scanned where the curve is within
-  ``band`` nats of the target (``experiments.text_length.lazy_scan_first_crossing``);
+  ``experiments.measure.effective_tolerance``), every k scanned where the curve is within
+  ``band`` nats of the target (``experiments.measure.lazy_scan_first_crossing``);
 - ``study_bisection`` (float32): ``interp.search.study_bisection`` on the same memoized curve,
   target the unclipped log-probability exactly;
 - ``study_bisection`` (bfloat16): the same bisection run for real on a bfloat16 copy of the model
-  (``experiments.method_sensitivity.cast_copy``; the caller's model is not touched), every probe
+  (``experiments.measure.cast_copy``; the caller's model is not touched), every probe
   scored alone (batch 1) against the bfloat16 model's own unclipped log-probability (batch 1). The
   directions are the float32 basis of the text (the same subspaces as the float32 searches).
 
 ``gap`` holds where the float32 curve closes 50/90/99% of the gap between k = 0 and the unclipped
 log-probability and comes within 1/5/10 nats of it, read off the evaluated k
-(``experiments.text_length.gap_closure_evaluated``: ``exact`` marks the every-k answers).
+(``experiments.measure.gap_closure_evaluated``: ``exact`` marks the every-k answers).
 
 The replication table's two "study's procedure" rows are medians over texts of these numbers.
 """
@@ -43,10 +43,12 @@ from interp import Completion, model_info
 from interp.search import study_bisection
 
 from .base import ExperimentResult, Text, as_text, param_dtype, run_meta
-from .method_sensitivity import STUDY_DTYPE, cast_copy, real_bisection, score_unclipped
+from .measure import cast_copy, exact_min_k, gap_closure_evaluated, real_bisection, score_unclipped, simulate_bisection
+from .method_sensitivity import STUDY_DTYPE  # a study fact (moves to the study's facts module)
+from .prompts import STUDY_D_MODEL
 from .registry import register
-from .study.prompts import STUDY_D_MODEL
-from .text_length import STUDY_BAND, cut_continuation, exact_min_k, gap_closure_evaluated, scaled_length
+from .text_length import STUDY_BAND  # a study fact (moves to the study's facts module)
+from .texts import cut_continuation, scaled_length
 
 CONDITIONS = ("full", "scaled")
 
@@ -255,14 +257,12 @@ def interpolated_curve(points: "dict[int, float]", d: int) -> np.ndarray:
 
 def plateau_bisection(curves: "dict[str, tuple[np.ndarray, float]]", *, noise_sds: Sequence[float] = PLATEAU_NOISE,
                       n_draws: int = 2000, seed: int = 0, band: tuple[float, float] = STUDY_BAND) -> pd.DataFrame:
-    """The study's zero-tolerance bisection (``method_sensitivity.simulate_bisection``: every probe
+    """The study's zero-tolerance bisection (``experiments.measure.simulate_bisection``: every probe
     and the unclipped reference carry independent N(0, sd^2) noise) on each named curve
     (``name -> (logp at k = 0..d, unclipped logp)``) at each noise level. One row per (curve, sd):
     where the curve comes within 1 nat of the unclipped value for good (``converged_k_frac``), its
     stable crossing at zero tolerance, and the landing k / d: median, IQR, 5-95%, the share of runs
     inside the study's 46-81% and the share at or above the convergence point. Seeded, pure numpy."""
-    from .method_sensitivity import simulate_bisection
-
     rng = np.random.default_rng(seed)
     rows = []
     for name, (curve, baseline) in curves.items():

@@ -24,7 +24,7 @@ tokens (the same sampled tokens: nested prefixes) and, for each cut text in its 
 - ``bisection_k``: the study's binary search (target = the unclipped log-probability exactly).
 
 How the crossings are computed and what they cost: the coarse grid
-(``experiments.clipping.curve_ks(d, jitter=False)``, 19 points for d = 576), the band scan for the
+(``experiments.measure.curve_ks(d, jitter=False)``, 19 points for d = 576), the band scan for the
 first crossing (``lazy_scan_first_crossing``: exact, every k near the target below the answer),
 then ``interp.search.scan_down``: every k from d down to the last k below both the first crossing
 and the convergence point. After it every k that the three numbers depend on has been evaluated,
@@ -55,21 +55,20 @@ import torch
 
 from interp import Completion, model_info
 from interp.scoring import continuation_logprob
-from interp.search import Crossings, ScanResult, band_scan_ks, curve_crossings, scan_down, study_bisection
+from interp.search import Crossings, ScanResult, curve_crossings, scan_down, study_bisection
 from interp.sweeps import clip_sweep
 
 from .base import ExperimentResult, Text, as_text, run_meta
-from .clipping import curve_ks
-from .method_sensitivity import GAP_FRACTIONS, WITHIN_NATS, gap_closure
-from .minimal_subspace import NOISE_FACTOR, effective_tolerance
+from .measure import (NOISE_FACTOR, curve_ks, effective_tolerance, gap_closure, gap_closure_evaluated,
+                      lazy_scan_first_crossing)
+from .prompts import STUDY_D_MODEL, STUDY_MIN_K
 from .registry import register
-from .study.prompts import STUDY_D_MODEL, STUDY_MIN_K
+from .texts import cut_continuation, scaled_length
 
 LENGTHS = (2, 8, 32, 64)  # with the scaled length (9 on SmolLM2, 10 on Gemma-3): 5 texts a prompt
 SUBSETS = (2, 4, 8, 16, 64)  # target_subsets' m
 CONVERGED_NATS = 1.0  # converged_k: the curve stays within this many nats of the baseline
 STUDY_N_LAYERS = 32  # Llama-3-8B
-STUDY_NEW_TOKENS = 64
 STUDY_BAND = (0.46, 0.81)  # the study's minimal k / d_model on its four texts (Llama-3-8B)
 # Tokens (prompt + continuation, BOS included) of the study's texts. Only the first is known: its
 # attention-only writes matrix had 2272 = 32 layers x 71 tokens rows (shared/STUDY.md). The other
@@ -79,92 +78,6 @@ STUDY_N_TOKENS: dict[str, int | None] = {"meaning_of_life": 71, "relativity": No
 STUDY_MAX_NEW_TOKENS = 64
 # The study's one known text: 2 x 32 layers x 71 tokens = 4544 writes on 4096 dimensions.
 STUDY_WRITES_PER_DIM = 2 * STUDY_N_LAYERS * 71 / STUDY_D_MODEL
-
-
-def scaled_length(d_model: int, *, new_tokens: int = STUDY_NEW_TOKENS, study_d_model: int = STUDY_D_MODEL) -> int:
-    """The study's new tokens per residual dimension on a model of width ``d_model``:
-    ``round(new_tokens * d_model / study_d_model)``, at least 1 (9 for d = 576, 10 for d = 640)."""
-    return max(1, int(round(new_tokens * d_model / study_d_model)))
-
-
-def cut_continuation(model: Any, completion: Completion, n: int) -> Completion:
-    """The completion with its continuation cut to its first ``n`` tokens (the prompt and the
-    sampled tokens unchanged; the text decoded with ``model``'s tokenizer when given)."""
-    n_full = int(completion.continuation_tokens.numel())
-    if not 1 <= n <= n_full:
-        raise ValueError(f"cannot cut a {n_full}-token continuation to {n} tokens (need 1 <= n <= {n_full})")
-    cont = completion.continuation_tokens[:n].clone()
-    text = model.tokenizer.decode(cont.tolist()) if model is not None else ""
-    return Completion(completion.prompt, completion.prompt_tokens.clone(), cont, text,
-                      meta={**completion.meta, "cut_to": n, "cut_from": n_full})
-
-
-def lazy_scan_first_crossing(evaluate: Any, target: float, d: int, known: Sequence[int], *, band: float = 5.0,
-                             step: int = 8) -> ScanResult:
-    """``interp.search.scan_first_crossing``'s answer at a fraction of its cost.
-
-    Evaluates the ``known`` points (with 0 and d); the scan's k are every k inside each interval
-    between neighbouring known points where either end is within ``band`` nats of the target (or
-    above it), as in ``scan_first_crossing``. Those below the smallest passing known k are
-    evaluated in ascending order, ``step`` at a time, and the search stops at the first that
-    passes: the smallest passing k of the scan and the known points, which is
-    ``scan_first_crossing``'s k (k >= d always passes). ``scanned`` counts the k evaluated by the scan.
-    """
-    ks = sorted(set(int(k) for k in known) | {0, int(d)})
-    values = np.asarray(evaluate(ks), dtype=float)
-    ok = (values >= target) | (np.asarray(ks) >= d)
-    first_known = ks[int(np.argmax(ok))]
-    scan = [k for k in band_scan_ks(ks, values, target, band) if k < first_known]
-    asked, found = set(ks), first_known
-    for a in range(0, len(scan), max(int(step), 1)):
-        chunk = scan[a:a + max(int(step), 1)]
-        asked |= set(chunk)
-        passed = np.asarray(evaluate(chunk), dtype=float) >= target
-        if passed.any():
-            found = chunk[int(np.argmax(passed))]
-            break
-    return ScanResult(int(found), len(asked), scanned=len(asked) - len(ks), band=band)
-
-
-def exact_min_k(evaluate: Any, text: Text, *, tolerance: float = 1e-4, band: float = 5.0,
-                step: int = 8) -> tuple[ScanResult, float]:
-    """The exact minimal k of one clipping order of a prepared text: the smallest k with
-    ``logp(k) >= baseline - tol``, ``tol = effective_tolerance(tolerance, text.noise())``, by
-    ``lazy_scan_first_crossing`` from the coarse grid ``curve_ks(d, jitter=False)``. ``evaluate``:
-    the order's memoized evaluator (``text.evaluator(...)`` or any k -> logp). Returns (scan, tol)."""
-    tol = effective_tolerance(tolerance, text.noise())
-    d = text.d_model
-    return lazy_scan_first_crossing(evaluate, text.baseline - tol, d, curve_ks(d, jitter=False), band=band,
-                                    step=step), tol
-
-
-def gap_closure_evaluated(points: dict[int, float], baseline: float, d: int, *,
-                          fractions: Sequence[float] = GAP_FRACTIONS,
-                          nats: Sequence[float] = WITHIN_NATS) -> pd.DataFrame:
-    """``method_sensitivity.gap_closure``'s criteria on the evaluated k only (``points``: k -> logp,
-    with k = 0). One row per criterion and level: ``k_first`` (the smallest evaluated k meeting it;
-    k = d always counts), ``k_prev`` (the evaluated k before it, -1 for k_first = 0),
-    ``resolution = k_first - k_prev`` and ``exact`` (resolution 1: every k up to k_first known, so
-    k_first is the every-k first crossing). With every k in ``points`` it equals ``gap_closure``'s
-    ``k_first``."""
-    if 0 not in points:
-        raise ValueError("gap closure needs logp at k = 0")
-    ks = np.array(sorted(points))
-    v = np.array([points[k] for k in ks], dtype=float)
-    start, gap = points[0], baseline - points[0]
-    rows = []
-    crits = [("gap_closed", float(f), (np.ones(len(ks), bool) if gap <= 0 else (v - start) / gap >= f))
-             for f in fractions]
-    crits += [("within_nats", float(n), v >= baseline - n) for n in nats]
-    for criterion, level, ok in crits:
-        ok = ok | (ks >= d)
-        j = int(np.argmax(ok)) if ok.any() else len(ks) - 1
-        k_first = int(ks[j])
-        k_prev = int(ks[j - 1]) if j > 0 else -1
-        rows.append({"criterion": criterion, "level": level, "k_first": k_first, "k_prev": k_prev,
-                     "resolution": k_first - k_prev, "exact": bool(k_first - k_prev == 1),
-                     "k_frac_first": k_first / d})
-    return pd.DataFrame(rows)
 
 
 def _gap_label(criterion: str, level: float) -> str:

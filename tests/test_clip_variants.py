@@ -11,8 +11,7 @@ from experiments.clip_variants import (
     VARIANTS, ClipVariant, ClipVariantsResult, direction_sources, mean_writes, resolve_variants, run_clip_variants,
     variant_evaluator,
 )
-from experiments.clipping import curve_ks
-from experiments.text_length import lazy_scan_first_crossing
+from experiments.measure import curve_ks, lazy_scan_first_crossing
 from interp import Completion, capture_writes, continuation_logprob, encode_prompt, prefix_masks, project
 from interp.clip_variants import fill_clip, fill_clip_writes, removed_part
 from interp.testing import tiny_model

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 import experiments as E
+from experiments.measure import cast_copy, gap_closure, simulate_bisection
 from experiments.method_sensitivity import (
-    MethodSensitivityResult, cast_copy, exact_first_crossing, gap_closure, noise_batches, pooled_sd,
-    run_method_sensitivity, simulate_bisection, study_bisection,
+    MethodSensitivityResult, exact_first_crossing, noise_batches, pooled_sd, run_method_sensitivity,
 )
-from interp.search import bisect_min_k
+from interp.search import bisect_min_k, study_bisection
 
 
 def _eval(curve):

@@ -166,7 +166,7 @@ def test_sampled_continuations_lie_in_plain_transformers_nucleus(smollm2, plain_
     """What the package samples (batched, left-padded, cached) is what an independent plain
     transformers model could sample: every token inside its top-p nucleus at the temperature."""
     from experiments.study.checks import nucleus_excess
-    from experiments.study.prompts import PROMPTS, SAMPLING
+    from experiments.prompts import PROMPTS, SAMPLING
 
     comps = interp.sample_continuations(smollm2, list(PROMPTS.values()), seed=0, use_cache=True,
                                         **{**SAMPLING, "max_new_tokens": 32})

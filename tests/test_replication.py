@@ -166,7 +166,7 @@ def test_text_metrics_joins_the_exact_stage(tmp_path):
 
     from experiments.base import prepare
     from experiments.exact_importance import run_exact_importance
-    from experiments.study.prompts import get_continuation
+    from experiments.prompts import get_continuation
     from interp.testing import tiny_model
 
     model = tiny_model()
@@ -217,7 +217,7 @@ def test_text_metrics_joins_the_study_procedure(tmp_path):
 
     from experiments.study.replication import study_procedure_metrics
     from experiments.study_procedure import run_study_procedure
-    from experiments.study.prompts import get_continuation
+    from experiments.prompts import get_continuation
     from interp.testing import tiny_model
 
     model = tiny_model()

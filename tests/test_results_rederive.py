@@ -18,7 +18,7 @@ from scipy import stats
 
 from experiments.study.export import retabulate, write_readme, model_sizes
 from experiments.study.extend import DocText, TextMismatchError, verify_text
-from experiments.single_direction import top_k_agreement
+from experiments.measure import top_k_agreement
 from experiments.study.replication import claims
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "results"

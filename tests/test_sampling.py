@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import interp
-from experiments.study.prompts import PROMPTS
+from experiments.prompts import PROMPTS
 from interp.compat import cached_decoding_error
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import experiments as E
-from experiments.method_sensitivity import score_clipped
-from experiments.study_procedure import StudyProcedureResult, cast_cached, run_study_procedure, scaled_length
+from experiments.measure import score_clipped, score_unclipped
+from experiments.study_procedure import StudyProcedureResult, cast_cached, run_study_procedure
+from experiments.texts import cut_continuation, scaled_length
 from interp import sample_continuation
 from interp.search import study_bisection
 
@@ -47,7 +48,7 @@ def test_rows_and_sizes(result, comp):
 def test_float32_searches_match_the_texts_every_k_curve(gpt2_tiny, result, comp):
     """The bisection row is study_bisection on the text's own curve (every k computed here), and
     the exact scan's k is that curve's first crossing of baseline - tolerance."""
-    for cond, c in (("full", comp), ("scaled", E.text_length.cut_continuation(gpt2_tiny, comp, 4))):
+    for cond, c in (("full", comp), ("scaled", cut_continuation(gpt2_tiny, comp, 4))):
         text = E.prepare(gpt2_tiny, c, chunk_size=16)
         curve = text.evaluator("singular_value").evaluate(range(65))
         t = result.table[result.table.condition == cond].set_index(["method", "dtype"])
@@ -70,7 +71,7 @@ def test_low_precision_bisection_follows_its_own_dtype(gpt2_tiny, result, comp):
         "torch.float32"  # the caller's model is not cast
     text = E.prepare(gpt2_tiny, comp, chunk_size=16)
     row = result.table[(result.table.condition == "full") & (result.table.dtype == "bfloat16")].iloc[0]
-    target = float(E.method_sensitivity.score_unclipped(low, comp, 1)[0])
+    target = float(score_unclipped(low, comp, 1)[0])
     assert abs(row.target - target) < 1e-6
     curve = np.array([score_clipped(low, comp, text.basis.vectors, [k], kinds=text.kinds)[0] for k in range(65)])
     assert row.k == study_bisection(lambda ks: curve[list(ks)], target, 64).k

@@ -10,13 +10,14 @@ import pandas as pd
 import pytest
 
 import experiments as E
-from experiments.method_sensitivity import gap_closure
-from experiments.minimal_subspace import effective_tolerance
-from experiments.study.prompts import STUDY_D_MODEL, STUDY_MIN_K
-from experiments.text_length import (
-    TextLengthResult, cut_continuation, gap_closure_evaluated, lazy_scan_first_crossing, noise_across_k, noise_ks,
-    run_text_length, settle, study_points, target_subsets,
+from experiments.measure import (
+    curve_ks, effective_tolerance, gap_closure, gap_closure_evaluated, lazy_scan_first_crossing,
 )
+from experiments.prompts import STUDY_D_MODEL, STUDY_MIN_K
+from experiments.text_length import (
+    TextLengthResult, noise_across_k, noise_ks, run_text_length, settle, study_points, target_subsets,
+)
+from experiments.texts import cut_continuation
 from interp import sample_continuation
 from interp.search import curve_crossings, scan_first_crossing
 
@@ -41,7 +42,7 @@ def test_lazy_scan_equals_scan_first_crossing_on_rough_curves(seed):
     d = int(rng.integers(20, 300))
     curve = _rough(d, seed, jitter=float(rng.choice([0.0, 0.5, 3.0, 10.0])))
     target = curve[d] - float(rng.choice([0.0, 1e-4, 1.0, 5.0]))
-    known = E.clipping.curve_ks(d, jitter=False) if seed % 2 else sorted(rng.choice(d + 1, 7, replace=False).tolist())
+    known = curve_ks(d, jitter=False) if seed % 2 else sorted(rng.choice(d + 1, 7, replace=False).tolist())
     band = float(rng.choice([0.5, 5.0, 50.0]))
     full, lazy = Counting(curve), Counting(curve)
     want = scan_first_crossing(full, target, d, known, band=band)
@@ -234,7 +235,7 @@ def test_settle_equals_an_every_k_reading(seed):
             return {k: self.curve[k] for k in self.asked}
 
     ev = Ev(curve)
-    first, c = settle(ev, target, 0.0, d, E.clipping.curve_ks(d, jitter=False), band=5.0, step=int(rng.integers(1, 9)))
+    first, c = settle(ev, target, 0.0, d, curve_ks(d, jitter=False), band=5.0, step=int(rng.integers(1, 9)))
     want = curve_crossings(dict(enumerate(curve)), target, 0.0, d)
     assert (c.first, c.stable, c.converged) == (want.first, want.stable, want.converged)
     assert c.stable_exact and c.converged_exact

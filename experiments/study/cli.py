@@ -15,7 +15,7 @@ from pathlib import Path
 from interp import ModelNotFoundError, load_model, normalize_kinds
 
 from .preflight import PROGRESS, UsageError, check_prompts_fit, check_writable, model_limits
-from .prompts import PROMPTS, REPLICATION_PROMPTS
+from ..prompts import PROMPTS, REPLICATION_PROMPTS
 from ..registry import ENV as PLUGINS_ENV
 from ..registry import get_plugin, plugin_names
 
@@ -201,7 +201,7 @@ def _prompt_texts(args: argparse.Namespace) -> dict[str, str] | None:
     """The prompts of --prompts-file, or None; a missing, empty or undecodable file is a usage error."""
     if not getattr(args, "prompts_file", None):
         return None
-    from .prompts import load_prompts_file
+    from ..prompts import load_prompts_file
 
     path = Path(args.prompts_file)
     if not path.is_file():
@@ -271,7 +271,7 @@ def _labelled(args: argparse.Namespace, prompts: list[str],
     by its line number."""
     lines = {}
     if getattr(args, "prompts_file", None):
-        from .prompts import read_prompts_file
+        from ..prompts import read_prompts_file
 
         lines = {name: i for i, name, _ in read_prompts_file(args.prompts_file)}
     out = []

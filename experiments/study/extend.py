@@ -24,7 +24,7 @@ import pandas as pd
 from ..base import prepare
 from ..registry import get_plugin
 from .checks import checked
-from .prompts import REPLICATION_PROMPTS, get_continuation
+from ..prompts import REPLICATION_PROMPTS, get_continuation
 
 
 class TextMismatchError(RuntimeError):

@@ -30,7 +30,7 @@ from ..exact_importance import ExactImportanceResult, run_exact_importance
 from ..minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
 from ..orderings import OrderingsResult, run_orderings
 from ..overlap import OverlapResult, Subspace, run_overlap
-from .prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, sample_missing
+from ..prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, sample_missing
 from ..registry import get_plugin
 from ..single_direction import SingleDirectionResult, run_single_direction
 from ..spectrum import SpectrumResult, run_spectrum
