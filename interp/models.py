@@ -232,7 +232,7 @@ def load_model(
             a ``.gguf`` file (dequantized and cached by its hash), or a hub name (needs internet
             or the HF cache). ``None``: ``$RESID_WRITES_MODEL``, else the first directory in
             ``../shared/models``, else ``smollm2-135m``. ``"random:<shape>"`` (a shape of
-            ``interp.testing.SHAPES``) builds random weights of that shape, with the toy
+            ``interp.toys.SHAPES``) builds random weights of that shape, with the toy
             tokenizer: a real model's shape for benchmarks (``"random:smollm2-135m"``,
             ``"random:llama3-8b"``), or a tiny one for tests (``"random:tiny-gpt2"``,
             ``"random:tiny-llama"``, ``"random:tiny-neox"``: d_model 64, 2 layers, loads in
@@ -254,7 +254,7 @@ def load_model(
     if str(name_or_path).startswith(RANDOM_PREFIX):  # benchmarks only: timings, never findings
         import tempfile
 
-        from .testing import random_model
+        from .toys import random_model
 
         shape = str(name_or_path)[len(RANDOM_PREFIX):]
         prefix = "resid-writes-random-"

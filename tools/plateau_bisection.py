@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.study.report import _table_md
+from experiments.study.tables import table_md
 from experiments.study_procedure import PLATEAU_NOISE, interpolated_curve, plateau_bisection, study_shaped_curve
 
 
@@ -61,7 +61,7 @@ def main() -> None:
     g = t.groupby(["group", "noise_sd"], sort=False).agg(
         n=("median_k_frac", "size"), converged=("converged_k_frac", "median"), median=("median_k_frac", "median"),
         q25=("q25_k_frac", "median"), q75=("q75_k_frac", "median"), in_band=("share_in_study_band", "mean"))
-    print(_table_md(g.round(3).reset_index()))
+    print(table_md(g.round(3).reset_index()))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import pandas as pd
 
 from .replication import (MODEL_LABELS, claims, combined_table, exact_metrics, extension_metrics, gather, overlap_pairs,
                           study_procedure_metrics, text_length_metrics, text_metrics)
-from .report import _table_md, figures, hessian_figures, text_length_figures
+from .report import figures, hessian_figures, text_length_figures
+from .tables import table_md
 
 
 # The extensions' small per-text tables (replicate --exact-with, or extend), copied to docs as <sub>_<file>.
@@ -124,7 +125,7 @@ def write_readme(docs: Path, per_model: dict[str, pd.DataFrame], sizes: list[str
         "use only the exact stage's texts (`--exact-texts`: every direction ablated, minimal k by scanning "
         "every k within `--band` nats of the target; column n_texts of `claims.csv` says how many texts each "
         "row uses; per-text numbers in `exact_texts.csv`).", "",
-        _table_md(combined.drop(columns=["key"])), "",
+        table_md(combined.drop(columns=["key"])), "",
         "Per model: `claims.csv` (this table, with rules), `texts.csv` (every text's numbers), "
         "`minimal_subspace_minimal_k.csv`, `minimal_subspace_sensitivity.csv` (minimal k against the tolerance), "
         "`spectrum_summary.csv`, `clipping_curve.csv`, `overlap_pairs.csv`, `clipped_generation_samples.csv`, "

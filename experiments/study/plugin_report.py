@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from .report import _html_table, _svg, _table_md
+from .tables import html_table, svg, table_md
 
 
 def summary_table(per_prompt: dict[str, Any], name: str) -> pd.DataFrame:
@@ -33,13 +33,13 @@ def plugin_sections(out: Path, per_prompt: dict[str, Any], names: Any) -> tuple[
         table = summary_table(per_prompt, name)
         table.to_csv(out / f"plugin_{name}.csv", index=False)
         title = f"Plug-in: {name}"
-        md += [f"## {title}", "", _table_md(table.round(4)) if len(table.columns) > 1 else "(no summary)", "",
+        md += [f"## {title}", "", table_md(table.round(4)) if len(table.columns) > 1 else "(no summary)", "",
                f"Every text's summary, also `plugin_{name}.csv`; figures of each text under `<text>/{name}/figures/`.", ""]
-        body += [f"<h2>{html.escape(title)}</h2>", _html_table(table.round(4))]
+        body += [f"<h2>{html.escape(title)}</h2>", html_table(table.round(4))]
         first = next((pr.results[name] for pr in per_prompt.values() if name in pr.results), None)
         figs = first.figures() if first is not None else {}
         if figs:
             body.append("<div class='row'>" + "".join(
-                f"<div class='fig'>{_svg(fig).to_html(full_html=False, include_plotlyjs=False)}</div>"
+                f"<div class='fig'>{svg(fig).to_html(full_html=False, include_plotlyjs=False)}</div>"
                 for fig in figs.values()) + f"</div><p class='caption'>Figures of {html.escape(next(iter(per_prompt)))}.</p>")
     return md, body

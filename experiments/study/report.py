@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .replication import STUDY_MIN_K_FRAC, claims, gather, overlap_pairs, text_length_rows, text_metrics
+from .tables import html_table as _html_table, svg as _svg, table_md as _table_md, verdict_class as _vclass
 
 SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
     (("dominant", "attention_only"), "1. Spectrum of the writes", ("spectrum_ratios", "spectrum_example"),
@@ -48,14 +49,6 @@ SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
      "nats), against k / d: the study's zero clip, mean fills, BOS or the first 4 positions left "
      "unclipped, one third of the layers clipped, one kind of write clipped."),
 ]
-
-
-def _svg(fig: Any) -> Any:
-    """Force SVG traces (WebGL draws nothing in many viewers) and a readable size."""
-    for trace in fig.data:
-        if trace.type == "scattergl":
-            raise ValueError("report figures must use SVG traces (render_mode='svg')")
-    return fig.update_layout(template="plotly_white", height=380, margin=dict(l=60, r=20, t=50, b=50))
 
 
 def figures(run_dir: Path, m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, Any]:
@@ -285,14 +278,6 @@ def text_length_figures(m: pd.DataFrame) -> dict[str, Any]:
         yaxis_title="k / d_model", yaxis_range=[0, 1.05])}
 
 
-def _table_md(t: pd.DataFrame) -> str:
-    cols = list(t.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in t.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |")
-    return "\n".join(lines)
-
-
 TABLE_COLUMNS = ["claim", "study (Llama-3-8B)", "ours", "null", "verdict"]
 
 # What adds a row a run did not make (its n_texts is 0): reproduce's option, replicate's option.
@@ -514,24 +499,6 @@ STYLE = (
     ".notrun{font-size:13px}.pub{color:#555}"
     "details{margin:1em 0}summary{cursor:pointer}pre{white-space:pre-wrap}"
 )
-
-
-def _vclass(verdict: str) -> str:
-    return "holds" if verdict.startswith("holds") else "differs" if verdict.startswith("differs") else "cant"
-
-
-def _html_table(t: pd.DataFrame, verdict: bool = False) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in t.columns)
-    rows = []
-    for row in t.itertuples(index=False):
-        cells = []
-        for col, v in zip(t.columns, row):
-            text = html.escape(str(v))
-            if verdict and col == "verdict":
-                text = f"<span class='v {_vclass(str(v))}'>{text}</span>"
-            cells.append(f"<td>{text}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
 def _samples_html(out: Path, m: pd.DataFrame) -> str:
