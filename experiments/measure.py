@@ -13,7 +13,7 @@ only.
 - the study's bisection: ``simulate_bisection`` (on a curve plus Gaussian noise), ``real_bisection``
   (on the model in its dtype), ``cast_copy``, ``score_unclipped``, ``score_clipped``;
 - estimator quality and orders: ``ranks_descending``, ``top_k_agreement``, ``estimator_quality``,
-  ``orders_from_importance`` (``COMPROMISES``).
+  ``orders_from_importance`` (``COMPROMISES``), ``order_in_table``.
 """
 
 import contextlib
@@ -346,3 +346,9 @@ def orders_from_importance(importance: pd.DataFrame, compromise: str = "rank_pro
         "importance": np.argsort(t.importance_rank.to_numpy(), kind="stable"),
         f"compromise_{compromise}": np.argsort(COMPROMISES[compromise](t), kind="stable"),
     }
+
+
+def order_in_table(orders: pd.DataFrame, ordering: str) -> np.ndarray:
+    """One ordering's permutation of the directions from an ``orders`` table (columns ordering,
+    position, direction: ``OrderingsResult.tables["orders"]``)."""
+    return orders[orders.ordering == ordering].sort_values("position").direction.to_numpy()

@@ -29,8 +29,7 @@ from interp import Completion
 from interp.search import bisect_min_k, first_crossing, stable_crossing, study_bisection
 
 from .base import ExperimentResult, Text, _linalg_device, as_text
-from .measure import CONVERGED_NATS, NOISE_FACTOR, curve_ks, effective_tolerance
-from .orderings import OrderingsResult
+from .measure import CONVERGED_NATS, NOISE_FACTOR, curve_ks, effective_tolerance, order_in_table
 from .prompts import STUDY_D_MODEL, STUDY_MIN_K
 
 TOTAL_TOLERANCES = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)  # nats over the whole continuation
@@ -98,7 +97,7 @@ def run_minimal_subspace(
     model: Any,
     completion: "Completion | Text",
     *,
-    orderings: OrderingsResult | None = None,
+    orderings: ExperimentResult | None = None,  # an OrderingsResult (experiment 4): its orders table
     kinds: tuple[str, ...] | None = None,  # default: the prepared text's (attention + MLP for a completion)
     tolerance: float = 1e-4,
     random_null: bool = True,
@@ -118,8 +117,9 @@ def run_minimal_subspace(
     target = text.baseline - tol
     evaluators = {"singular_value": text.evaluator("singular_value")}
     if orderings is not None:
-        for name in orderings.tables["orders"].ordering.unique():
-            evaluators[name] = text.evaluator(name, orderings.order(name))
+        orders = orderings.tables["orders"]
+        for name in orders.ordering.unique():
+            evaluators[name] = text.evaluator(name, order_in_table(orders, name))
     if random_null:  # independent Haar draws per text (seeded by the run's seed, the text and the draw)
         for draw in range(max(random_draws, 1)):
             name = "random_basis" if draw == 0 else f"random_basis#{draw}"

@@ -17,7 +17,7 @@ import pandas as pd
 from interp import Completion
 
 from .base import ExperimentResult, Text, as_text
-from .measure import clipping_curve, curve_figures, curve_ks, orders_from_importance
+from .measure import clipping_curve, curve_figures, curve_ks, order_in_table, orders_from_importance
 from .single_direction import SingleDirectionResult, run_single_direction
 
 @dataclass
@@ -29,8 +29,7 @@ class OrderingsResult(ExperimentResult):
         return self.tables["curve"]
 
     def order(self, ordering: str) -> np.ndarray:
-        t = self.tables["orders"]
-        return t[t.ordering == ordering].sort_values("position").direction.to_numpy()
+        return order_in_table(self.tables["orders"], ordering)
 
     def summary(self) -> dict[str, Any]:
         base = self.meta["baseline_logprob"]

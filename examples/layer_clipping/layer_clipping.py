@@ -2,7 +2,14 @@
 
 Shows how a new hook-based experiment is built from the core: a pure function from
 ``interp.projection``, a context manager that registers thin hooks through ``model.hooks`` (so
-they are always removed), and a typed result with tidy tables. See docs/extending.md.
+they are always removed), and a typed result with tidy tables. It lives outside the package and
+uses only public names (``interp``, ``experiments``); registered as a plug-in, the CLI runs it
+beside the built-in experiments::
+
+    export RESID_WRITES_PLUGINS=examples/layer_clipping/layer_clipping.py
+    python -m experiments run layer_clipping --prompt relativity --out results/one
+
+See docs/extending.md; examples/layer_range/ is the complete example, with its own tests.
 """
 
 from collections.abc import Iterator, Sequence
@@ -13,11 +20,17 @@ from typing import Any
 import pandas as pd
 import torch
 
-from interp import Completion, continuation_logprob, normalize_kinds, prefix_masks, project
+import experiments as E
+from interp import (
+    Completion,
+    continuation_logprob,
+    model_device,
+    normalize_kinds,
+    prefix_masks,
+    project,
+    write_hook_name,
+)
 from interp.sweeps import count_rows
-from interp.writes import model_device, write_hook_name
-
-from .base import ExperimentResult, Text, as_text
 
 
 @contextmanager
@@ -36,7 +49,7 @@ def clip_layers(model: Any, directions: torch.Tensor, layers: Sequence[int], *, 
 
 
 @dataclass
-class LayerClippingResult(ExperimentResult):
+class LayerClippingResult(E.ExperimentResult):
     name = "layer_clipping"
 
     def figures(self) -> dict[str, Any]:
@@ -46,13 +59,31 @@ class LayerClippingResult(ExperimentResult):
                                           title="clipping only some layers' writes")}
 
 
-def run_layer_clipping(model: Any, completion: "Completion | Text", *, layer_sets: dict[str, Sequence[int]],
-                       ks: Sequence[int], kinds: tuple[str, ...] | None = None) -> LayerClippingResult:
-    """One clipping curve (over ``ks``, batched) per named set of layers (``kinds``: the text's)."""
-    text = as_text(model, completion, kinds=kinds)
+def default_layer_sets(n_layers: int) -> dict[str, range]:
+    """The first layer, the first half, the second half and all layers."""
+    half = n_layers // 2
+    return {"first": range(0, 1), "early": range(0, half), "late": range(half, n_layers),
+            "all": range(n_layers)}
+
+
+@E.register("layer_clipping", result=LayerClippingResult,
+            help="clip only some layers' writes, all others untouched")
+def run_layer_clipping(model: Any, completion: "Completion | E.Text", *,
+                       layer_sets: dict[str, Sequence[int]] | None = None,
+                       ks: Sequence[int] | None = None,
+                       kinds: tuple[str, ...] | None = None) -> LayerClippingResult:
+    """One clipping curve (over ``ks``, batched) per named set of layers (``kinds``: the text's).
+    Defaults: ``default_layer_sets`` and k = 0, d/16, d/8, d/4, d/2, 3d/4, d."""
+    text = E.as_text(model, completion, kinds=kinds)
     kinds = text.kinds
     basis, completion = text.basis, text.completion
-    masks = prefix_masks(ks, basis.d_model)
+    d = basis.d_model
+    if layer_sets is None:
+        layer_sets = default_layer_sets(int(model.cfg.n_layers))
+    if ks is None:
+        ks = sorted({0, d // 16, d // 8, d // 4, d // 2, 3 * d // 4, d})
+    ks = list(ks)
+    masks = prefix_masks(ks, d)
     rows = []
     for label, layers in layer_sets.items():
         with torch.inference_mode(), clip_layers(model, basis.vectors, layers, mask=masks, kinds=kinds):
