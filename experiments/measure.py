@@ -35,16 +35,19 @@ from interp.sweeps import clip_sweep, coarse_k_grid, jitter_pairs
 
 from .base import Text, param_dtype
 
-NOISE_FACTOR = 10.0
+NOISE_FACTOR = 10.0  # the tolerance is at least this many times the text's float noise
 CONVERGED_NATS = 1.0  # the curve's convergence point: within this many nats of unclipped from there on
 GAP_FRACTIONS = (0.5, 0.9, 0.99)  # share of the gap logp(d) - logp(0) closed
 WITHIN_NATS = (1.0, 5.0, 10.0)  # nats below the unclipped log-probability
+
 
 # ------------------------------------------------------------------- tolerances
 
 
 def effective_tolerance(tolerance: float, noise: float) -> float:
+    """The criterion's tolerance (nats), raised to ``NOISE_FACTOR`` x the measured float noise."""
     return max(tolerance, NOISE_FACTOR * noise)
+
 
 # ----------------------------------------------- k grids and the clipping curve
 
@@ -96,6 +99,7 @@ def curve_figures(curve: pd.DataFrame, baseline: float, title: str) -> dict[str,
     ).update_layout(yaxis_title="norm of all writes (Frobenius)", xaxis_title="k (directions kept)")
     return figs
 
+
 # -------------------------------------------------------------------- minimal k
 
 
@@ -136,6 +140,7 @@ def exact_min_k(evaluate: Any, text: Text, *, tolerance: float = 1e-4, band: flo
     d = text.d_model
     return lazy_scan_first_crossing(evaluate, text.baseline - tol, d, curve_ks(d, jitter=False), band=band,
                                     step=step), tol
+
 
 # ------------------------------------------------------------------ gap closure
 
@@ -212,6 +217,7 @@ def gap_closure_evaluated(points: dict[int, float], baseline: float, d: int, *,
                      "resolution": k_first - k_prev, "exact": bool(k_first - k_prev == 1),
                      "k_frac_first": k_first / d})
     return pd.DataFrame(rows)
+
 
 # -------------------------------------------------------- the study's bisection
 
@@ -301,6 +307,7 @@ def real_bisection(model: Any, completion: Completion, directions: torch.Tensor,
         return np.array([lp])
 
     return study_bisection(evaluate, target, d), probes
+
 
 # ------------------------------------------------- estimator quality and orders
 

@@ -20,6 +20,7 @@ from .base import ExperimentResult, Text, as_text
 from .measure import clipping_curve, curve_figures, curve_ks, order_in_table, orders_from_importance
 from .single_direction import SingleDirectionResult, run_single_direction
 
+
 @dataclass
 class OrderingsResult(ExperimentResult):
     name = "orderings"
