@@ -43,10 +43,11 @@ from interp import Completion, model_info
 from interp.search import study_bisection
 
 from .base import ExperimentResult, Text, as_text, param_dtype, run_meta
+from .facts import STUDY_BAND
 from .method_sensitivity import STUDY_DTYPE, cast_copy, real_bisection, score_unclipped
 from .registry import register
 from .study.prompts import STUDY_D_MODEL
-from .text_length import STUDY_BAND, cut_continuation, exact_min_k, gap_closure_evaluated, scaled_length
+from .text_length import cut_continuation, exact_min_k, gap_closure_evaluated, scaled_length
 
 CONDITIONS = ("full", "scaled")
 
@@ -225,7 +226,6 @@ def run_study_procedure(
 
 # --- where does the study's bisection land on a converged plateau? (issue 27) -----------------
 
-STUDY_CONVERGED = (0.37, 0.49)  # the study's curve came within 1 nat of unclipped between ~1500 and ~2000 of 4096
 PLATEAU_NOISE = (0.0, 0.1, 0.37, 1.0, 2.3, 13.5)  # nats: 0.37 / 13.5: measured bfloat16 comparison noise
 # (SmolLM2 / Gemma, docs/method_sensitivity.md); 2.3: Gemma's bfloat16 spread between batch compositions
 

@@ -60,6 +60,7 @@ from interp.sweeps import clip_sweep
 
 from .base import ExperimentResult, Text, as_text, run_meta
 from .clipping import curve_ks
+from .facts import STUDY_BAND, STUDY_MAX_NEW_TOKENS, STUDY_N_TOKENS, STUDY_NEW_TOKENS, STUDY_WRITES_PER_DIM
 from .method_sensitivity import GAP_FRACTIONS, WITHIN_NATS, gap_closure
 from .minimal_subspace import NOISE_FACTOR, effective_tolerance
 from .registry import register
@@ -68,17 +69,6 @@ from .study.prompts import STUDY_D_MODEL, STUDY_MIN_K
 LENGTHS = (2, 8, 32, 64)  # with the scaled length (9 on SmolLM2, 10 on Gemma-3): 5 texts a prompt
 SUBSETS = (2, 4, 8, 16, 64)  # target_subsets' m
 CONVERGED_NATS = 1.0  # converged_k: the curve stays within this many nats of the baseline
-STUDY_N_LAYERS = 32  # Llama-3-8B
-STUDY_NEW_TOKENS = 64
-STUDY_BAND = (0.46, 0.81)  # the study's minimal k / d_model on its four texts (Llama-3-8B)
-# Tokens (prompt + continuation, BOS included) of the study's texts. Only the first is known: its
-# attention-only writes matrix had 2272 = 32 layers x 71 tokens rows (shared/STUDY.md). The other
-# three were sampled with at most 64 new tokens; their lengths were not reported.
-STUDY_N_TOKENS: dict[str, int | None] = {"meaning_of_life": 71, "relativity": None, "launch": None,
-                                         "translate": None}
-STUDY_MAX_NEW_TOKENS = 64
-# The study's one known text: 2 x 32 layers x 71 tokens = 4544 writes on 4096 dimensions.
-STUDY_WRITES_PER_DIM = 2 * STUDY_N_LAYERS * 71 / STUDY_D_MODEL
 
 
 def scaled_length(d_model: int, *, new_tokens: int = STUDY_NEW_TOKENS, study_d_model: int = STUDY_D_MODEL) -> int:
