@@ -26,9 +26,9 @@ STUDY_CONVERGED = (round(STUDY_CONVERGED_K[0] / STUDY_D_MODEL, 2), round(STUDY_C
 # only the first is known, its attention-only writes matrix had 2272 = 32 layers x 71 tokens rows.
 STUDY_NEW_TOKENS = 64
 STUDY_MAX_NEW_TOKENS = STUDY_NEW_TOKENS
-STUDY_N_TOKENS: dict[str, int | None] = {"meaning_of_life": 71, "relativity": None, "launch": None,
-                                         "translate": None}
 STUDY_KNOWN_TOKENS = 71
+STUDY_N_TOKENS: dict[str, int | None] = {"meaning_of_life": STUDY_KNOWN_TOKENS, "relativity": None, "launch": None,
+                                         "translate": None}
 # The one known text: 2 x 32 layers x 71 tokens = 4544 writes on 4096 dimensions (1.11 per dimension).
 STUDY_WRITES = 2 * STUDY_N_LAYERS * STUDY_KNOWN_TOKENS
 STUDY_WRITES_PER_DIM = STUDY_WRITES / STUDY_D_MODEL
@@ -42,9 +42,9 @@ def pct(x: float) -> str:
     return f"{x:.0%}"
 
 
-def study_band_text(sep: str = "-") -> str:
+def study_band_text() -> str:
     """The band as a range of fractions: ``0.46-0.81``."""
-    return f"{STUDY_BAND[0]:g}{sep}{STUDY_BAND[1]:g}"
+    return f"{STUDY_BAND[0]:g}-{STUDY_BAND[1]:g}"
 
 
 def pct_range(lo: float, hi: float) -> str:

@@ -43,7 +43,7 @@ from interp import Completion, model_info
 from interp.search import study_bisection
 
 from .base import ExperimentResult, Text, as_text, param_dtype, run_meta
-from .facts import STUDY_BAND
+from .facts import STUDY_BAND, study_band_pct
 from .method_sensitivity import STUDY_DTYPE, cast_copy, real_bisection, score_unclipped
 from .registry import register
 from .study.prompts import STUDY_D_MODEL
@@ -103,7 +103,7 @@ class StudyProcedureResult(ExperimentResult):
         name = self.meta.get("model", {}).get("name", "")
         fig = go.Figure()
         fig.add_hrect(y0=STUDY_BAND[0], y1=STUDY_BAND[1], fillcolor="grey", opacity=0.15, line_width=0,
-                      annotation_text="study: 46-81% (Llama-3-8B)", annotation_position="top left")
+                      annotation_text=f"study: {study_band_pct()} (Llama-3-8B)", annotation_position="top left")
         for label, g in t.groupby("label", sort=False):
             fig.add_trace(go.Bar(x=g.condition + " (" + g.n_continuation_tokens.astype(str) + " new tokens)",
                                  y=g.k_frac, name=label))

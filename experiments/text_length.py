@@ -60,7 +60,8 @@ from interp.sweeps import clip_sweep
 
 from .base import ExperimentResult, Text, as_text, run_meta
 from .clipping import curve_ks
-from .facts import STUDY_BAND, STUDY_MAX_NEW_TOKENS, STUDY_N_TOKENS, STUDY_NEW_TOKENS, STUDY_WRITES_PER_DIM
+from .facts import (STUDY_BAND, STUDY_KNOWN_TOKENS, STUDY_MAX_NEW_TOKENS, STUDY_N_TOKENS, STUDY_NEW_TOKENS,
+                    STUDY_WRITES_PER_DIM, study_band_pct)
 from .method_sensitivity import GAP_FRACTIONS, WITHIN_NATS, gap_closure
 from .minimal_subspace import NOISE_FACTOR, effective_tolerance
 from .registry import register
@@ -411,14 +412,15 @@ class TextLengthResult(ExperimentResult):
         known = sp[sp.n_tokens_known]
         fig.add_trace(go.Scatter(x=[STUDY_WRITES_PER_DIM] * len(known), y=known.min_k_frac, mode="markers+text",
                                  text=known.prompt_name, textposition="top left", name=(
-                                     "study (Llama-3-8B), 71 tokens: 1.11 writes/dim, bisection in bf16"),
+                                     f"study (Llama-3-8B), {STUDY_KNOWN_TOKENS} tokens: {STUDY_WRITES_PER_DIM:.2f} "
+                                     "writes/dim, bisection in bf16"),
                                  marker={"symbol": "star", "size": 14, "color": "black"}), row=1, col=1)
         fig.add_trace(go.Scatter(x=known.tokens_per_dim, y=known.min_k_frac, mode="markers", showlegend=False,
                                  marker={"symbol": "star", "size": 14, "color": "black"}), row=1, col=2)
         fig.update_xaxes(type="log", title_text="writes per residual dimension", row=1, col=1)
         fig.update_xaxes(type="log", title_text="tokens per residual dimension", row=1, col=2)
         fig.update_yaxes(title_text="k / d_model", range=[0, 1.05], row=1, col=1)
-        fig.update_layout(title="minimal subspace against the span of the writes (grey band: the study's 46-81%)",
+        fig.update_layout(title=f"minimal subspace against the span of the writes (grey band: the study's {study_band_pct()})",
                           height=520, width=1100)
         gap = self.tables["gap_closure"]
         gfig = go.Figure()

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..facts import STUDY_BAND, STUDY_CHAOTIC, STUDY_CONVERGED, STUDY_D_MODEL, STUDY_MIN_K, STUDY_WRITES_PER_DIM
+from ..facts import (STUDY_BAND, STUDY_CHAOTIC, STUDY_CONVERGED, STUDY_D_MODEL, STUDY_MIN_K, STUDY_WRITES_PER_DIM,
+                     study_band_pct, study_band_text)
 from .replication import claims, gather, overlap_pairs, text_length_rows, text_metrics
 
 SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
@@ -30,7 +31,8 @@ SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
      "value, first text. Right: Spearman correlation of the two, every text."),
     (("importance_order", "compromise_order", "minimal_k"), "4-5. Orderings and the minimal subspace",
      ("minimal_k", "sensitivity"),
-     "Left: minimal k / d per ordering for every text (grey band: the study's 46-81%). Right: median minimal k / d "
+     f"Left: minimal k / d per ordering for every text (grey band: the study's {study_band_pct()}). Right: median "
+     "minimal k / d "
      "(band: interquartile range) against the tolerance, SVD basis and a random orthonormal basis."),
     (("generation",), "6. Generating from the clipped model", (), "Samples of the first text are listed below."),
     (("overlap",), "7. Overlap between texts' minimal subspaces", ("overlap",),
@@ -40,8 +42,9 @@ SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
      ("study_procedure_gap",),
      "Each exact-stage text's clipping curve (SVD order, float32) as the fraction of its gap (k = 0 to unclipped) "
      "still open, log scale, at every evaluated k: as sampled (64 new tokens) and cut to the study's new tokens "
-     "per residual dimension. Shaded: the study's description of Llama-3-8B (\"stable but low\" 0.07-0.37 of d, "
-     "converged 0.37-0.49) and its minimal subspaces (0.46-0.81)."),
+     "per residual dimension. Shaded: the study's description of Llama-3-8B (\"stable but low\" "
+     f"{STUDY_CHAOTIC:g}-{STUDY_CONVERGED[0]:g} of d, converged {STUDY_CONVERGED[0]:g}-{STUDY_CONVERGED[1]:g}) and its "
+     f"minimal subspaces ({study_band_text()})."),
     (("mean_ablation", "bos_unclipped", "layers_needed", "hessian_order"), "9. Why every direction: clip variants",
      ("clip_variants_gap",),
      "How far below the unclipped log-probability each clip variant stays (nats, log scale; median over the "
