@@ -3,9 +3,9 @@
 A reproduction output folder (``reproduce``: one folder per text, each with its experiments) is
 read back into one row per text (``text_metrics``; its minimal-k columns are made from the long
 form ``minimal_k_rows``: ordering, draw, method, criterion, tolerance, one value a row, which the
-report's figures read) and one row per subspace pair (``overlap_pairs``); ``claims`` turns them into the table: for every claim the study's number,
-ours as a median [interquartile range] over texts, its null, and a verdict by a rule written
-next to its code (``CLAIMS``: one ``Claim`` each, its rule text formatted from the numbers its code
+report's figures read) and one row per subspace pair (``overlap_pairs``); ``claims`` turns them
+into the table: for every claim the study's number, ours as a median [interquartile range] over
+texts, its null, and a verdict by a rule written next to its code (``CLAIMS``: one ``Claim`` each, its rule text formatted from the numbers its code
 reads). A claim "holds" only where it beats its null by more than the spread. The study's own
 numbers come from ``experiments.facts``.
 """
