@@ -36,10 +36,10 @@ from interp import Completion
 from interp.search import study_bisection
 
 from .base import ExperimentResult, Text, as_text, param_dtype
+from .facts import STUDY_DTYPE
 from .measure import (cast_copy, gap_closure, real_bisection, score_clipped, score_unclipped,
                       simulate_bisection)
 
-STUDY_DTYPE = "bfloat16"
 NOISE_GRID = (0.01, 0.1, 1.0, 10.0)  # nats: extra simulated noise levels beside the measured ones
 DTYPES = ("float32", "bfloat16", "float16")
 

@@ -39,10 +39,8 @@ REPLICATION_PROMPTS: dict[str, str] = {
     "email": "Dear Professor Smith,\n\nI am writing to ask whether",
 }
 
-# The study's numbers (Llama-3-8B, d_model 4096), for reports.
-STUDY_MIN_K = {"meaning_of_life": 1886, "relativity": 3329, "launch": 2696, "translate": 2518}
-STUDY_D_MODEL = 4096
-STUDY_NEW_TOKENS = 64  # new tokens sampled per text (at most)
+# The study's numbers (Llama-3-8B, d_model 4096), for reports: written once, in experiments.facts.
+from .facts import STUDY_D_MODEL, STUDY_MIN_K, STUDY_NEW_TOKENS  # noqa: E402,F401
 
 SAMPLING = {"max_new_tokens": 64, "temperature": 0.6, "top_p": 0.9}
 

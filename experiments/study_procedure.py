@@ -43,11 +43,9 @@ from interp import Completion, model_info
 from interp.search import study_bisection
 
 from .base import ExperimentResult, Text, as_text, param_dtype, run_meta
+from .facts import STUDY_BAND, STUDY_D_MODEL, STUDY_DTYPE, study_band_pct
 from .measure import cast_copy, exact_min_k, gap_closure_evaluated, real_bisection, score_unclipped, simulate_bisection
-from .method_sensitivity import STUDY_DTYPE  # a study fact (moves to the study's facts module)
-from .prompts import STUDY_D_MODEL
 from .registry import register
-from .text_length import STUDY_BAND  # a study fact (moves to the study's facts module)
 from .texts import cut_continuation, scaled_length
 
 CONDITIONS = ("full", "scaled")
@@ -104,7 +102,7 @@ class StudyProcedureResult(ExperimentResult):
         name = self.meta.get("model", {}).get("name", "")
         fig = go.Figure()
         fig.add_hrect(y0=STUDY_BAND[0], y1=STUDY_BAND[1], fillcolor="grey", opacity=0.15, line_width=0,
-                      annotation_text="study: 46-81% (Llama-3-8B)", annotation_position="top left")
+                      annotation_text=f"study: {study_band_pct()} (Llama-3-8B)", annotation_position="top left")
         for label, g in t.groupby("label", sort=False):
             fig.add_trace(go.Bar(x=g.condition + " (" + g.n_continuation_tokens.astype(str) + " new tokens)",
                                  y=g.k_frac, name=label))
@@ -227,7 +225,6 @@ def run_study_procedure(
 
 # --- where does the study's bisection land on a converged plateau? (issue 27) -----------------
 
-STUDY_CONVERGED = (0.37, 0.49)  # the study's curve came within 1 nat of unclipped between ~1500 and ~2000 of 4096
 PLATEAU_NOISE = (0.0, 0.1, 0.37, 1.0, 2.3, 13.5)  # nats: 0.37 / 13.5: measured bfloat16 comparison noise
 # (SmolLM2 / Gemma, docs/method_sensitivity.md); 2.3: Gemma's bfloat16 spread between batch compositions
 

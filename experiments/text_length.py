@@ -59,25 +59,16 @@ from interp.search import Crossings, ScanResult, curve_crossings, scan_down, stu
 from interp.sweeps import clip_sweep
 
 from .base import ExperimentResult, Text, as_text, run_meta
+from .facts import (STUDY_BAND, STUDY_D_MODEL, STUDY_KNOWN_TOKENS, STUDY_MAX_NEW_TOKENS, STUDY_MIN_K,
+                    STUDY_N_TOKENS, STUDY_WRITES_PER_DIM, study_band_pct)
 from .measure import (NOISE_FACTOR, curve_ks, effective_tolerance, gap_closure, gap_closure_evaluated,
                       lazy_scan_first_crossing)
-from .prompts import STUDY_D_MODEL, STUDY_MIN_K
 from .registry import register
 from .texts import cut_continuation, scaled_length
 
 LENGTHS = (2, 8, 32, 64)  # with the scaled length (9 on SmolLM2, 10 on Gemma-3): 5 texts a prompt
 SUBSETS = (2, 4, 8, 16, 64)  # target_subsets' m
 CONVERGED_NATS = 1.0  # converged_k: the curve stays within this many nats of the baseline
-STUDY_N_LAYERS = 32  # Llama-3-8B
-STUDY_BAND = (0.46, 0.81)  # the study's minimal k / d_model on its four texts (Llama-3-8B)
-# Tokens (prompt + continuation, BOS included) of the study's texts. Only the first is known: its
-# attention-only writes matrix had 2272 = 32 layers x 71 tokens rows (shared/STUDY.md). The other
-# three were sampled with at most 64 new tokens; their lengths were not reported.
-STUDY_N_TOKENS: dict[str, int | None] = {"meaning_of_life": 71, "relativity": None, "launch": None,
-                                         "translate": None}
-STUDY_MAX_NEW_TOKENS = 64
-# The study's one known text: 2 x 32 layers x 71 tokens = 4544 writes on 4096 dimensions.
-STUDY_WRITES_PER_DIM = 2 * STUDY_N_LAYERS * 71 / STUDY_D_MODEL
 
 
 def _gap_label(criterion: str, level: float) -> str:
@@ -334,14 +325,15 @@ class TextLengthResult(ExperimentResult):
         known = sp[sp.n_tokens_known]
         fig.add_trace(go.Scatter(x=[STUDY_WRITES_PER_DIM] * len(known), y=known.min_k_frac, mode="markers+text",
                                  text=known.prompt_name, textposition="top left", name=(
-                                     "study (Llama-3-8B), 71 tokens: 1.11 writes/dim, bisection in bf16"),
+                                     f"study (Llama-3-8B), {STUDY_KNOWN_TOKENS} tokens: {STUDY_WRITES_PER_DIM:.2f} "
+                                     "writes/dim, bisection in bf16"),
                                  marker={"symbol": "star", "size": 14, "color": "black"}), row=1, col=1)
         fig.add_trace(go.Scatter(x=known.tokens_per_dim, y=known.min_k_frac, mode="markers", showlegend=False,
                                  marker={"symbol": "star", "size": 14, "color": "black"}), row=1, col=2)
         fig.update_xaxes(type="log", title_text="writes per residual dimension", row=1, col=1)
         fig.update_xaxes(type="log", title_text="tokens per residual dimension", row=1, col=2)
         fig.update_yaxes(title_text="k / d_model", range=[0, 1.05], row=1, col=1)
-        fig.update_layout(title="minimal subspace against the span of the writes (grey band: the study's 46-81%)",
+        fig.update_layout(title=f"minimal subspace against the span of the writes (grey band: the study's {study_band_pct()})",
                           height=520, width=1100)
         gap = self.tables["gap_closure"]
         gfig = go.Figure()

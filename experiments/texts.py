@@ -1,11 +1,11 @@
 """The experiments' ground: texts cut to a length (the same sampled tokens, nested prefixes) and
-the study's length scaled to a model's width. Stands on ``interp`` and ``experiments.prompts`` only."""
+the study's length scaled to a model's width. Stands on ``interp`` and ``experiments.facts`` only."""
 
 from typing import Any
 
 from interp import Completion
 
-from .prompts import STUDY_D_MODEL, STUDY_NEW_TOKENS
+from .facts import STUDY_D_MODEL, STUDY_NEW_TOKENS
 
 
 def scaled_length(d_model: int, *, new_tokens: int = STUDY_NEW_TOKENS, study_d_model: int = STUDY_D_MODEL) -> int:

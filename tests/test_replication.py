@@ -324,3 +324,98 @@ def test_scaled_row_reads_the_stable_crossing_when_text_length_ran():
     assert "stable crossing 0.995" in claims(m).set_index("key").loc["study_procedure_scaled", "ours"]
     long = text_length_rows(m)
     assert len(long) == 40 and set(long.length) == {"2", "8", "scaled", "32", "full"}
+
+
+# --- the claims as rule objects: words, null, rule and code side by side ----------------------
+
+
+def test_every_claim_has_its_words_null_and_rule_and_the_rules_are_derived():
+    import string
+
+    from experiments.study.replication import CLAIMS, FACT_FIELDS
+
+    keys = [c.key for c in CLAIMS]
+    assert len(set(keys)) == len(keys) and list(RULES) == keys  # RULES is derived from the objects
+    assert list(claims(synthetic(8)).key) == keys  # the table is a loop over them, in their order
+    for c in CLAIMS:
+        assert c.words and c.study and c.null and c.rule, c.key
+        assert RULES[c.key] == c.rule and "{" not in c.rule, c.key
+        fields = {f.split("[")[0].split(".")[0] for _, f, _, _ in string.Formatter().parse(c.template) if f}
+        assert fields <= set(c.params) | set(FACT_FIELDS), c.key  # the rule quotes only numbers the code holds
+        unquoted = set(c.params) - fields
+        if unquoted:  # a rule that defers to another ("as 'dominant', ...") shares that claim's numbers
+            other = c.template.split("'")[1]
+            assert c.template.startswith(f"as '{other}'") and dict(c.params) == dict(
+                next(o for o in CLAIMS if o.key == other).params), c.key
+
+
+def test_a_rules_numbers_are_the_ones_its_code_reads():
+    """Changing a claim's number changes its rule text and, where the data sit between the old and
+    the new number, its verdict: the words and the code read the same value."""
+    from dataclasses import replace
+
+    from experiments.study.replication import CLAIM, Tables
+
+    def judged(claim, m):
+        return claim.judge(claim, Tables.of(m)).verdict
+
+    cases = [  # (claim, param, new value, table, verdict before, verdict after)
+        ("converging", "frac", 0.99, synthetic(), "differs", "holds"),
+        ("dominant", "ratio", 1.1, synthetic(s2_s3=1.5), "differs (one dominant direction)", "holds"),
+        ("generation", "unusable", 0.05, synthetic(gen_k_frac=0.5), "holds", "differs"),
+        ("generation", "nearly_all", 0.999, synthetic(), "can't tell (k is nearly d)", "holds"),
+        ("layers_needed", "needed", 0.99, synthetic(8, **{f"cv_min_k_frac[{v}]": np.full(8, 0.95) for v in (
+            "zero", "layers_early", "layers_middle", "layers_late", "attn_only", "mlp_only")},
+            **{f"cv_within5[{v}]": np.full(8, 0.9) for v in ("zero",)}), "holds", "differs"),
+    ]
+    for key, name, value, m, before, after in cases:
+        claim = CLAIM[key]
+        changed = replace(claim, params={**claim.params, name: value})
+        assert changed.rule != claim.rule, (key, name)
+        assert judged(claim, m) == before and judged(changed, m) == after, (key, name)
+
+
+def test_the_study_numbers_come_from_the_facts_module():
+    from experiments import facts
+
+    assert facts.STUDY_BAND == (0.46, 0.81)  # 1886..3329 of 4096
+    assert f"{facts.STUDY_WRITES_PER_DIM:.2f}" == "1.11" and facts.STUDY_WRITES == 4544
+    assert facts.study_band_pct() == "46-81%" and facts.study_min_k_pcts() == "46%, 81%, 66%, 61%"
+    assert "0.46-0.81" in RULES["minimal_k"] and "0.46-0.81" in RULES["study_procedure"]
+    assert "(64 x d / 4096: 9 tokens on d = 576, 10 on d = 640)" in RULES["study_procedure_scaled"]
+
+
+def test_minimal_k_long_form_round_trips_to_the_texts_columns(tmp_path):
+    """minimal_k_rows: one value a row (ordering, draw, method, criterion, tolerance); the wide
+    texts.csv columns are made from it, the random basis's null being the median over its draws."""
+    from experiments.study.replication import minimal_k_columns, minimal_k_rows, minimal_k_table
+
+    ms = tmp_path / "t~s0" / "minimal_subspace"
+    ms.mkdir(parents=True)
+    (ms / "settings.json").write_text("{}")
+    pd.DataFrame({"ordering": ["singular_value", "compromise_rank_product", "random_basis", "random_basis#1",
+                               "random_basis#2", "singular_value", "random_basis", "random_basis#1",
+                               "random_basis#2", "singular_value"],
+                  "method": ["first_crossing"] * 5 + ["converged"] * 4 + ["stable"],
+                  "k": 0, "k_frac": [0.5, 0.6, 0.9, 0.7, 0.8, 0.4, 0.95, 0.85, 0.75, 0.55],
+                  "tolerance": [1e-3] * 5 + [1.0] * 4 + [1e-3], "evaluations": 1}).to_csv(ms / "minimal_k.csv",
+                                                                                      index=False)
+    pd.DataFrame({"ordering": ["singular_value", "singular_value", "random_basis"],
+                  "criterion": ["total", "per_token", "total"], "tolerance": [0.01, 0.001, 0.01],
+                  "tolerance_nats": 0.01, "k": 0, "k_frac": [0.45, 0.47, 0.88]}).to_csv(ms / "sensitivity.csv",
+                                                                                       index=False)
+    long = minimal_k_rows(ms)
+    assert list(long.columns) == ["ordering", "draw", "method", "criterion", "tolerance", "k_frac"]
+    assert set(long.ordering) == {"singular_value", "compromise", "random_basis"}
+    assert sorted(long[long.ordering == "random_basis"].draw.unique()) == [0, 1, 2]
+    assert "stable" not in set(long.method)
+    wide = minimal_k_columns(long)
+    assert wide == {"min_k_frac[singular_value]": 0.5, "min_k_frac[compromise]": 0.6,
+                    "min_k_frac[random_basis]": 0.8, "min_k_frac[random_basis#1]": 0.7,
+                    "min_k_frac[random_basis#2]": 0.8, "k_converged_frac[singular_value]": 0.4,
+                    "k_converged_frac[random_basis]": 0.85, "k_converged_frac[random_basis#1]": 0.85,
+                    "k_converged_frac[random_basis#2]": 0.75, "random_draws": 3,
+                    "min_k_frac[singular_value]@0.01": 0.45, "min_k_frac[singular_value]@0.001/tok": 0.47,
+                    "min_k_frac[random_basis]@0.01": 0.88}
+    table = minimal_k_table(tmp_path)
+    assert list(table.columns[:2]) == ["text", "ordering"] and set(table.text) == {"t~s0"} and len(table) == 12

@@ -41,10 +41,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "exact importance is compared with the screened estimate (run_single_direction)",
     ("experiments.hessian_ranking", "experiments.single_direction"):
         "the Hessian ranking is compared with the screened estimate (run_single_direction)",
-    ("experiments.study_procedure", "experiments.text_length"):
-        "STUDY_BAND, a study fact (moves to the study's facts module)",
-    ("experiments.study_procedure", "experiments.method_sensitivity"):
-        "STUDY_DTYPE, a study fact (moves to the study's facts module)",
 }
 
 

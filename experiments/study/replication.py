@@ -1,13 +1,19 @@
 """The replication table: the study's claims, one row each, judged over many texts.
 
 A reproduction output folder (``reproduce``: one folder per text, each with its experiments) is
-read back into one tidy row per text (``text_metrics``) and one row per subspace pair
-(``overlap_pairs``); ``claims`` turns them into the table: for every claim the study's number,
-ours as a median [interquartile range] over texts, its null, and a verdict by a rule written
-next to it (``RULES``). A claim "holds" only where it beats its null by more than the spread.
+read back into one row per text (``text_metrics``; its minimal-k columns are made from the long
+form ``minimal_k_rows``: ordering, draw, method, criterion, tolerance, one value a row, which the
+report's figures read) and one row per subspace pair (``overlap_pairs``); ``claims`` turns them
+into the table: for every claim the study's number, ours as a median [interquartile range] over
+texts, its null, and a verdict by a rule written next to its code (``CLAIMS``: one ``Claim`` each, its rule text formatted from the numbers its code
+reads). A claim "holds" only where it beats its null by more than the spread. The study's own
+numbers come from ``experiments.facts``.
 """
 
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,77 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-STUDY_MIN_K_FRAC = (0.46, 0.81)  # 1886..3329 of 4096
+from ..facts import (STUDY_BAND, STUDY_CHAOTIC_K, STUDY_CONVERGED_K, STUDY_D_MODEL, STUDY_KNOWN_TOKENS,
+                     STUDY_NEW_TOKENS, STUDY_OVERLAP_ERROR, STUDY_WRITES, STUDY_WRITES_PER_DIM, pct, pct_range,
+                     study_band_pct, study_band_text, study_min_k_pcts)
 
-# The rule behind every verdict, printed beside the table.
-RULES = {
-    "dominant": "holds if the lower quartile of s2/s3 is >= 2 (two directions at least twice the third) and above "
-                "the Gaussian null; 'differs' if its upper quartile is < 2 (then: how many are dominant).",
-    "chaotic": "roughness = median |logp(k+1) - logp(k)| over 8 adjacent pairs in a region, divided by what a "
-               "smooth monotone curve with the region's net rise changes per unit k (null: about 1, a steep slope "
-               "is not chaos). Holds if the lower quartile over texts of roughness below 10% of d is > 3 and of "
-               "jitter(k < 10% of d) / jitter(k > 50% of d) is > 2 (calmer at large k); 'differs' if the upper "
-               "quartile of roughness below 10% of d is <= 3 (a slope, not chaos) or the lower quartile of the "
-               "jitter ratio is <= 1 (no calmer at large k in a quarter of the texts).",
-    "converging": "holds if the upper quartile of k_converged/d is < 0.9 and the paired difference random basis - "
-                  "SVD basis has a 95% bootstrap interval above 0; 'differs' if the median is >= 0.9.",
-    "orig_delta": "holds if, in the lower quartile of texts, max orig_delta exceeds the unclipped one and orig_delta at "
-                  "k <= d/64 is below it (upper quartile < 1); 'differs' if the upper quartile of max orig_delta / "
-                  "unclipped is <= 1 (never larger) or the lower quartile at k <= d/64 is >= 1 (not small at low k "
-                  "in three quarters of the texts).",
-    "importance": "exact ablations of every direction only (texts of the exact stage). Holds if the lower quartile "
-                  "of Spearman(s, importance) is above the median over texts of the permutation null's 97.5% point "
-                  "(importances shuffled over directions) and its upper quartile is below 0.9; 'differs' if that "
-                  "lower quartile is at or below the null's point (not correlated in a quarter of the texts) or the "
-                  "upper quartile is >= 0.99 (no clear deviations); 'can't tell' without exact texts.",
-    "importance_order": "exact importances and exact minimal k (every k scanned near the target) only. Holds if the "
-                        "95% bootstrap interval of the paired difference min_k(importance) - min_k(SVD) lies above "
-                        "+margin (importance order needs more directions); 'differs' if it lies below -margin; "
-                        "'marginal' if an end lies within the margin of 0 (margin: 1 direction, 1/d).",
-    "compromise_order": "exact importances and exact minimal k only. Holds if the upper end of the 95% interval of "
-                        "min_k(compromise) - min_k(SVD) is above -0.05 + margin (not much better); 'differs' if it "
-                        "is below -0.05 - margin; 'marginal' within the margin (1 direction, 1/d).",
-    "minimal_k": "holds if the interquartile range of min_k/d overlaps the study's 0.46-0.81 and the SVD basis beats a "
-                 "random basis (the median over the text's independent Haar draws; 95% interval of the paired "
-                 "difference above 0); 'differs' if the lower quartile "
-                 "is > 0.81 + margin; 'marginal' if it is within the margin of 0.81 (margin: the median |grid - "
-                 "exact| min_k/d over the exact stage's texts, when the numbers come from the grid search).",
-    "overlap": "'can't tell' when the subspaces cover >= 90% of d on average (any subspaces that large overlap as "
-               "predicted); else holds if the median |relative error| is <= 2%, 'differs' if it is > 2%.",
-    "generation": "'can't tell' when the minimal subspace is >= 95% of d (the clipped model is nearly the model); "
-                  "else holds if the median degradation is > 0 nats/token (degraded) and below 2 nats/token; "
-                  "'differs' if it is >= 2 nats/token (not usable text).",
-    "attention_only": "as 'dominant', on attention-only writes (the study's first, accidental run).",
-    "study_procedure": "the study's bisection (tolerance 0) run for real in bfloat16 on the exact stage's texts as "
-                       "sampled (64 new tokens). Holds if the 95% bootstrap interval of its median k/d lies inside "
-                       "the study's 0.46-0.81; 'differs' if it lies entirely outside; 'marginal' otherwise.",
-    "study_procedure_scaled": "as 'study_procedure', on the same texts with the continuation cut to the study's new "
-                              "tokens per residual dimension (64 x d / 4096: 9 tokens on d = 576, 10 on d = 640). A "
-                              "'holds' here with a 'differs' above says the difference is the text's length per "
-                              "dimension, not the model's size.",
-    "mean_ablation": "issue 17 (not a claim of the study): exact minimal k (float32) under the mean-fill clip (removed "
-                     "directions set to the text's mean write of that layer and kind) minus the study's zero clip, "
-                     "paired over the texts of the extension stage. Holds (the need for ~all of d comes from zeroing "
-                     "bias-like components) if the 95% bootstrap interval of the median difference lies below -0.05 "
-                     "(at least 5% of d fewer); 'differs' if it lies above -0.05; 'marginal' otherwise.",
-    "bos_unclipped": "as 'mean_ablation', for the clip with the BOS position's writes left unclipped minus the zero "
-                     "clip: holds if the interval lies below -0.05, 'differs' if above, 'marginal' otherwise.",
-    "layers_needed": "issue 17: exact minimal k/d when only one third of the layers is clipped. Holds (the directions "
-                     "are needed throughout the network) if for every third the 95% bootstrap interval of the median "
-                     "lies at or above 0.9; 'differs' if for some third it lies below 0.9; 'marginal' otherwise.",
-    "span_of_writes": "issue 27 (not a claim of the study): for every text and length run (the exact stage's texts "
-                      "as sampled and cut to 2, 8, 32 and the study's new tokens per dimension; "
-                      "replicate --exact-with text_length), the stable minimal k (the smallest k from which every "
-                      "larger k reaches the unclipped log-probability within the tolerance) against the span of the "
-                      "writes, min(n_writes, d) / d with n_writes = 2 x layers x tokens. Holds if at least 90% of the "
-                      "(text, length) rows are within 0.02 of d of it; 'differs' if fewer than 50% are; 'marginal' "
-                      "otherwise; 'can't tell' when not run.",
-    "hessian_order": "the study's open idea (issue 17): exact minimal k of the order by the second-order estimate "
-                     "g_i - H_ii/2 minus the SVD order's, paired. Holds (the Hessian order needs fewer directions) if "
-                     "the 95% bootstrap interval of the median difference lies below -1/d; 'differs' if it lies above "
-                     "+1/d (needs more); 'marginal' if an end is within 1/d of 0; 'can't tell' when not run "
-                     "(replicate --exact-with hessian_ranking).",
-}
+STUDY_MIN_K_FRAC = STUDY_BAND  # the study's minimal k / d band (an alias: the numbers live in experiments.facts)
 
 
 def gather(run: Path, pattern: str, **read: object) -> pd.DataFrame | None:
@@ -147,13 +87,9 @@ def text_metrics(run_dir: str | Path) -> pd.DataFrame:
         spec = pd.read_csv(d_text / "spectrum" / "summary.csv").set_index("variant")
         clip = _load(d_text / "clipping" / "settings.json")["summary"]
         single = _load(d_text / "single_direction" / "settings.json")["summary"]
-        mk = pd.read_csv(ms_dir / "minimal_k.csv")
-        sens = pd.read_csv(ms_dir / "sensitivity.csv")
         gen_path = d_text / "clipped_generation" / "settings.json"
         gen = _load(gen_path)["summary"] if gen_path.exists() else {}
         d = int(ms_meta["model"]["d_model"])
-        first = mk[mk.method == "first_crossing"].set_index("ordering").k_frac
-        conv = mk[mk.method == "converged"].set_index("ordering").k_frac
         row = {
             "text": d_text.name,
             "prompt": ms_meta.get("prompt_name") or d_text.name.split("~")[0],
@@ -174,19 +110,7 @@ def text_metrics(run_dir: str | Path) -> pd.DataFrame:
                                          "max_orig_delta_over_unclipped", "low_k_orig_delta_over_unclipped")})
         row["est_spearman_sv_importance"] = single["spearman_sv_importance"]  # screened estimate (default mode)
         row["importance_exact_fraction"] = single["n_exact"] / max(single["n_directions"], 1)
-        for ordering, frac in first.items():
-            row[f"min_k_frac[{ordering.split('_rank')[0]}]"] = float(frac)
-        for ordering, frac in conv.items():
-            row[f"k_converged_frac[{ordering.split('_rank')[0]}]"] = float(frac)
-        # the random-basis null: the median over this text's independent draws
-        draws = [o for o in first.index if o.split("#")[0] == "random_basis"]
-        row["random_draws"] = len(draws)
-        if draws:
-            row["min_k_frac[random_basis]"] = float(np.median([first[o] for o in draws]))
-            row["k_converged_frac[random_basis]"] = float(np.median([conv[o] for o in draws]))
-        for r in sens.itertuples():
-            unit = "" if r.criterion == "total" else "/tok"
-            row[f"min_k_frac[{r.ordering}]@{r.tolerance:g}{unit}"] = float(r.k_frac)
+        row.update(minimal_k_columns(minimal_k_rows(ms_dir)))
         row["gen_degradation"] = gen.get("degradation_nats_per_token", float("nan"))
         row["gen_k_frac"] = gen.get("k_frac", float("nan"))
         rows.append(row)
@@ -198,6 +122,63 @@ def text_metrics(run_dir: str | Path) -> pd.DataFrame:
         if len(extra):
             m = m.merge(extra, on="text", how="left")
     return m
+
+
+# Minimal k / d per text in long form (``minimal_k_rows``): one value a row, its meaning in columns.
+MINIMAL_K_COLUMNS = ("ordering", "draw", "method", "criterion", "tolerance", "k_frac")
+MINIMAL_K_METRICS = {"first_crossing": "min_k_frac", "converged": "k_converged_frac"}  # method -> texts.csv name
+
+
+def minimal_k_rows(ms_dir: Path) -> pd.DataFrame:
+    """One text's minimal k / d (its ``minimal_subspace`` folder) in long form: ``ordering``
+    (singular_value, importance, compromise, random_basis), ``draw`` (the random basis's
+    independent draw; 0 for the fixed orders), ``method`` (``first_crossing``: reaches the target;
+    ``converged``: within 1 nat for good), ``criterion`` (``run``: at the run's own tolerance;
+    ``total`` / ``per_token``: the sensitivity scan's), ``tolerance`` (nats for ``run``; the scan's
+    nominal value otherwise) and ``k_frac``."""
+    mk = pd.read_csv(ms_dir / "minimal_k.csv")
+    sens = pd.read_csv(ms_dir / "sensitivity.csv")
+    rows = []
+    for method in MINIMAL_K_METRICS:
+        for r in mk[mk.method == method].itertuples():
+            ordering, _, draw = r.ordering.split("_rank")[0].partition("#")
+            rows.append((ordering, int(draw or 0), method, "run", float(r.tolerance), float(r.k_frac)))
+    rows += [(r.ordering, 0, "first_crossing", r.criterion, float(r.tolerance), float(r.k_frac))
+             for r in sens.itertuples()]
+    return pd.DataFrame(rows, columns=list(MINIMAL_K_COLUMNS))
+
+
+def minimal_k_table(run_dir: str | Path) -> pd.DataFrame:
+    """Every finished text's ``minimal_k_rows`` in one tidy table, with a ``text`` column first."""
+    frames = [minimal_k_rows(ms).assign(text=ms.parent.name) for ms in sorted(Path(run_dir).glob("*/minimal_subspace"))
+              if (ms / "settings.json").exists()]
+    columns = ["text", *MINIMAL_K_COLUMNS]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def minimal_k_column(ordering: str, draw: int, method: str, criterion: str, tolerance: float) -> str:
+    """The ``texts.csv`` column of one long row: ``min_k_frac[<ordering>]`` (``k_converged_frac`` when
+    converged; ``#<draw>`` for a random basis's later draws), with ``@<tolerance>`` (``/tok``: per
+    token) for the sensitivity scan's rows."""
+    name = f"{MINIMAL_K_METRICS[method]}[{ordering}{f'#{draw}' if draw else ''}]"
+    return name if criterion == "run" else f"{name}@{tolerance:g}{'' if criterion == 'total' else '/tok'}"
+
+
+def minimal_k_columns(rows: pd.DataFrame) -> dict[str, float]:
+    """One text's ``minimal_k_rows`` as its ``texts.csv`` columns (the published wide form): each row
+    under ``minimal_k_column``, except that ``[random_basis]`` is the random-basis null, the median
+    over the text's independent draws (``random_draws`` of them)."""
+    def named(t: pd.DataFrame) -> dict[str, float]:
+        return {minimal_k_column(*key): v for *key, v in t[list(MINIMAL_K_COLUMNS)].itertuples(index=False)}
+
+    run = rows[rows.criterion == "run"]
+    out: dict[str, Any] = named(run)
+    random = run[run.ordering == "random_basis"]
+    out["random_draws"] = int((random.method == "first_crossing").sum())
+    if out["random_draws"]:
+        for method, g in random.groupby("method", sort=False):
+            out[minimal_k_column("random_basis", 0, method, "run", np.nan)] = float(np.median(g.k_frac))
+    return {**out, **named(rows[rows.criterion != "run"])}
 
 
 EXACT_ORDERINGS = {"singular_value": "singular_value", "importance": "importance",
@@ -344,259 +325,303 @@ def _verdict(holds: bool, differs: bool) -> str:
     return "holds" if holds else "differs" if differs else "can't tell"
 
 
-def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The replication table for one model: claim, study, ours, null, verdict, rule."""
-    d = int(m.d_model.iloc[0])
-    rows = []
+# --- the claims: each one its words, its null, its rule in words and the code that applies it ---
 
-    def add(key: str, claim: str, study: str, ours: str, null: str, verdict: str, n: int | None = None) -> None:
-        rows.append({"key": key, "claim": claim, "study (Llama-3-8B)": study, "ours": ours, "null": null,
-                     "verdict": verdict, "n_texts": len(m) if n is None else n, "rule": RULES[key]})
 
-    for key, tag, label in (("dominant", "", "attention + MLP writes"), ("attention_only", "attn_", "attention-only writes")):
-        null = gaussian_spectrum_null(int(m[f"{tag}n_writes"].median()), d)
-        s13, s23 = m[f"{tag}s1_s3"], m[f"{tag}s2_s3"]
-        _, q1, q3 = _median_iqr(s23)
-        holds = q1 >= 2 and q1 > null[1]
-        differs = q3 < 2
-        v = _verdict(holds, differs)
-        if differs:
-            v += " (one dominant direction)" if _median_iqr(s13)[1] >= 2 else " (none dominant)"
-        add(key, f"Two directions far larger than all others ({label})", "two dominant singular values",
-            f"s1/s3 {fmt(s13, 1)}; s2/s3 {fmt(s23, 1)}", f"Gaussian matrix: s1/s3 {null[0]:.2f}, s2/s3 {null[1]:.2f}", v)
+@dataclass(frozen=True)
+class Tables:
+    """What the claims read: the per-text table ``m``, the overlap pairs, d and the exact stage's
+    texts (``ex``: the rows with exact ablations of every direction)."""
 
-    ratio = m.jitter_low / m.jitter_high
-    _, q1, _ = _median_iqr(ratio)
+    m: pd.DataFrame
+    pairs: pd.DataFrame | None
+    d: int
+    ex: pd.DataFrame
+
+    @classmethod
+    def of(cls, m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> "Tables":
+        ex = m[m["exact_spearman_sv_importance"].notna()] if "exact_spearman_sv_importance" in m else m.iloc[:0]
+        return cls(m, pairs, int(m.d_model.iloc[0]), ex)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One claim's row on one model: ours, the null's value, the verdict and the texts it rests on
+    (``n``: None for every text); ``study`` replaces the claim's study number where a branch quotes it
+    otherwise."""
+
+    ours: str
+    null: str
+    verdict: str
+    n: int | None = None
+    study: str | None = None
+
+
+# What a rule's text may quote besides its own numbers: the study's, from experiments.facts.
+FACT_FIELDS: dict[str, Any] = {
+    "band": STUDY_BAND, "study_d": STUDY_D_MODEL, "new_tokens": STUDY_NEW_TOKENS,
+    "scaled": {d: round(STUDY_NEW_TOKENS * d / STUDY_D_MODEL) for d in (576, 640)},
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of the replication table: the claim in words, the study's number, the null it must
+    beat (in words), the verdict rule (``template``, its numbers as ``{fields}``) and ``judge``, the
+    code that applies it. ``params`` are the rule's numbers: the rule text is formatted from them
+    (and from ``FACT_FIELDS``) and ``judge`` reads them, so the words and the code cannot drift."""
+
+    key: str
+    words: str
+    study: str
+    null: str
+    template: str
+    judge: Callable[["Claim", Tables], Finding]
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def rule(self) -> str:
+        return self.template.format(**FACT_FIELDS, **self.params)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.params[name]
+
+    def row(self, t: Tables) -> dict[str, Any]:
+        f = self.judge(self, t)
+        return {"key": self.key, "claim": self.words, "study (Llama-3-8B)": self.study if f.study is None else f.study,
+                "ours": f.ours, "null": f.null, "verdict": f.verdict, "n_texts": len(t.m) if f.n is None else f.n,
+                "rule": self.rule}
+
+
+def _dominant(c: Claim, t: Tables, tag: str = "") -> Finding:
+    m, ratio = t.m, c["ratio"]
+    null = gaussian_spectrum_null(int(m[f"{tag}n_writes"].median()), t.d)
+    s13, s23 = m[f"{tag}s1_s3"], m[f"{tag}s2_s3"]
+    _, q1, q3 = _median_iqr(s23)
+    differs = q3 < ratio
+    v = _verdict(q1 >= ratio and q1 > null[1], differs)
+    if differs:
+        v += " (one dominant direction)" if _median_iqr(s13)[1] >= ratio else " (none dominant)"
+    return Finding(f"s1/s3 {fmt(s13, 1)}; s2/s3 {fmt(s23, 1)}",
+                   f"Gaussian matrix: s1/s3 {null[0]:.2f}, s2/s3 {null[1]:.2f}", v)
+
+
+def _chaotic(c: Claim, t: Tables) -> Finding:
+    m = t.m
+    _, q1, _ = _median_iqr(m.jitter_low / m.jitter_high)
     rough = m.roughness_low if "roughness_low" in m else pd.Series(np.nan, index=m.index)
     _, r1, r3 = _median_iqr(rough)
     if np.isfinite(r1):
-        v = _verdict(r1 > 3 and q1 > 2, r3 <= 3 or q1 <= 1)
+        v = _verdict(r1 > c["rough"] and q1 > c["calmer"], r3 <= c["rough"] or q1 <= c["same"])
         rough_txt = (f"; roughness (jitter / a smooth curve's step) {fmt(rough, 1)} below 10% of d, "
                      f"{fmt(m.roughness_mid, 1)} at 10-50%, {fmt(m.roughness_high, 1)} above 50%")
     else:  # a run from before the roughness measure: it cannot tell chaos from a steep slope
         v, rough_txt = "can't tell (no roughness measure in this run)", ""
-    add("chaotic", "Clipping curve chaotic at small k, calmer at large k",
-        "chaotic for k < ~300 (7% of d), stable after",
-        f"|logp(k+1) - logp(k)|: {fmt(m.jitter_low, 1)} nats below 10% of d, {fmt(m.jitter_mid, 1)} at 10-50%, "
-        f"{fmt(m.jitter_high, 2)} above 50%{rough_txt}", "roughness 1 (a smooth monotone curve of the same rise)", v)
+    return Finding(f"|logp(k+1) - logp(k)|: {fmt(m.jitter_low, 1)} nats below 10% of d, {fmt(m.jitter_mid, 1)} at "
+                   f"10-50%, {fmt(m.jitter_high, 2)} above 50%{rough_txt}",
+                   "roughness 1 (a smooth monotone curve of the same rise)", v)
 
+
+def _converging(c: Claim, t: Tables) -> Finding:
+    m = t.m
     kc = m.k_converged_frac
-    diff = m["k_converged_frac[random_basis]"] - m["k_converged_frac[singular_value]"]
-    med, lo, hi = bootstrap_median_ci(diff)
+    med, lo, hi = bootstrap_median_ci(m["k_converged_frac[random_basis]"] - m["k_converged_frac[singular_value]"])
     _, _, q3 = _median_iqr(kc)
-    add("converging", "Clipping curve converges (within 1 nat of unclipped) well before k = d",
-        "converged by k ~ 1500-2000 of 4096 (37-49%)", f"k_converged/d {fmt(kc)}",
-        f"random basis: {fmt(m['k_converged_frac[random_basis]'])}; random - SVD {med:+.3f} [{lo:+.3f}, {hi:+.3f}]",
-        _verdict(q3 < 0.9 and lo > 0, _median_iqr(kc)[0] >= 0.9))
+    return Finding(f"k_converged/d {fmt(kc)}",
+                   f"random basis: {fmt(m['k_converged_frac[random_basis]'])}; random - SVD {med:+.3f} "
+                   f"[{lo:+.3f}, {hi:+.3f}]",
+                   _verdict(q3 < c["frac"] and lo > 0, _median_iqr(kc)[0] >= c["frac"]))
 
+
+def _orig_delta(c: Claim, t: Tables) -> Finding:
+    m, one = t.m, c["unclipped"]
     _, q1_max, q3_max = _median_iqr(m.max_orig_delta_over_unclipped)
     _, q1_low, q3_low = _median_iqr(m.low_k_orig_delta_over_unclipped)
-    add("orig_delta", "Attempted writes (orig_delta) small at low k, larger than unclipped mid-range",
-        "small at low k, exploding mid-range, back down when the loss recovers",
-        f"max orig_delta / unclipped {fmt(m.max_orig_delta_over_unclipped, 1)}; at k <= d/64 "
-        f"{fmt(m.low_k_orig_delta_over_unclipped, 2)}", "1 (the unclipped model's norm)",
-        _verdict(q1_max > 1 and q3_low < 1, q3_max <= 1 or q1_low >= 1))
+    return Finding(f"max orig_delta / unclipped {fmt(m.max_orig_delta_over_unclipped, 1)}; at k <= d/64 "
+                   f"{fmt(m.low_k_orig_delta_over_unclipped, 2)}", "1 (the unclipped model's norm)",
+                   _verdict(q1_max > one and q3_low < one, q3_max <= one or q1_low >= one))
 
-    # --- claims built on importances: exact ablations only (the exact stage's texts) -------------
-    ex = m[m["exact_spearman_sv_importance"].notna()] if "exact_spearman_sv_importance" in m else m.iloc[:0]
-    n_ex = len(ex)
-    if n_ex:
-        rho = ex.exact_spearman_sv_importance
-        _, q1, q3 = _median_iqr(rho)
-        crit = float(ex.exact_perm_q975.median())
-        est = (f"; default mode's screened estimate ranks the exact importances at Spearman "
-               f"{fmt(ex.exact_screened_default_spearman)}, top-10 recall {fmt(ex.exact_screened_default_top10_recall)}")
-        add("importance", "Single-direction importance correlates with singular value, with clear deviations",
-            "correlated, clear deviations", f"Spearman(s, exact importance) {fmt(rho)}{est}",
-            f"permutation (importances shuffled over directions, 10,000 per text): 97.5% point {crit:.3f}",
-            _verdict(q1 > crit and q3 < 0.9, q1 <= crit or q3 >= 0.99), n=n_ex)
-    else:
-        add("importance", "Single-direction importance correlates with singular value, with clear deviations",
-            "correlated, clear deviations",
-            f"ESTIMATE only: Spearman(s, screened importance) {fmt(m.est_spearman_sv_importance)} "
-            f"({_estimator_note(str(m.model.iloc[0]))})" if "est_spearman_sv_importance" in m
-            else "n/a: no exact ablations (replicate --exact-texts N)", "",
-            "can't tell (estimates only)", n=0)
-    margin = 1.0 / d
-    for key, col, claim, study in (
-        ("importance_order", "importance", "Importance order reaches the unclipped log-probability more slowly than "
-         "SVD order", "much more slowly"),
-        ("compromise_order", "compromise", "Compromise order (size and importance) not much better than SVD order",
-         "did not work much better"),
-    ):
-        if not n_ex:
-            col_est = f"min_k_frac[{col}]"
-            ours = (f"ESTIMATE only (orders from screened importances): min_k/d {fmt(m[col_est])}, minus SVD "
-                    f"order's {fmt(m[col_est] - m['min_k_frac[singular_value]'], 3)} "
-                    f"({_estimator_note(str(m.model.iloc[0]))})") if col_est in m else \
-                "n/a: no exact ablations (replicate --exact-texts N)"
-            add(key, claim, study, ours, "", "can't tell (estimates only)", n=0)
-            continue
-        diff = ex[f"exact_min_k_frac[{col}]"] - ex["exact_min_k_frac[singular_value]"]
-        med, lo, hi = bootstrap_median_ci(diff)
-        if key == "importance_order":
-            v = "holds" if lo > margin else "differs" if hi < -margin else (
-                "marginal" if min(abs(lo), abs(hi)) <= margin else "can't tell")
-        else:
-            v = "holds" if hi > -0.05 + margin else "differs" if hi < -0.05 - margin else "marginal"
-        bis = ex[f"exact_bisection_k_frac[{col}]"] - ex["exact_bisection_k_frac[singular_value]"]
-        b_med, b_q1, b_q3 = _median_iqr(bis)
-        add(key, claim, study, f"exact min_k/d {fmt(ex[f'exact_min_k_frac[{col}]'])}; minus SVD order's: {med:+.3f} "
-            f"[{lo:+.3f}, {hi:+.3f}] (95% CI of the median); by the study's bisection: {b_med:+.3f} "
-            f"[IQR {b_q1:+.3f}, {b_q3:+.3f}]",
-            f"SVD order (exact): {fmt(ex['exact_min_k_frac[singular_value]'])}", v, n=n_ex)
+
+_NO_EXACT = "n/a: no exact ablations (replicate --exact-texts N)"
+
+
+def _importance(c: Claim, t: Tables) -> Finding:
+    """Exact ablations only (the exact stage's texts); the screened estimate is shown, never judged."""
+    m, ex = t.m, t.ex
+    if not len(ex):
+        return Finding(f"ESTIMATE only: Spearman(s, screened importance) {fmt(m.est_spearman_sv_importance)} "
+                       f"({_estimator_note(str(m.model.iloc[0]))})" if "est_spearman_sv_importance" in m
+                       else _NO_EXACT, "", "can't tell (estimates only)", n=0)
+    rho = ex.exact_spearman_sv_importance
+    _, q1, q3 = _median_iqr(rho)
+    crit = float(ex.exact_perm_q975.median())
+    est = (f"; default mode's screened estimate ranks the exact importances at Spearman "
+           f"{fmt(ex.exact_screened_default_spearman)}, top-10 recall {fmt(ex.exact_screened_default_top10_recall)}")
+    return Finding(f"Spearman(s, exact importance) {fmt(rho)}{est}",
+                   f"permutation (importances shuffled over directions, 10,000 per text): 97.5% point {crit:.3f}",
+                   _verdict(q1 > crit and q3 < c["deviates"], q1 <= crit or q3 >= c["no_deviations"]), n=len(ex))
+
+
+def _order(c: Claim, t: Tables, col: str, decide: Callable[[float, float, float], str]) -> Finding:
+    """An order's exact minimal k minus the SVD order's, paired over the exact stage's texts;
+    ``decide(lo, hi, margin)`` gives the verdict from the 95% interval of the median difference."""
+    m, ex = t.m, t.ex
+    if not len(ex):
+        col_est = f"min_k_frac[{col}]"
+        ours = (f"ESTIMATE only (orders from screened importances): min_k/d {fmt(m[col_est])}, minus SVD "
+                f"order's {fmt(m[col_est] - m['min_k_frac[singular_value]'], 3)} "
+                f"({_estimator_note(str(m.model.iloc[0]))})") if col_est in m else _NO_EXACT
+        return Finding(ours, "", "can't tell (estimates only)", n=0)
+    med, lo, hi = bootstrap_median_ci(ex[f"exact_min_k_frac[{col}]"] - ex["exact_min_k_frac[singular_value]"])
+    b_med, b_q1, b_q3 = _median_iqr(ex[f"exact_bisection_k_frac[{col}]"]
+                                    - ex["exact_bisection_k_frac[singular_value]"])
+    return Finding(f"exact min_k/d {fmt(ex[f'exact_min_k_frac[{col}]'])}; minus SVD order's: {med:+.3f} "
+                   f"[{lo:+.3f}, {hi:+.3f}] (95% CI of the median); by the study's bisection: {b_med:+.3f} "
+                   f"[IQR {b_q1:+.3f}, {b_q3:+.3f}]",
+                   f"SVD order (exact): {fmt(ex['exact_min_k_frac[singular_value]'])}",
+                   decide(lo, hi, c["margin_dirs"] / t.d), n=len(ex))
+
+
+def _importance_order(c: Claim, t: Tables) -> Finding:
+    return _order(c, t, "importance", lambda lo, hi, margin: "holds" if lo > margin else "differs" if hi < -margin
+                  else "marginal" if min(abs(lo), abs(hi)) <= margin else "can't tell")
+
+
+def _compromise_order(c: Claim, t: Tables) -> Finding:
+    gain = c["much_better"]
+    return _order(c, t, "compromise", lambda lo, hi, margin: "holds" if hi > gain + margin
+                  else "differs" if hi < gain - margin else "marginal")
+
+
+def _minimal_k(c: Claim, t: Tables) -> Finding:
+    m, ex, (lo_band, hi_band) = t.m, t.ex, STUDY_BAND
     mk = m["min_k_frac[singular_value]"]
-    diff = m["min_k_frac[random_basis]"] - mk
-    med, lo, hi = bootstrap_median_ci(diff)
+    med, lo, hi = bootstrap_median_ci(m["min_k_frac[random_basis]"] - mk)
     _, q1, q3 = _median_iqr(mk)
-    overlaps_study = q1 <= STUDY_MIN_K_FRAC[1] and q3 >= STUDY_MIN_K_FRAC[0]
+    overlaps_study = q1 <= hi_band and q3 >= lo_band
     method_err, exact_note = 0.0, ""
-    if n_ex:  # the grid search's own error, measured on the exact stage's texts
-        err = (ex["min_k_frac[singular_value]"] - ex["exact_min_k_frac[singular_value]"]).abs()
-        method_err = float(err.median())
-        exact_note = (f"; exact (every k near the target) on {n_ex} texts {fmt(ex['exact_min_k_frac[singular_value]'])}, "
-                      f"study's bisection {fmt(ex['exact_bisection_k_frac[singular_value]'])}, grid minus exact "
-                      f"median {method_err:.3f}")
-    v = _verdict(overlaps_study and lo > 0, q1 > STUDY_MIN_K_FRAC[1] + method_err)
-    if not overlaps_study and abs(q1 - STUDY_MIN_K_FRAC[1]) <= method_err:
+    if len(ex):  # the grid search's own error, measured on the exact stage's texts
+        method_err = float((ex["min_k_frac[singular_value]"] - ex["exact_min_k_frac[singular_value]"]).abs().median())
+        exact_note = (f"; exact (every k near the target) on {len(ex)} texts "
+                      f"{fmt(ex['exact_min_k_frac[singular_value]'])}, study's bisection "
+                      f"{fmt(ex['exact_bisection_k_frac[singular_value]'])}, grid minus exact median {method_err:.3f}")
+    v = _verdict(overlaps_study and lo > 0, q1 > hi_band + method_err)
+    if not overlaps_study and abs(q1 - hi_band) <= method_err:
         v = "marginal"
-    add("minimal_k", "Minimal subspace reaching the unclipped log-probability is a large fraction of d",
-        "46%, 81%, 66%, 61% of d", f"min_k/d {fmt(mk)} (tolerance {fmt(m.tolerance, 5)} nats){exact_note}",
-        f"random basis: {fmt(m['min_k_frac[random_basis]'])}; random - SVD {med:+.3f} [{lo:+.3f}, {hi:+.3f}]", v)
-
-    if pairs is not None and len(pairs):
-        rel = pairs.rel_err_analytic.abs()
-        kfrac = float(np.mean(np.r_[pairs.k_a, pairs.k_b]) / d)
-        forced = kfrac >= 0.9
-        add("overlap", "Pairwise overlap of two texts' minimal subspaces = k_i k_j / d (random subsets) to ~1%",
-            "about 1% error", f"|relative error| {fmt(rel, 4, pct=True)}; z {fmt(pairs.z_analytic, 1)} "
-            f"({len(pairs)} pairs; subspaces {kfrac:.0%} of d on average)",
-            "analytic k_i k_j / d; Monte Carlo and spectrum-matched in the pair table",
-            "can't tell (forced: subspaces this large overlap as predicted whatever they are)" if forced
-            else _verdict(_median_iqr(rel)[0] <= 0.02, _median_iqr(rel)[0] > 0.02))
-    else:
-        add("overlap", "Pairwise overlap of two texts' minimal subspaces = k_i k_j / d (random subsets) to ~1%",
-            "about 1% error", "n/a (fewer than two texts)", "", "can't tell")
-
-    for key, cond, claim in (
-        ("study_procedure", "full", "The study's procedure (bisection, tolerance 0, bfloat16) finds 46-81% of d on "
-         "these models too"),
-        ("study_procedure_scaled", "scaled", "... and on texts cut to the study's new tokens per residual dimension"),
-    ):
-        col = f"sp_bisection_bf16[{cond}]"
-        sp = m[m[col].notna()] if col in m else m.iloc[:0]
-        if not len(sp):
-            add(key, claim, "46%, 81%, 66%, 61% of d (4 texts)", "n/a: not run (replicate --exact-with study_procedure)",
-                "", "can't tell", n=0)
-            continue
-        med, lo, hi = bootstrap_median_ci(sp[col].to_numpy())
-        inside = lo >= STUDY_MIN_K_FRAC[0] and hi <= STUDY_MIN_K_FRAC[1]
-        outside = hi < STUDY_MIN_K_FRAC[0] or lo > STUDY_MIN_K_FRAC[1]
-        n_in = int(((sp[col] >= STUDY_MIN_K_FRAC[0]) & (sp[col] <= STUDY_MIN_K_FRAC[1])).sum())
-        def get(name: str) -> pd.Series:
-            return sp.get(f"sp_{name}[{cond}]", pd.Series(np.nan, index=sp.index))
-
-        size = f"{fmt(get('n_continuation_tokens'), 0)} new tokens, {fmt(get('tokens_per_dim'), 3)} tokens per dimension"
-        tl = "full" if cond == "full" else "scaled"
-        if f"tl_stable_k_frac[{tl}]" in sp and sp[f"tl_stable_k_frac[{tl}]"].notna().any():
-            size += (f", {fmt(sp[f'tl_writes_per_dim[{tl}]'], 2)} writes per dimension (span "
-                     f"{fmt(sp[f'tl_span_frac[{tl}]'], 3)} of d); stable crossing {fmt(sp[f'tl_stable_k_frac[{tl}]'], 3)}, "
-                     f"first {fmt(sp[f'tl_first_k_frac[{tl}]'], 3)}, within 1 nat for good from "
-                     f"{fmt(sp[f'tl_converged_k_frac[{tl}]'], 3)} (text_length, tolerance with noise across k)")
-        add(key, claim, "46%, 81%, 66%, 61% of d (4 texts; 71 tokens on d = 4096 in the one reported: 0.017 per "
-            "dimension)",
-            f"bfloat16 bisection k/d {fmt(sp[col])}, median {med:.2f} [{lo:.2f}, {hi:.2f}] (95% CI); {n_in} of "
-            f"{len(sp)} texts inside 46-81%; float32 bisection {fmt(get('bisection_f32'))}; exact (every k near the "
-            f"target, float32) {fmt(get('exact'))}; texts: {size}",
-            "the study's range 0.46-0.81", "holds" if inside else "differs" if outside else "marginal", n=len(sp))
-
-    _span_claim(m, add)
-    _extension_claims(m, add, d)
-
-    gk = m.gen_k_frac
-    deg = m.gen_degradation
-    near_all = _median_iqr(gk)[0] >= 0.95
-    add("generation", "The clipped model still generates text: on topic but degraded",
-        "vaguely on topic, degraded", f"log p under the unclipped model, clipped minus unclipped samples: "
-        f"{fmt(-deg, 2)} nats/token at k/d {fmt(gk)}", "0 (the unclipped model's own samples)",
-        "can't tell (k is nearly d)" if near_all else _verdict(0 < _median_iqr(deg)[0] < 2, _median_iqr(deg)[0] >= 2),
-        n=int(deg.notna().sum()))
-    return pd.DataFrame(rows)
+    return Finding(f"min_k/d {fmt(mk)} (tolerance {fmt(m.tolerance, 5)} nats){exact_note}",
+                   f"random basis: {fmt(m['min_k_frac[random_basis]'])}; random - SVD {med:+.3f} "
+                   f"[{lo:+.3f}, {hi:+.3f}]", v)
 
 
-def _span_claim(m: pd.DataFrame, add: Any) -> None:
+def _overlap(c: Claim, t: Tables) -> Finding:
+    pairs = t.pairs
+    if pairs is None or not len(pairs):
+        return Finding("n/a (fewer than two texts)", "", "can't tell")
+    rel = pairs.rel_err_analytic.abs()
+    kfrac = float(np.mean(np.r_[pairs.k_a, pairs.k_b]) / t.d)
+    err = _median_iqr(rel)[0]
+    return Finding(f"|relative error| {fmt(rel, 4, pct=True)}; z {fmt(pairs.z_analytic, 1)} "
+                   f"({len(pairs)} pairs; subspaces {kfrac:.0%} of d on average)",
+                   "analytic k_i k_j / d; Monte Carlo and spectrum-matched in the pair table",
+                   "can't tell (forced: subspaces this large overlap as predicted whatever they are)"
+                   if kfrac >= c["forced"] else _verdict(err <= c["error"], err > c["error"]))
+
+
+def _study_procedure(c: Claim, t: Tables, cond: str) -> Finding:
+    m, (lo_band, hi_band) = t.m, STUDY_BAND
+    col = f"sp_bisection_bf16[{cond}]"
+    sp = m[m[col].notna()] if col in m else m.iloc[:0]
+    if not len(sp):
+        return Finding("n/a: not run (replicate --exact-with study_procedure)", "", "can't tell", n=0,
+                       study=f"{study_min_k_pcts()} of d (4 texts)")
+    med, lo, hi = bootstrap_median_ci(sp[col].to_numpy())
+    inside = lo >= lo_band and hi <= hi_band
+    outside = hi < lo_band or lo > hi_band
+    n_in = int(((sp[col] >= lo_band) & (sp[col] <= hi_band)).sum())
+
+    def get(name: str) -> pd.Series:
+        return sp.get(f"sp_{name}[{cond}]", pd.Series(np.nan, index=sp.index))
+
+    size = f"{fmt(get('n_continuation_tokens'), 0)} new tokens, {fmt(get('tokens_per_dim'), 3)} tokens per dimension"
+    if f"tl_stable_k_frac[{cond}]" in sp and sp[f"tl_stable_k_frac[{cond}]"].notna().any():
+        size += (f", {fmt(sp[f'tl_writes_per_dim[{cond}]'], 2)} writes per dimension (span "
+                 f"{fmt(sp[f'tl_span_frac[{cond}]'], 3)} of d); stable crossing {fmt(sp[f'tl_stable_k_frac[{cond}]'], 3)}, "
+                 f"first {fmt(sp[f'tl_first_k_frac[{cond}]'], 3)}, within 1 nat for good from "
+                 f"{fmt(sp[f'tl_converged_k_frac[{cond}]'], 3)} (text_length, tolerance with noise across k)")
+    return Finding(f"bfloat16 bisection k/d {fmt(sp[col])}, median {med:.2f} [{lo:.2f}, {hi:.2f}] (95% CI); {n_in} of "
+                   f"{len(sp)} texts inside {study_band_pct()}; float32 bisection {fmt(get('bisection_f32'))}; exact "
+                   f"(every k near the target, float32) {fmt(get('exact'))}; texts: {size}",
+                   f"the study's range {study_band_text()}",
+                   "holds" if inside else "differs" if outside else "marginal", n=len(sp))
+
+
+def _span_of_writes(c: Claim, t: Tables) -> Finding:
     """Issue 27's row: the stable minimal subspace against the span of the writes, min(2LT, d)."""
-    claim = "The stable minimal subspace is the span of the writes, min(2 x layers x tokens, d)"
-    study = ("not measured; its one known text had 1.11 writes per dimension (4544 writes on d = 4096): "
-             "predicted stable k/d ~1.00 there (docs/text_length.md)")
-    t = text_length_rows(m)
-    if not len(t):
-        add("span_of_writes", claim, study, "n/a: not run (replicate --exact-with text_length)", "", "can't tell", n=0)
-        return
-    dev = t.stable_k_frac - t.span_frac
-    share = float((dev.abs() <= 0.02).mean())
-    full, cut = t[t.length == "full"], t[t.length != "full"]
-    limited = t[t.span_frac < 1]
+    tl = text_length_rows(t.m)
+    if not len(tl):
+        return Finding("n/a: not run (replicate --exact-with text_length)", "", "can't tell", n=0)
+    dev = tl.stable_k_frac - tl.span_frac
+    within = dev.abs() <= c["within"]
+    share = float(within.mean())
+    full, cut = tl[tl.length == "full"], tl[tl.length != "full"]
+    limited = tl[tl.span_frac < 1]
     below = int((limited.stable_k_frac <= limited.span_frac + 1e-12).sum())
-    n_texts = t.text.nunique()
-    ours = (f"stable k/d minus span {fmt(dev, 3)}; within 0.02 of d on {int((dev.abs() <= 0.02).sum())} of {len(t)} "
+    n_texts = tl.text.nunique()
+    ours = (f"stable k/d minus span {fmt(dev, 3)}; within {c['within']:g} of d on {int(within.sum())} of {len(tl)} "
             f"(text, length) rows ({n_texts} texts); as sampled: stable {fmt(full.stable_k_frac, 3)}, span "
             f"{fmt(full.span_frac, 3)} ({fmt(full.writes_per_dim, 2)} writes/dim); cut (2-32 tokens): stable "
             f"{fmt(cut.stable_k_frac, 3)}, span {fmt(cut.span_frac, 3)}; {len(limited)} rows with fewer writes "
-            f"than d, stable <= span on {below}; first crossing {fmt(t.first_k_frac, 3)}, share of k above it "
-            f"failing again {fmt(t.frac_fail_above_first)}, within 1 nat for good from {fmt(t.converged_k_frac, 3)}")
-    v = "holds" if share >= 0.9 else "differs" if share < 0.5 else "marginal"
-    add("span_of_writes", claim, study, ours, "min(n_writes, d) / d (the span of the writes)", v, n=n_texts)
+            f"than d, stable <= span on {below}; first crossing {fmt(tl.first_k_frac, 3)}, share of k above it "
+            f"failing again {fmt(tl.frac_fail_above_first)}, within 1 nat for good from {fmt(tl.converged_k_frac, 3)}")
+    v = "holds" if share >= c["holds_share"] else "differs" if share < c["differs_share"] else "marginal"
+    return Finding(ours, "min(n_writes, d) / d (the span of the writes)", v, n=n_texts)
 
 
-def _extension_claims(m: pd.DataFrame, add: Any, d: int) -> None:
-    """Issue 17's rows (not claims of the study): why the model needs ~all of d."""
-    not_study = "not tested in the study"
-    zero = "cv_min_k_frac[zero]"
-    cv = m[m[zero].notna()] if zero in m else m.iloc[:0]
-    for key, variant, claim in (
-        ("mean_ablation", "mean_text", "Zeroing bias-like components is why ~all of d is needed: a mean-fill clip "
-         "needs far fewer directions"),
-        ("bos_unclipped", "keep_bos", "The BOS position is why ~all of d is needed: leaving its writes unclipped needs "
-         "far fewer directions"),
-    ):
-        col = f"cv_min_k_frac[{variant}]"
-        if not len(cv) or col not in cv:
-            add(key, claim, not_study, "n/a: not run (replicate --exact-with clip_variants)", "", "can't tell", n=0)
-            continue
-        diff = cv[col] - cv[zero]
-        med, lo, hi = bootstrap_median_ci(diff.to_numpy())
-        v = "holds" if hi < -0.05 else "differs" if lo > -0.05 else "marginal"
-        add(key, claim, not_study, f"exact min_k/d {fmt(cv[col])} vs zero clip {fmt(cv[zero])}; difference {med:+.3f} "
-            f"[{lo:+.3f}, {hi:+.3f}] (95% CI of the median); within 5 nats at k/d {fmt(cv[f'cv_within5[{variant}]'])} "
-            f"vs {fmt(cv['cv_within5[zero]'])}", "the study's zero clip, same texts (-0.05: 5% of d fewer)", v,
-            n=len(cv))
-    claim = "The directions are needed throughout the network: clipping any one third of the layers needs > 90% of d"
+_CV_ZERO = "cv_min_k_frac[zero]"
+_NO_CV = "n/a: not run (replicate --exact-with clip_variants)"
+
+
+def _clip_variants(t: Tables) -> pd.DataFrame:
+    """The texts with clip_variants results (issue 17)."""
+    return t.m[t.m[_CV_ZERO].notna()] if _CV_ZERO in t.m else t.m.iloc[:0]
+
+
+def _clip_variant(c: Claim, t: Tables, variant: str) -> Finding:
+    """Issue 17: a clip variant's exact minimal k minus the study's zero clip's, paired."""
+    cv, col, fewer = _clip_variants(t), f"cv_min_k_frac[{variant}]", c["fewer"]
+    if not len(cv) or col not in cv:
+        return Finding(_NO_CV, "", "can't tell", n=0)
+    med, lo, hi = bootstrap_median_ci((cv[col] - cv[_CV_ZERO]).to_numpy())
+    return Finding(f"exact min_k/d {fmt(cv[col])} vs zero clip {fmt(cv[_CV_ZERO])}; difference {med:+.3f} "
+                   f"[{lo:+.3f}, {hi:+.3f}] (95% CI of the median); within 5 nats at k/d "
+                   f"{fmt(cv[f'cv_within5[{variant}]'])} vs {fmt(cv['cv_within5[zero]'])}",
+                   f"the study's zero clip, same texts (-{fewer:g}: {fewer:.0%} of d fewer)",
+                   "holds" if hi < -fewer else "differs" if lo > -fewer else "marginal", n=len(cv))
+
+
+def _layers_needed(c: Claim, t: Tables) -> Finding:
+    cv, needed = _clip_variants(t), c["needed"]
     if not len(cv):
-        add("layers_needed", claim, not_study, "n/a: not run (replicate --exact-with clip_variants)", "", "can't tell",
-            n=0)
-    else:
-        parts, above, below = [], True, False
-        for third in ("early", "middle", "late"):
-            x = cv[f"cv_min_k_frac[layers_{third}]"].to_numpy()
-            med, lo, hi = bootstrap_median_ci(x)
-            above &= lo >= 0.9
-            below |= hi < 0.9
-            parts.append(f"{third} {fmt(x)} (median CI [{lo:.2f}, {hi:.2f}])")
-        kinds = f"; attention only {fmt(cv['cv_min_k_frac[attn_only]'])}, MLP only {fmt(cv['cv_min_k_frac[mlp_only]'])}"
-        add("layers_needed", claim, not_study, "exact min_k/d with one third clipped: " + ", ".join(parts) + kinds,
-            "0.9 of d", "holds" if above else "differs" if below else "marginal", n=len(cv))
+        return Finding(_NO_CV, "", "can't tell", n=0)
+    parts, above, below = [], True, False
+    for third in ("early", "middle", "late"):
+        x = cv[f"cv_min_k_frac[layers_{third}]"].to_numpy()
+        med, lo, hi = bootstrap_median_ci(x)
+        above &= lo >= needed
+        below |= hi < needed
+        parts.append(f"{third} {fmt(x)} (median CI [{lo:.2f}, {hi:.2f}])")
+    kinds = f"; attention only {fmt(cv['cv_min_k_frac[attn_only]'])}, MLP only {fmt(cv['cv_min_k_frac[mlp_only]'])}"
+    return Finding("exact min_k/d with one third clipped: " + ", ".join(parts) + kinds, f"{needed:g} of d",
+                   "holds" if above else "differs" if below else "marginal", n=len(cv))
+
+
+def _hessian_order(c: Claim, t: Tables) -> Finding:
     hcol = "hr_k_frac[hessian]"
-    hr = m[m[hcol].notna()] if hcol in m else m.iloc[:0]
-    claim = "Ranking directions by second-order (Hessian) structure reaches the target with fewer directions"
-    study = "proposed as future work, not run"
+    hr = t.m[t.m[hcol].notna()] if hcol in t.m else t.m.iloc[:0]
     if not len(hr):
-        add("hessian_order", claim, study, "n/a: not run (replicate --exact-with hessian_ranking)", "", "can't tell",
-            n=0)
-        return
-    diff = hr[hcol] - hr["hr_k_frac[singular_value]"]
-    med, lo, hi = bootstrap_median_ci(diff.to_numpy())
-    margin = 1.0 / d
+        return Finding("n/a: not run (replicate --exact-with hessian_ranking)", "", "can't tell", n=0)
+    med, lo, hi = bootstrap_median_ci((hr[hcol] - hr["hr_k_frac[singular_value]"]).to_numpy())
+    margin = c["margin_dirs"] / t.d
     v = "holds" if hi < -margin else "differs" if lo > margin else (
         "marginal" if min(abs(lo), abs(hi)) <= margin else "can't tell")
     # beside the SVD order (the rule's null): the study's other two orders on the same texts
@@ -606,13 +631,175 @@ def _extension_claims(m: pd.DataFrame, add: Any, d: int) -> None:
         if col in hr and hr[col].notna().all():
             m2, lo2, hi2 = bootstrap_median_ci((hr[hcol] - hr[col]).to_numpy())
             others.append(f"Hessian minus {label} {m2:+.3f} [{lo2:+.3f}, {hi2:+.3f}]")
-    add("hessian_order", claim, study,
+    return Finding(
         f"exact min_k/d by the Hessian order {fmt(hr[hcol])}, SVD order {fmt(hr['hr_k_frac[singular_value]'])}, exact "
         f"importance order {fmt(hr['hr_k_frac[exact_importance]'])}; Hessian minus SVD {med:+.3f} [{lo:+.3f}, {hi:+.3f}] "
         f"(95% CI of the median){''.join('; ' + o for o in others)}; Spearman with exact importances: Hessian "
         f"{fmt(hr['hr_spearman[hessian_second_order]'])}, "
         f"first order + Fisher/2 {fmt(hr['hr_spearman[fisher_second_order]'])}, first order "
         f"{fmt(hr['hr_spearman[first_order]'])}", "SVD order, same texts", v, n=len(hr))
+
+
+def _generation(c: Claim, t: Tables) -> Finding:
+    gk, deg = t.m.gen_k_frac, t.m.gen_degradation
+    med = _median_iqr(deg)[0]
+    return Finding(f"log p under the unclipped model, clipped minus unclipped samples: {fmt(-deg, 2)} nats/token at "
+                   f"k/d {fmt(gk)}", "0 (the unclipped model's own samples)",
+                   "can't tell (k is nearly d)" if _median_iqr(gk)[0] >= c["nearly_all"]
+                   else _verdict(0 < med < c["unusable"], med >= c["unusable"]), n=int(deg.notna().sum()))
+
+
+_NOT_STUDY = "not tested in the study"
+_MARGIN = {"margin_dirs": 1}  # one direction: 1/d
+_DOMINANT = {"ratio": 2}
+_FEWER = {"fewer": 0.05}  # 5% of d fewer directions than the zero clip
+_LAYERS_NEEDED = {"needed": 0.9}
+_STUDY_RUN = (f"{study_min_k_pcts()} of d (4 texts; {STUDY_KNOWN_TOKENS} tokens on d = {STUDY_D_MODEL} in the one "
+              f"reported: {STUDY_KNOWN_TOKENS / STUDY_D_MODEL:.3f} per dimension)")
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("dominant", "Two directions far larger than all others (attention + MLP writes)",
+          "two dominant singular values", "a Gaussian matrix of the same shape (no dominant direction)",
+          "holds if the lower quartile of s2/s3 is >= {ratio:g} (two directions at least twice the third) and above "
+          "the Gaussian null; 'differs' if its upper quartile is < {ratio:g} (then: how many are dominant).",
+          _dominant, _DOMINANT),
+    Claim("attention_only", "Two directions far larger than all others (attention-only writes)",
+          "two dominant singular values", "a Gaussian matrix of the same shape (no dominant direction)",
+          "as 'dominant', on attention-only writes (the study's first, accidental run).",
+          partial(_dominant, tag="attn_"), _DOMINANT),
+    Claim("chaotic", "Clipping curve chaotic at small k, calmer at large k",
+          f"chaotic for k < ~{STUDY_CHAOTIC_K} ({pct(STUDY_CHAOTIC_K / STUDY_D_MODEL)} of d), stable after",
+          "a smooth monotone curve of the same rise (roughness 1)",
+          "roughness = median |logp(k+1) - logp(k)| over 8 adjacent pairs in a region, divided by what a "
+          "smooth monotone curve with the region's net rise changes per unit k (null: about 1, a steep slope "
+          "is not chaos). Holds if the lower quartile over texts of roughness below 10% of d is > {rough:g} and of "
+          "jitter(k < 10% of d) / jitter(k > 50% of d) is > {calmer:g} (calmer at large k); 'differs' if the upper "
+          "quartile of roughness below 10% of d is <= {rough:g} (a slope, not chaos) or the lower quartile of the "
+          "jitter ratio is <= {same:g} (no calmer at large k in a quarter of the texts).",
+          _chaotic, {"rough": 3, "calmer": 2, "same": 1}),
+    Claim("converging", "Clipping curve converges (within 1 nat of unclipped) well before k = d",
+          f"converged by k ~ {STUDY_CONVERGED_K[0]}-{STUDY_CONVERGED_K[1]} of {STUDY_D_MODEL} "
+          f"({pct_range(*(k / STUDY_D_MODEL for k in STUDY_CONVERGED_K))})",
+          "a random orthonormal basis (the median over the text's independent draws)",
+          "holds if the upper quartile of k_converged/d is < {frac:g} and the paired difference random basis - "
+          "SVD basis has a 95% bootstrap interval above 0; 'differs' if the median is >= {frac:g}.",
+          _converging, {"frac": 0.9}),
+    Claim("orig_delta", "Attempted writes (orig_delta) small at low k, larger than unclipped mid-range",
+          "small at low k, exploding mid-range, back down when the loss recovers",
+          "the unclipped model's norm (ratio 1)",
+          "holds if, in the lower quartile of texts, max orig_delta exceeds the unclipped one and orig_delta at "
+          "k <= d/64 is below it (upper quartile < {unclipped:g}); 'differs' if the upper quartile of max orig_delta "
+          "/ unclipped is <= {unclipped:g} (never larger) or the lower quartile at k <= d/64 is >= {unclipped:g} "
+          "(not small at low k in three quarters of the texts).",
+          _orig_delta, {"unclipped": 1}),
+    Claim("importance", "Single-direction importance correlates with singular value, with clear deviations",
+          "correlated, clear deviations", "importances shuffled over directions (permutation, 97.5% point)",
+          "exact ablations of every direction only (texts of the exact stage). Holds if the lower quartile "
+          "of Spearman(s, importance) is above the median over texts of the permutation null's 97.5% point "
+          "(importances shuffled over directions) and its upper quartile is below {deviates:g}; 'differs' if that "
+          "lower quartile is at or below the null's point (not correlated in a quarter of the texts) or the "
+          "upper quartile is >= {no_deviations:g} (no clear deviations); 'can't tell' without exact texts.",
+          _importance, {"deviates": 0.9, "no_deviations": 0.99}),
+    Claim("importance_order", "Importance order reaches the unclipped log-probability more slowly than SVD order",
+          "much more slowly", "the SVD order on the same texts (paired)",
+          "exact importances and exact minimal k (every k scanned near the target) only. Holds if the "
+          "95% bootstrap interval of the paired difference min_k(importance) - min_k(SVD) lies above "
+          "+margin (importance order needs more directions); 'differs' if it lies below -margin; "
+          "'marginal' if an end lies within the margin of 0 (margin: {margin_dirs:g} direction, {margin_dirs:g}/d).",
+          _importance_order, _MARGIN),
+    Claim("compromise_order", "Compromise order (size and importance) not much better than SVD order",
+          "did not work much better", "the SVD order on the same texts (paired)",
+          "exact importances and exact minimal k only. Holds if the upper end of the 95% interval of "
+          "min_k(compromise) - min_k(SVD) is above {much_better:g} + margin (not much better); 'differs' if it "
+          "is below {much_better:g} - margin; 'marginal' within the margin ({margin_dirs:g} direction, "
+          "{margin_dirs:g}/d).",
+          _compromise_order, {**_MARGIN, "much_better": -0.05}),
+    Claim("minimal_k", "Minimal subspace reaching the unclipped log-probability is a large fraction of d",
+          f"{study_min_k_pcts()} of d", "a random orthonormal basis (the median over the text's independent draws)",
+          "holds if the interquartile range of min_k/d overlaps the study's {band[0]:g}-{band[1]:g} and the SVD "
+          "basis beats a random basis (the median over the text's independent Haar draws; 95% interval of the "
+          "paired difference above 0); 'differs' if the lower quartile is > {band[1]:g} + margin; 'marginal' if it "
+          "is within the margin of {band[1]:g} (margin: the median |grid - exact| min_k/d over the exact stage's "
+          "texts, when the numbers come from the grid search).",
+          _minimal_k),
+    Claim("overlap", f"Pairwise overlap of two texts' minimal subspaces = k_i k_j / d (random subsets) to "
+          f"~{pct(STUDY_OVERLAP_ERROR)}", f"about {pct(STUDY_OVERLAP_ERROR)} error",
+          "random subsets of the same sizes: k_i k_j / d",
+          "'can't tell' when the subspaces cover >= {forced:.0%} of d on average (any subspaces that large overlap "
+          "as predicted); else holds if the median |relative error| is <= {error:.0%}, 'differs' if it is "
+          "> {error:.0%}.",
+          _overlap, {"forced": 0.9, "error": 0.02}),
+    Claim("study_procedure", f"The study's procedure (bisection, tolerance 0, bfloat16) finds {study_band_pct()} of d "
+          "on these models too", _STUDY_RUN, f"the study's range {study_band_text()}",
+          "the study's bisection (tolerance 0) run for real in bfloat16 on the exact stage's texts as "
+          "sampled (64 new tokens). Holds if the 95% bootstrap interval of its median k/d lies inside "
+          "the study's {band[0]:g}-{band[1]:g}; 'differs' if it lies entirely outside; 'marginal' otherwise.",
+          partial(_study_procedure, cond="full")),
+    Claim("study_procedure_scaled", "... and on texts cut to the study's new tokens per residual dimension",
+          _STUDY_RUN, f"the study's range {study_band_text()}",
+          "as 'study_procedure', on the same texts with the continuation cut to the study's new "
+          "tokens per residual dimension ({new_tokens} x d / {study_d}: {scaled[576]} tokens on d = 576, "
+          "{scaled[640]} on d = 640). A 'holds' here with a 'differs' above says the difference is the text's "
+          "length per dimension, not the model's size.",
+          partial(_study_procedure, cond="scaled")),
+    Claim("span_of_writes", "The stable minimal subspace is the span of the writes, min(2 x layers x tokens, d)",
+          f"not measured; its one known text had {STUDY_WRITES_PER_DIM:.2f} writes per dimension ({STUDY_WRITES} "
+          f"writes on d = {STUDY_D_MODEL}): predicted stable k/d ~{min(1.0, STUDY_WRITES_PER_DIM):.2f} there "
+          "(docs/text_length.md)",
+          "min(n_writes, d) / d (the span of the writes)",
+          "issue 27 (not a claim of the study): for every text and length run (the exact stage's texts "
+          "as sampled and cut to {lengths} and the study's new tokens per dimension; "
+          "replicate --exact-with text_length), the stable minimal k (the smallest k from which every "
+          "larger k reaches the unclipped log-probability within the tolerance) against the span of the "
+          "writes, min(n_writes, d) / d with n_writes = 2 x layers x tokens. Holds if at least {holds_share:.0%} "
+          "of the (text, length) rows are within {within:g} of d of it; 'differs' if fewer than {differs_share:.0%} "
+          "are; 'marginal' otherwise; 'can't tell' when not run.",
+          _span_of_writes, {"lengths": ", ".join(x for x in TEXT_LENGTH_LABELS if x.isdigit()), "holds_share": 0.9,
+                            "within": 0.02, "differs_share": 0.5}),
+    Claim("mean_ablation", "Zeroing bias-like components is why ~all of d is needed: a mean-fill clip needs far "
+          "fewer directions", _NOT_STUDY, "the study's zero clip on the same texts (paired)",
+          "issue 17 (not a claim of the study): exact minimal k (float32) under the mean-fill clip (removed "
+          "directions set to the text's mean write of that layer and kind) minus the study's zero clip, "
+          "paired over the texts of the extension stage. Holds (the need for ~all of d comes from zeroing "
+          "bias-like components) if the 95% bootstrap interval of the median difference lies below -{fewer:g} "
+          "(at least {fewer:.0%} of d fewer); 'differs' if it lies above -{fewer:g}; 'marginal' otherwise.",
+          partial(_clip_variant, variant="mean_text"), _FEWER),
+    Claim("bos_unclipped", "The BOS position is why ~all of d is needed: leaving its writes unclipped needs far "
+          "fewer directions", _NOT_STUDY, "the study's zero clip on the same texts (paired)",
+          "as 'mean_ablation', for the clip with the BOS position's writes left unclipped minus the zero "
+          "clip: holds if the interval lies below -{fewer:g}, 'differs' if above, 'marginal' otherwise.",
+          partial(_clip_variant, variant="keep_bos"), _FEWER),
+    Claim("layers_needed", "The directions are needed throughout the network: clipping any one third of the layers "
+          f"needs > {_LAYERS_NEEDED['needed']:.0%} of d", _NOT_STUDY, "a fixed fraction of d",
+          "issue 17: exact minimal k/d when only one third of the layers is clipped. Holds (the directions "
+          "are needed throughout the network) if for every third the 95% bootstrap interval of the median "
+          "lies at or above {needed:g}; 'differs' if for some third it lies below {needed:g}; 'marginal' otherwise.",
+          _layers_needed, _LAYERS_NEEDED),
+    Claim("hessian_order", "Ranking directions by second-order (Hessian) structure reaches the target with fewer "
+          "directions", "proposed as future work, not run", "the SVD order on the same texts (paired)",
+          "the study's open idea (issue 17): exact minimal k of the order by the second-order estimate "
+          "g_i - H_ii/2 minus the SVD order's, paired. Holds (the Hessian order needs fewer directions) if "
+          "the 95% bootstrap interval of the median difference lies below -{margin_dirs:g}/d; 'differs' if it lies "
+          "above +{margin_dirs:g}/d (needs more); 'marginal' if an end is within {margin_dirs:g}/d of 0; 'can't "
+          "tell' when not run (replicate --exact-with hessian_ranking).",
+          _hessian_order, _MARGIN),
+    Claim("generation", "The clipped model still generates text: on topic but degraded", "vaguely on topic, degraded",
+          "the unclipped model's own samples (0 nats/token)",
+          "'can't tell' when the minimal subspace is >= {nearly_all:.0%} of d (the clipped model is nearly the "
+          "model); else holds if the median degradation is > 0 nats/token (degraded) and below {unusable:g} "
+          "nats/token; 'differs' if it is >= {unusable:g} nats/token (not usable text).",
+          _generation, {"nearly_all": 0.95, "unusable": 2}),
+)
+CLAIM = {c.key: c for c in CLAIMS}
+# The rule behind every verdict, printed beside the table (derived: each claim holds its own).
+RULES = {c.key: c.rule for c in CLAIMS}
+
+
+def claims(m: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The replication table for one model: one row per claim of ``CLAIMS`` (claim, study, ours,
+    null, verdict, texts, rule)."""
+    t = Tables.of(m, pairs)
+    return pd.DataFrame([c.row(t) for c in CLAIMS])
 
 
 # --- the replication over models: one command regenerates docs/results -----------------------

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .replication import STUDY_MIN_K_FRAC, claims, gather, overlap_pairs, text_length_rows, text_metrics
+from ..facts import (STUDY_BAND, STUDY_CHAOTIC, STUDY_CONVERGED, STUDY_D_MODEL, STUDY_MIN_K, STUDY_WRITES_PER_DIM,
+                     study_band_pct, study_band_text)
+from .replication import claims, gather, overlap_pairs, text_length_rows, text_metrics
 from .tables import html_table as _html_table, svg as _svg, table_md as _table_md, verdict_class as _vclass
 
 SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
@@ -30,7 +32,8 @@ SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
      "value, first text. Right: Spearman correlation of the two, every text."),
     (("importance_order", "compromise_order", "minimal_k"), "4-5. Orderings and the minimal subspace",
      ("minimal_k", "sensitivity"),
-     "Left: minimal k / d per ordering for every text (grey band: the study's 46-81%). Right: median minimal k / d "
+     f"Left: minimal k / d per ordering for every text (grey band: the study's {study_band_pct()}). Right: median "
+     "minimal k / d "
      "(band: interquartile range) against the tolerance, SVD basis and a random orthonormal basis."),
     (("generation",), "6. Generating from the clipped model", (), "Samples of the first text are listed below."),
     (("overlap",), "7. Overlap between texts' minimal subspaces", ("overlap",),
@@ -40,8 +43,9 @@ SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
      ("study_procedure_gap",),
      "Each exact-stage text's clipping curve (SVD order, float32) as the fraction of its gap (k = 0 to unclipped) "
      "still open, log scale, at every evaluated k: as sampled (64 new tokens) and cut to the study's new tokens "
-     "per residual dimension. Shaded: the study's description of Llama-3-8B (\"stable but low\" 0.07-0.37 of d, "
-     "converged 0.37-0.49) and its minimal subspaces (0.46-0.81)."),
+     "per residual dimension. Shaded: the study's description of Llama-3-8B (\"stable but low\" "
+     f"{STUDY_CHAOTIC:g}-{STUDY_CONVERGED[0]:g} of d, converged {STUDY_CONVERGED[0]:g}-{STUDY_CONVERGED[1]:g}) and its "
+     f"minimal subspaces ({study_band_text()})."),
     (("mean_ablation", "bos_unclipped", "layers_needed", "hessian_order"), "9. Why every direction: clip variants",
      ("clip_variants_gap",),
      "How far below the unclipped log-probability each clip variant stays (nats, log scale; median over the "
@@ -55,7 +59,7 @@ def figures(run_dir: Path, m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, An
     import plotly.express as px
     import plotly.graph_objects as go
 
-    from .replication import gaussian_spectrum_null
+    from .replication import gaussian_spectrum_null, minimal_k_table
 
     figs: dict[str, Any] = {}
     d = int(m.d_model.iloc[0])
@@ -112,18 +116,17 @@ def figures(run_dir: Path, m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, An
                                            title="Spearman(singular value, importance)").update_layout(
         yaxis_title="Spearman correlation", yaxis_range=[-0.2, 1], xaxis_title="")
 
-    orders = [c for c in m.columns if c.startswith("min_k_frac[") and "@" not in c]
-    mk = m.melt(id_vars=["text"], value_vars=orders, var_name="ordering", value_name="k_frac")
-    mk["ordering"] = mk.ordering.str.slice(len("min_k_frac["), -1)
-    fig = px.strip(mk, x="ordering", y="k_frac", hover_data=["text"], title=f"{model}: minimal k / d_model")
-    fig.add_hrect(y0=0.46, y1=0.81, fillcolor="gray", opacity=0.15, line_width=0, annotation_text="study")
+    mk = minimal_k_table(run_dir)  # long form: one value a row, ordering / draw / method / criterion / tolerance
+    mk = mk[mk.text.isin(m.text)]
+    first = mk[(mk.method == "first_crossing") & (mk.criterion == "run")]  # every random-basis draw its own point
+    fig = px.strip(first, x="ordering", y="k_frac", hover_data=["text", "draw"], title=f"{model}: minimal k / d_model")
+    fig.add_hrect(y0=STUDY_BAND[0], y1=STUDY_BAND[1], fillcolor="gray", opacity=0.15, line_width=0,
+                  annotation_text="study")
     figs["minimal_k"] = fig.update_layout(yaxis_title="k / d_model", yaxis_range=[0, 1.05], xaxis_title="")
     rows = []
-    for col in m.columns:
-        if col.startswith("min_k_frac[") and "@" in col and not col.endswith("/tok"):
-            ordering, tol = col[len("min_k_frac["):].split("]@")
-            med, q1, q3 = np.percentile(m[col].dropna(), [50, 25, 75])
-            rows.append({"ordering": ordering, "tolerance": float(tol), "median": med, "q1": q1, "q3": q3})
+    for (ordering, tol), g in mk[mk.criterion == "total"].groupby(["ordering", "tolerance"]):
+        med, q1, q3 = np.percentile(g.k_frac.dropna(), [50, 25, 75])
+        rows.append({"ordering": ordering, "tolerance": float(tol), "median": med, "q1": q1, "q3": q3})
     sens = pd.DataFrame(rows).sort_values("tolerance")
     fig = go.Figure()
     for ordering, g in sens.groupby("ordering"):
@@ -190,8 +193,8 @@ def extension_figures(run_dir: Path, m: pd.DataFrame) -> dict[str, Any]:
         fig = px.line(t, x="k_frac", y="open", color="condition", line_group="text", hover_data=["text", "k"],
                       log_y=True, render_mode="svg",
                       title=f"{model}: the gap still open ({t.text.nunique()} texts, SVD order, float32)")
-        for x0, x1, label in ((0.07, 0.37, "study: stable but low"), (0.37, 0.49, "study: converged"),
-                              (0.46, 0.81, "study: minimal k")):
+        for x0, x1, label in ((STUDY_CHAOTIC, STUDY_CONVERGED[0], "study: stable but low"),
+                              (*STUDY_CONVERGED, "study: converged"), (*STUDY_BAND, "study: minimal k")):
             fig.add_vrect(x0=x0, x1=x1, fillcolor="gray", opacity=0.12, line_width=0, annotation_text=label,
                           annotation_position="top left" if x0 < 0.4 else "bottom right")
         figs["study_procedure_gap"] = fig.update_traces(opacity=0.6).update_layout(
@@ -259,7 +262,7 @@ def text_length_figures(m: pd.DataFrame) -> dict[str, Any]:
     if not len(t):
         return {}
     fig = go.Figure()
-    fig.add_hrect(y0=STUDY_MIN_K_FRAC[0], y1=STUDY_MIN_K_FRAC[1], fillcolor="grey", opacity=0.15, line_width=0)
+    fig.add_hrect(y0=STUDY_BAND[0], y1=STUDY_BAND[1], fillcolor="grey", opacity=0.15, line_width=0)
     xs = np.geomspace(min(0.3, float(t.writes_per_dim.min())), float(t.writes_per_dim.max()), 200)
     fig.add_trace(go.Scatter(x=xs, y=np.minimum(1.0, xs), mode="lines", name="span of the writes, min(1, 2LT/d)",
                              line=dict(color="grey", dash="dash")))
@@ -269,8 +272,9 @@ def text_length_figures(m: pd.DataFrame) -> dict[str, Any]:
         fig.add_trace(go.Scatter(x=t.writes_per_dim, y=t[col], mode="markers", name=label, marker=marker,
                                  text=t.text + " (" + t.length + ")", hovertemplate="%{text}<br>%{x:.2f} writes/dim"
                                  "<br>k/d %{y:.3f}"))
-    fig.add_trace(go.Scatter(x=[2 * 32 * 71 / 4096], y=[1886 / 4096], mode="markers", marker=dict(
-        symbol="star", size=14, color="black"), name="study: bisection, bf16 (Llama-3-8B, 71 tokens)"))
+    fig.add_trace(go.Scatter(x=[STUDY_WRITES_PER_DIM], y=[STUDY_MIN_K["meaning_of_life"] / STUDY_D_MODEL], mode="markers",
+                             marker=dict(symbol="star", size=14, color="black"),
+                             name="study: bisection, bf16 (Llama-3-8B, 71 tokens)"))
     return {"text_length_span": _svg(fig).update_layout(
         title=f"{m.model.iloc[0]}: minimal k against writes per dimension ({t.text.nunique()} texts, {len(t)} lengths)",
         xaxis=dict(title="writes per residual dimension (2 x layers x tokens / d)", type="log",
