@@ -48,6 +48,7 @@ BUILTIN_RESULTS: tuple[type[ExperimentResult], ...] = (
     HessianRankingResult, TextLengthResult, MethodSensitivityResult, LayerClippingResult,
 )
 SETTINGS = "settings.json"
+PARTIAL = ".partial"  # reproduce saves into <name>.partial, then moves it into place
 RUN_COLUMNS = ("text", "model")  # what ``Run.table`` puts in front of every row
 
 
@@ -71,8 +72,10 @@ def _experiment_of(directory: Path) -> str | None:
 
 
 def _is_result_folder(directory: Path) -> bool:
-    return directory.is_dir() and directory.name != "figures" and (
-        (directory / SETTINGS).is_file() or any(directory.glob("*.csv")))
+    """A result's folder: tables or settings.json, not ``figures`` nor a save under way
+    (``<name>.partial``, reproduce's)."""
+    return (directory.is_dir() and directory.name != "figures" and not directory.name.endswith(PARTIAL)
+            and ((directory / SETTINGS).is_file() or any(directory.glob("*.csv"))))
 
 
 class Run:
@@ -93,7 +96,8 @@ class Run:
         self._folders: dict[str, dict[str, tuple[Path, type[ExperimentResult]]]] = {}
         self._group_folders: dict[str, tuple[Path, type[ExperimentResult]]] = {}
         self._loaded: dict[Path, ExperimentResult] = {}
-        for child in sorted(p for p in self.folder.iterdir() if p.is_dir()):
+        children = sorted(p for p in self.folder.iterdir() if p.is_dir() and not p.name.endswith(PARTIAL))
+        for child in children:
             if (child / SETTINGS).is_file():  # a run-wide result (overlap)
                 self._group_folders[child.name] = (child, _class_for(child, child.name, known, asked))
                 continue
