@@ -1,6 +1,7 @@
 """The study's experiments, one module each; every ``run_*`` returns a typed result with tidy
 tables, settings and metadata, ``.save(dir)`` and ``.figures()``. Experiments of your own plug in
-through ``register`` (``experiments.registry``)."""
+through ``register`` (``experiments.registry``). ``load_run(folder)`` reads a run folder back
+as those result objects (``experiments.runs``)."""
 
 from .base import ExperimentResult, Text, as_text, basis_for, prepare, run_meta
 from .clip_variants import ClipVariant, ClipVariantsResult, run_clip_variants
@@ -14,6 +15,7 @@ from .orderings import OrderingsResult, run_orderings
 from .overlap import OverlapResult, Subspace, run_overlap
 from .prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, load_prompts_file
 from .registry import Plugin, register
+from .runs import Run, load_run
 from .single_direction import SingleDirectionResult, run_single_direction
 from .spectrum import SpectrumResult, run_spectrum
 from .study_procedure import StudyProcedureResult, run_study_procedure
@@ -34,6 +36,7 @@ __all__ = [
     "OrderingsResult",
     "OverlapResult",
     "Plugin",
+    "Run",
     "SingleDirectionResult",
     "SpectrumResult",
     "StudyProcedureResult",
@@ -44,6 +47,7 @@ __all__ = [
     "basis_for",
     "get_continuation",
     "load_prompts_file",
+    "load_run",
     "prepare",
     "register",
     "run_clip_variants",

@@ -139,8 +139,6 @@ class OverlapResult(ExperimentResult):
     def figures(self) -> dict[str, Any]:
         import plotly.express as px
 
-        import plotly.graph_objects as go
-
         figs = {
             "stacked_spectrum": px.line(
                 self.tables["stacked_spectrum"], x="index", y="singular_value", color="source", render_mode="svg",
@@ -148,15 +146,26 @@ class OverlapResult(ExperimentResult):
             ).update_layout(xaxis_title="singular direction", yaxis_title="singular value"),
         }
         p = self.pairs.assign(kind=np.where(self.pairs.same_prompt, "same text, other ordering", "different texts"))
-        fig = px.scatter(
-            p, x="null_analytic", y="observed", color="kind", hover_data=["pair", "z_analytic"], render_mode="svg",
-            title="Pairwise overlap ||Q_i^T Q_j||_F^2 against the random-subspace prediction k_i k_j / d",
-        ).update_layout(xaxis_title="k_i k_j / d (random subspaces)", yaxis_title="observed overlap")
-        lo, hi = float(p[["null_analytic", "observed"]].min().min()), float(p[["null_analytic", "observed"]].max().max())
-        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="gray"),
-                                 name="observed = random"))
-        figs["pairwise_overlap"] = fig
+        figs["pairwise_overlap"] = pairwise_overlap_figure(
+            p, "Pairwise overlap ||Q_i^T Q_j||_F^2 against the random-subspace prediction k_i k_j / d", color="kind")
         return figs
+
+
+def pairwise_overlap_figure(pairs: pd.DataFrame, title: str, *, color: str | None = None) -> Any:
+    """Observed overlap of each pair against the random-subspace prediction k_i k_j / d, with the
+    line of equality: OverlapResult's ``pairwise_overlap`` and the report's ``overlap``."""
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    fig = px.scatter(
+        pairs, x="null_analytic", y="observed", color=color, hover_data=["pair", "z_analytic"], render_mode="svg",
+        title=title,
+    ).update_layout(xaxis_title="k_i k_j / d (random subspaces)", yaxis_title="observed overlap")
+    lo = float(pairs[["null_analytic", "observed"]].min().min())
+    hi = float(pairs[["null_analytic", "observed"]].max().max())
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="gray"),
+                             name="observed = k_i k_j / d"))
+    return fig
 
 
 def run_overlap(

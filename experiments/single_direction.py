@@ -52,19 +52,10 @@ class SingleDirectionResult(ExperimentResult):
     def figures(self) -> dict[str, Any]:
         import plotly.express as px
 
-        t = self.importance[self.importance.singular_value > 0].assign(
-            abs_importance=lambda d: d.importance.abs().clip(lower=1e-6),
-            sign=lambda d: np.where(d.importance >= 0, "removal hurts", "removal helps"),
-            how=lambda d: np.where(d.exact, "exact", "estimated"),
-        )
         title = f"{self.meta['model']['name']}: single-direction importance"
-        figs = {
-            "importance_vs_singular_value": px.scatter(
-                t, x="singular_value", y="abs_importance", color="sign", symbol="how", log_x=True, log_y=True,
-                hover_data=["direction", "importance"], title=title, render_mode="svg",
-            ).update_layout(yaxis_title="|logp - logp(direction removed)| (nats)", xaxis_title="singular value")
-        }
-        ex = t[t.exact]
+        figs = {"importance_vs_singular_value": importance_figure(self.importance, title)}
+        t = self.importance
+        ex = t[(t.singular_value > 0) & t.exact]
         if len(ex) and "second_order" in t:
             figs["estimate_vs_exact"] = px.scatter(
                 ex.assign(second_order=ex.second_order), x="importance", y="second_order", hover_data=["direction"],
@@ -72,6 +63,24 @@ class SingleDirectionResult(ExperimentResult):
                 render_mode="svg",
             ).update_layout(xaxis_title="exact importance (nats)", yaxis_title="first order + Fisher / 2")
         return figs
+
+
+def importance_figure(importance: pd.DataFrame, title: str, *, floor: float = 1e-6) -> Any:
+    """|importance| against the singular value of every direction with a nonzero one (log-log;
+    colour: the sign of the importance, symbol: exact or estimated; |importance| below ``floor``
+    drawn at it): SingleDirectionResult's ``importance_vs_singular_value`` and the report's
+    ``importance_scatter``."""
+    import plotly.express as px
+
+    t = importance[importance.singular_value > 0].assign(
+        abs_importance=lambda d: d.importance.abs().clip(lower=floor),
+        sign=lambda d: np.where(d.importance >= 0, "removal hurts", "removal helps"),
+        how=lambda d: np.where(d.exact, "exact", "estimated"),
+    )
+    return px.scatter(
+        t, x="singular_value", y="abs_importance", color="sign", symbol="how", log_x=True, log_y=True,
+        hover_data=["direction", "importance"], title=title, render_mode="svg",
+    ).update_layout(yaxis_title="|logp - logp(direction removed)| (nats)", xaxis_title="singular value")
 
 
 def default_screen(d: int, n_exact: int | None = None) -> tuple[int, int, int]:

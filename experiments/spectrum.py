@@ -39,23 +39,30 @@ class SpectrumResult(ExperimentResult):
         return {"variants": self.tables["summary"].to_dict(orient="records")}
 
     def figures(self) -> dict[str, Any]:
-        import plotly.express as px
-
-        sv = self.singular_values.assign(rank=lambda t: t.direction + 1)
-        sv = sv[sv.singular_value > 0]
         title = f"{self.meta['model']['name']}: {self.meta['prompt'][:40]!r}"
-        common = dict(x="rank", color="variant", title=title, render_mode="svg")
-        return {
-            "spectrum_linear": px.line(sv, y="singular_value", **common).update_layout(
-                xaxis_title="direction (descending)", yaxis_title="singular value"
-            ),
-            "spectrum_log": px.line(sv, y="singular_value", log_y=True, **common).update_layout(
-                xaxis_title="direction (descending)", yaxis_title="singular value (log)"
-            ),
-            "spectrum_cumulative": px.line(sv, y="cumulative_singular_value", log_x=True, **common).update_layout(
-                xaxis_title="number of directions (log)", yaxis_title="cumulative sum of singular values"
-            ),
-        }
+        return {key: spectrum_figure(self.singular_values, key, title) for key in SPECTRUM_FIGURES}
+
+
+# The spectrum's figures (SpectrumResult.figures; the report's spectrum_example is spectrum_log):
+# key -> (column drawn, log x, log y, x title, y title)
+SPECTRUM_FIGURES = {
+    "spectrum_linear": ("singular_value", False, False, "direction (descending)", "singular value"),
+    "spectrum_log": ("singular_value", False, True, "direction (descending)", "singular value (log)"),
+    "spectrum_cumulative": ("cumulative_singular_value", True, False, "number of directions (log)",
+                            "cumulative sum of singular values"),
+}
+
+
+def spectrum_figure(singular_values: pd.DataFrame, key: str, title: str) -> Any:
+    """The figure ``key`` of ``SPECTRUM_FIGURES`` from a ``singular_values`` table (nonzero
+    singular values, one line per variant, against their rank)."""
+    import plotly.express as px
+
+    y, log_x, log_y, x_title, y_title = SPECTRUM_FIGURES[key]
+    sv = singular_values.assign(rank=lambda t: t.direction + 1)
+    sv = sv[sv.singular_value > 0]
+    return px.line(sv, x="rank", y=y, color="variant", log_x=log_x, log_y=log_y, title=title,
+                   render_mode="svg").update_layout(xaxis_title=x_title, yaxis_title=y_title)
 
 
 def run_spectrum(

@@ -16,7 +16,11 @@ import pandas as pd
 
 from ..facts import (STUDY_BAND, STUDY_CHAOTIC, STUDY_CONVERGED, STUDY_D_MODEL, STUDY_MIN_K, STUDY_WRITES_PER_DIM,
                      study_band_pct, study_band_text)
-from .replication import claims, gather, overlap_pairs, text_length_rows, text_metrics
+from ..overlap import pairwise_overlap_figure
+from ..runs import Run, load_run
+from ..single_direction import importance_figure
+from ..spectrum import spectrum_figure
+from .replication import claims, overlap_pairs, text_length_rows, text_metrics
 from .tables import html_table as _html_table, svg as _svg, table_md as _table_md, verdict_class as _vclass
 
 SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
@@ -55,12 +59,20 @@ SECTIONS = [  # (claim keys, title, figure keys, what the figure shows)
 ]
 
 
-def figures(run_dir: Path, m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, Any]:
+def as_run(run: "Path | Run") -> Run:
+    """A run folder's results (``experiments.load_run``), or ``run`` as is when already loaded."""
+    return run if isinstance(run, Run) else load_run(run)
+
+
+def figures(run: "Path | Run", m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, Any]:
+    """The report's figures, from the results of ``run`` (a run folder or ``load_run``'s
+    ``Run``), the per-text numbers ``m`` and the overlap pairs."""
     import plotly.express as px
     import plotly.graph_objects as go
 
     from .replication import gaussian_spectrum_null, minimal_k_table
 
+    run = as_run(run)
     figs: dict[str, Any] = {}
     d = int(m.d_model.iloc[0])
     model = m.model.iloc[0]
@@ -77,15 +89,12 @@ def figures(run_dir: Path, m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, An
     fig.add_hline(y=null[0], line_dash="dot", annotation_text="Gaussian null")
     figs["spectrum_ratios"] = fig.update_layout(yaxis_title="ratio of singular values", xaxis_title="")
     first = m.text.iloc[0]
-    sv = pd.read_csv(run_dir / first / "spectrum" / "singular_values.csv")
-    sv = sv[(sv.singular_value > 0) & ~sv.exclude_bos].assign(rank=lambda t: t.direction + 1)
-    figs["spectrum_example"] = px.line(sv, x="rank", y="singular_value", color="variant", log_y=True, render_mode="svg",
-                                       title=f"singular values, {first}").update_layout(
-        xaxis_title="direction (descending)", yaxis_title="singular value")
+    sv = run.result(first, "spectrum").singular_values
+    figs["spectrum_example"] = spectrum_figure(sv[~sv.exclude_bos], "spectrum_log", f"singular values, {first}")
 
     curves = []
     for text in m.text.head(8):
-        c = pd.read_csv(run_dir / text / "clipping" / "curve.csv")
+        c = run.result(text, "clipping").curve
         base = float(m.set_index("text").baseline_logprob[text])
         unclipped = float(c[c.k == c.k.max()].orig_delta.iloc[0])
         curves.append(c.assign(text=text, gap=(base - c.logprob).clip(lower=1e-3), orig=c.orig_delta / unclipped,
@@ -99,15 +108,8 @@ def figures(run_dir: Path, m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, An
                                   render_mode="svg", title="orig_delta (solid) and kept_delta (dashed)").update_layout(
         xaxis_title="k / d_model", yaxis_title="norm / unclipped orig_delta")
 
-    imp = pd.read_csv(run_dir / first / "single_direction" / "importance.csv")
-    imp = imp[imp.singular_value > 0].assign(
-        how=lambda t: np.where(t.exact, "exact", "estimated"),
-        abs_importance=lambda t: t.importance.abs().clip(lower=1e-4),
-        sign=lambda t: np.where(t.importance >= 0, "removal hurts", "removal helps"))
-    figs["importance_scatter"] = px.scatter(
-        imp, x="singular_value", y="abs_importance", color="sign", symbol="how", log_x=True, log_y=True,
-        render_mode="svg", hover_data=["direction"], title=f"importance vs singular value, {first}").update_layout(
-        xaxis_title="singular value", yaxis_title="|importance| (nats)")
+    figs["importance_scatter"] = importance_figure(run.result(first, "single_direction").importance,
+                                                   f"importance vs singular value, {first}", floor=1e-4)
     cols = {"est_spearman_sv_importance": "screened estimate (default mode)",
             "exact_spearman_sv_importance": "exact ablations (exact stage)"}
     rho = m.melt(id_vars=["text"], value_vars=[c for c in cols if c in m], var_name="how", value_name="spearman")
@@ -116,7 +118,7 @@ def figures(run_dir: Path, m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, An
                                            title="Spearman(singular value, importance)").update_layout(
         yaxis_title="Spearman correlation", yaxis_range=[-0.2, 1], xaxis_title="")
 
-    mk = minimal_k_table(run_dir)  # long form: one value a row, ordering / draw / method / criterion / tolerance
+    mk = minimal_k_table(run.folder)  # long form: one value a row, ordering / draw / method / criterion / tolerance
     mk = mk[mk.text.isin(m.text)]
     first = mk[(mk.method == "first_crossing") & (mk.criterion == "run")]  # every random-basis draw its own point
     fig = px.strip(first, x="ordering", y="k_frac", hover_data=["text", "draw"], title=f"{model}: minimal k / d_model")
@@ -137,14 +139,8 @@ def figures(run_dir: Path, m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, An
                                             xaxis_title="tolerance (nats below unclipped)", yaxis_title="k / d_model",
                                             yaxis_range=[0, 1.05])
     if len(pairs):
-        fig = px.scatter(pairs, x="null_analytic", y="observed", hover_data=["pair", "z_analytic"], render_mode="svg",
-                         title=f"{model}: pairwise overlap")
-        lo = float(pairs[["null_analytic", "observed"]].min().min())
-        hi = float(pairs[["null_analytic", "observed"]].max().max())
-        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="gray"),
-                                 name="observed = k_i k_j / d"))
-        figs["overlap"] = fig.update_layout(xaxis_title="k_i k_j / d", yaxis_title="observed overlap")
-    figs.update(extension_figures(run_dir, m))
+        figs["overlap"] = pairwise_overlap_figure(pairs, f"{model}: pairwise overlap")
+    figs.update(extension_figures(run, m))
     return {k: _svg(v) for k, v in figs.items()}
 
 
@@ -159,13 +155,13 @@ def _open_fraction(logprob: pd.Series, lp0: float, baseline: float) -> pd.Series
 
 
 def _text_curves(
-    run_dir: Path, m: pd.DataFrame, experiment: str, by: str
+    run: Run, m: pd.DataFrame, experiment: str, by: str
 ) -> list[tuple[str, Any, pd.DataFrame, float]]:
     """(text, group, curve sorted by k, unclipped log-probability) for each of ``m``'s texts whose
-    ``<experiment>/curve.csv`` exists, one per value of ``by``; the unclipped value is the curve's at
-    its largest k (k = d clips nothing)."""
-    t = gather(run_dir, f"{experiment}/curve.csv")
-    if t is None:
+    ``experiment`` result has a ``curve`` table, one per value of ``by``; the unclipped value is the
+    curve's at its largest k (k = d clips nothing)."""
+    t = run.table(experiment, "curve")
+    if not len(t):
         return []
     out = []
     for (text, key), c in t[t.text.isin(m.text)].groupby(["text", by], sort=False):
@@ -174,18 +170,20 @@ def _text_curves(
     return out
 
 
-def extension_figures(run_dir: Path, m: pd.DataFrame) -> dict[str, Any]:
+def extension_figures(run: "Path | Run", m: pd.DataFrame) -> dict[str, Any]:
     """The issue 16/17 figures, from the exact stage's texts that ran ``study_procedure`` / ``clip_variants``
-    (none when they did not run): ``study_procedure_gap`` (every text's curve, as sampled and cut to the study's
-    tokens per dimension) and ``clip_variants_gap`` (median over texts per clip variant)."""
+    (none when they did not run; ``run``: the run folder or its ``load_run``): ``study_procedure_gap`` (every
+    text's curve, as sampled and cut to the study's tokens per dimension) and ``clip_variants_gap`` (median over
+    texts per clip variant)."""
     import plotly.express as px
     import plotly.graph_objects as go
 
+    run = as_run(run)
     figs: dict[str, Any] = {}
     model = m.model.iloc[0]
     d = int(m.d_model.iloc[0])
     rows = [c.assign(text=text, k_frac=c.k / d, open=_open_fraction(c.logprob, float(c.logprob.iloc[0]), base))
-            for text, _, c, base in _text_curves(run_dir, m, "study_procedure", "condition")]
+            for text, _, c, base in _text_curves(run, m, "study_procedure", "condition")]
     if rows:
         t = pd.concat(rows, ignore_index=True)
         labels = {"full": "as sampled (64 new tokens)", "scaled": "cut to the study's tokens per dimension"}
@@ -203,7 +201,7 @@ def extension_figures(run_dir: Path, m: pd.DataFrame) -> dict[str, Any]:
     grid = np.linspace(0, 1, 201)
     rows = [pd.DataFrame({"variant": variant, "text": text, "k_frac": grid,  # base: the same target for every variant
                           "gap": np.interp(grid, c.k / d, (base - c.logprob).clip(lower=_NATS_FLOOR))})
-            for text, variant, c, base in _text_curves(run_dir, m, "clip_variants", "variant")]
+            for text, variant, c, base in _text_curves(run, m, "clip_variants", "variant")]
     if rows:
         t = pd.concat(rows, ignore_index=True)
         med = t.groupby(["variant", "k_frac"], sort=False).gap.median().reset_index()
@@ -386,7 +384,8 @@ def write_report(
     table.to_csv(out / "claims.csv", index=False)
     if len(pairs):
         pairs.to_csv(out / "overlap_pairs.csv", index=False)
-    figs = figures(out, m, pairs)
+    run = load_run(out)
+    figs = figures(run, m, pairs)
     mode = "exhaustive (every k, every exact importance)" if getattr(settings, "exhaustive", False) else \
         "default (adaptive k grids, screened importances)"
     head = (f"Model `{info['name']}` ({info['architecture']}, {info['n_layers']} layers, d_model {info['d_model']}, "
@@ -452,11 +451,11 @@ def write_report(
                 + f"</div><p class='caption'>{html.escape(caption)}</p>")
             md += [f"*Figures ({', '.join(shown)}) in report.html:* {caption}", ""]
         if "generation" in keys:
-            body.append(_samples_html(out, m))
+            body.append(_samples_html(run, m))
     # --- plug-in experiments (reproduce --with NAME): a section each, from their summary() and figures ---
     from .plugin_report import plugin_sections
 
-    plugin_md, plugin_body = plugin_sections(out, per_prompt, settings.plugins_for())
+    plugin_md, plugin_body = plugin_sections(out, run, settings.plugins_for(), texts=list(per_prompt))
     md += plugin_md
     body += plugin_body
     body.append("<h2>Per-text numbers</h2><details><summary>every text's numbers (also texts.csv)</summary>"
@@ -505,15 +504,17 @@ STYLE = (
 )
 
 
-def _samples_html(out: Path, m: pd.DataFrame) -> str:
+def _samples_html(run: Run, m: pd.DataFrame) -> str:
     first = m.text.iloc[0]
-    path = out / first / "clipped_generation" / "samples.csv"
-    if not path.exists():
+    gen = run.result(first, "clipped_generation")
+    if gen is None:
         return ""
-    s = pd.read_csv(path, keep_default_na=False)
-    settings = json.loads((out / first / "clipped_generation" / "settings.json").read_text())["settings"]
+
+    def cell(v: Any) -> str:  # an empty cell reads back as NaN: it is the empty string
+        return html.escape("" if pd.isna(v) else str(v))
+
     items = "".join(
-        f"<tr><td>{html.escape(r.model)}</td><td>{html.escape(r.start)}</td><td><pre>{html.escape(r.text)}</pre></td></tr>"
-        for r in s.itertuples())
-    return (f"<details open><summary>samples of {html.escape(first)}, clipped to k = {settings['k']}</summary>"
+        f"<tr><td>{cell(r.model)}</td><td>{cell(r.start)}</td><td><pre>{cell(r.text)}</pre></td></tr>"
+        for r in gen.samples.itertuples())
+    return (f"<details open><summary>samples of {html.escape(first)}, clipped to k = {gen.settings['k']}</summary>"
             f"<table><tr><th>model</th><th>start</th><th>text</th></tr>{items}</table></details>")
