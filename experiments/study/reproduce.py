@@ -113,15 +113,20 @@ class Timer:
     ``path``, each row is appended to it as its phase ends: a killed run still says where it was,
     and processes that share a results folder (a replicate split by prompt) add their rows beside
     each other's instead of overwriting them. A resumed run's ``table()`` keeps what earlier runs
-    computed."""
+    computed. ``worker``: the Ray worker that computed the row (``replicate --cluster``), else
+    empty."""
 
-    COLUMNS = ["text", "phase", "seconds", "loaded", "forward_rows", "token_rows"]
+    COLUMNS = ["text", "phase", "seconds", "loaded", "forward_rows", "token_rows", "worker"]
 
     def __init__(self, path: Path | None = None) -> None:
         self.rows: list[dict[str, Any]] = []
         self.path = path
         if path is not None and path.exists() and path.stat().st_size:
             earlier = pd.read_csv(path)
+            if list(earlier.columns) != self.COLUMNS:  # made before a column was added: add it
+                tmp = path.with_name(path.name + ".partial")
+                earlier.reindex(columns=self.COLUMNS).to_csv(tmp, index=False)
+                os.replace(tmp, path)
             self.rows = earlier[~earlier.loaded.astype(bool)].to_dict(orient="records")
 
     def add(self, **row: Any) -> None:
@@ -270,13 +275,15 @@ def _same_run(earlier: dict[str, Any], env: dict[str, Any], settings: dict[str, 
     return filled != old and run_key({**earlier, "settings": filled}, filled) == env["run_key"]
 
 
-def claim_folder(out: Path, model: Any, settings: dict[str, Any]) -> dict[str, Any]:
+def claim_folder(out: Path, model: Any, settings: dict[str, Any],
+                 env: dict[str, Any] | None = None) -> dict[str, Any]:
     """Record the run's environment in ``out/environment.json``; refuse a folder whose earlier
     results were made under another key (model and weights, dtype, device type, library
     versions, ``settings``: those that change numbers), since resuming would mix them. A resumed
     folder lists the commits of its earlier runs in ``earlier_commits`` (the key leaves the commit
-    out, so one folder may hold results computed at several)."""
-    env = environment(model)
+    out, so one folder may hold results computed at several). ``env``: the environment of the
+    process that holds the model, when that is not this one (a Ray worker: ``cluster.py``)."""
+    env = dict(env) if env is not None else environment(model)
     env["settings"] = settings
     env["run_key"] = run_key(env, settings)
     path = out / "environment.json"
@@ -312,18 +319,28 @@ def stale_overlap(folder: Path, texts: list[str]) -> bool:
     return True
 
 
-def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> dict[str, Any]:
-    """Run everything; returns {"prompts": {text id: PromptResults}, "overlap": {seed: OverlapResult},
-    "report": path, "timings": DataFrame}."""
-    s = settings or Settings()
-    out = Path(out)
+def preflight(s: Settings) -> None:
+    """The checks that need no model, before any work."""
     for p in s.prompts:
         s.text_of(p)  # unknown names fail before any work
     for name in s.plugins_for():
         get_plugin(name)  # so do unknown plug-ins
     if s.png:
         check_png_export()  # so does --png without kaleido
-    env = claim_folder(out, model, {k: v for k, v in vars(s).items() if k not in _NEUTRAL})
+
+
+def keyed_settings(s: Settings) -> dict[str, Any]:
+    """The settings that change numbers (part of the run key)."""
+    return {k: v for k, v in vars(s).items() if k not in _NEUTRAL}
+
+
+def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> dict[str, Any]:
+    """Run everything; returns {"prompts": {text id: PromptResults}, "overlap": {seed: OverlapResult},
+    "report": path, "timings": DataFrame}."""
+    s = settings or Settings()
+    out = Path(out)
+    preflight(s)
+    env = claim_folder(out, model, keyed_settings(s))
     timer = Timer(out / "timings.csv")
     t0 = time.perf_counter()
     per_text: dict[str, PromptResults] = {}
@@ -336,6 +353,17 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
         if s.exact_stage_only and i >= s.exact_texts:
             break
         per_text[text_id] = run_prompt(model, text_id, prompt, seed, out, s, timer, exact=i < s.exact_texts)
+    return finish(out, s, per_text, env, model_info(model).to_dict(),
+                  lambda text_id: run_meta(model, per_text[text_id].completion), timer, t0)
+
+
+def finish(out: Path, s: Settings, per_text: dict[str, PromptResults], env: dict[str, Any],
+           info: dict[str, Any], meta_of: Callable[[str], dict[str, Any]], timer: Timer,
+           t0: float) -> dict[str, Any]:
+    """After every text: the overlap per seed and the report (``reproduce``'s ending, shared with
+    the cluster driver, which has the per-text results but no model: ``info`` is the model's
+    ``model_info`` dict, ``meta_of(text id)`` the text's ``run_meta``)."""
+    ids = s.text_ids()
     if s.only is not None:  # a partial pass (e.g. the exact stage alone): no overlap, no report
         return {"prompts": per_text, "overlap": {}, "report": None, "timings": timer.table()}
     overlaps: dict[int, OverlapResult] = {}
@@ -343,21 +371,20 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None) -> 
         group = {tid: per_text[tid] for tid, _, sd in ids if sd == seed}
         if len(group) < 2:
             continue
-        first = next(iter(group.values())).completion
+        first = next(iter(group))
         folder = out / ("overlap" if len(s.seeds) == 1 else f"overlap~s{seed}")
         stale_overlap(folder, list(group))
         overlaps[seed] = cached(
             folder, OverlapResult,
             lambda group=group, first=first, seed=seed: run_overlap(
                 subspaces_from(group), draws=s.overlap_draws, seed=seed,
-                meta={**run_meta(model, first), "texts": list(group), "seed": seed},
+                meta={**meta_of(first), "texts": list(group), "seed": seed},
             ),
             s.png, timer, "all",
         )
     from .report import write_report
 
     t1 = time.perf_counter()
-    info = model_info(model).to_dict()
     report = write_report(out, per_text, overlaps, info, s, elapsed=time.perf_counter() - t0, environment=env)
     timer.add(text="all", phase="report", seconds=time.perf_counter() - t1, loaded=False)  # writes timings.csv
     return {"prompts": per_text, "overlap": overlaps, "report": report, "timings": timer.table()}
