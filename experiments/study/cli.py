@@ -44,6 +44,16 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                         "(raised to 10x the clipped pass's float error when that is larger)")
 
 
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run the texts on Ray workers (pip install -e '.[cluster]'; "
+                        "docs/cluster.md): 'local' starts Ray on this machine, 'auto' or "
+                        "ray://HOST:10001 joins a running cluster")
+    p.add_argument("--workers", type=int, default=None,
+                   help="with --cluster: workers (each holds one loaded model; default: one per "
+                        "GPU, else one per two CPU cores)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run only the exact stage (resumable; a later full replicate reuses it), no table")
     rep2.add_argument("--no-images", action="store_true", help="skip the SVG figures (they need kaleido + chromium)")
     rep2.add_argument("--png", action="store_true", help=argparse.SUPPRESS)
+    _cluster_args(rep2)
     ext = sub.add_parser(
         "extend", help="add a plug-in to docs/results' exact texts without rebuilding the replication",
         description="Run a plug-in (default hessian_ranking) on the exact texts of a finished docs/results: each text "
@@ -111,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--no-images", action="store_true", help="skip the SVG figure (it needs kaleido + chromium)")
     ext.add_argument("--device", default=None, help="cpu, cuda, ... (the texts are checked against the docs either way)")
     ext.add_argument("--no-progress", action="store_true")
+    _cluster_args(ext)
     one = sub.add_parser("run", help="one experiment on one prompt, with its own options")
     _model_args(one)
     one.add_argument("experiment", choices=["spectrum", "clipping", "single_direction", "orderings",
@@ -215,6 +227,30 @@ def validate(args: argparse.Namespace) -> dict[str, str] | None:
     return texts
 
 
+def _cluster(args: argparse.Namespace):
+    """The Ray cluster of --cluster (experiments/study/cluster.py), or None without it."""
+    if args.cluster is None:
+        if args.workers is not None:
+            raise UsageError("--workers needs --cluster (e.g. --cluster local --workers 2)")
+        return None
+    from .cluster import RAY_MISSING, Cluster, ray_available
+
+    _positive(args, "workers")
+    if args.device not in (None, "cpu", "cuda"):
+        raise UsageError(f"--device {args.device} with --cluster: each worker uses its own device "
+                         "(give cpu, cuda or nothing)")
+    if not ray_available():
+        raise UsageError(RAY_MISSING)
+    return Cluster(args.cluster, args.workers, progress=not args.no_progress)
+
+
+def _spec(args: argparse.Namespace, name: str):
+    from .cluster import ModelSpec
+
+    return ModelSpec(name, device=args.device, dtype=getattr(args, "dtype", "float32"),
+                     processing=getattr(args, "processing", False))
+
+
 def _load(args: argparse.Namespace):
     try:
         return load_model(args.model, device=args.device, dtype=args.dtype, processing=args.processing)
@@ -264,6 +300,7 @@ def cmd_replicate(args: argparse.Namespace) -> None:
             raise UsageError(f"--model-seeds {spec!r} is not MODEL=S[,S...] with MODEL one of --models "
                              "(e.g. --model-seeds gemma-3-270m=0)")
         model_seeds[name] = [int(x) for x in seeds.split(",")]
+    cluster = _cluster(args)
     runs = {}
     for name in args.models:
         args.model = name
@@ -277,14 +314,19 @@ def cmd_replicate(args: argparse.Namespace) -> None:
         )
         for p in settings.prompts:
             settings.text_of(p)
-        model = _load(args)
+        model = _load(args) if cluster is None else None
         t0 = time.perf_counter()
         folder = folder_name(name)
         out = Path(args.out) / folder
-        reproduce(model, out, settings)
+        if cluster is None:
+            reproduce(model, out, settings)
+        else:
+            cluster.reproduce(_spec(args, name), out, settings)
         print(f"{name}: {out / 'report.html'} ({time.perf_counter() - t0:.0f} s)", flush=True)
         runs[folder] = out
         del model
+    if cluster is not None:
+        cluster.close()
     if args.exact_only:
         for name, out in runs.items():
             if len(export_exact(out, Path(args.docs) / name)):
@@ -317,15 +359,22 @@ def cmd_extend(args: argparse.Namespace) -> None:
             raise UsageError(f"{docs / folder} has no exact_texts.csv (run `python -m experiments replicate` first, "
                              "or give --docs the folder that holds it)")
     runs = {folder: Path(args.out) / folder for folder in folders.values()}
+    cluster = _cluster(args) if not args.table_only else None
     if not args.table_only:
         for name, folder in folders.items():
-            model = load_model(name, device=args.device, dtype="float32")
             try:
+                if cluster is not None:
+                    cluster.extend(_spec(args, name), docs / folder, runs[folder], args.plugin,
+                                   texts=args.texts)
+                    continue
+                model = load_model(name, device=args.device, dtype="float32")
                 extend_exact(model, docs / folder, runs[folder], args.plugin, texts=args.texts,
                              progress=not args.no_progress)
             except TextMismatchError as err:
                 raise UsageError(str(err)) from None
             del model
+        if cluster is not None:
+            cluster.close()
     if args.no_table:
         return
     readme = (docs / "README.md").read_text() if (docs / "README.md").exists() else ""
@@ -397,6 +446,7 @@ def main(argv: list[str] | None = None) -> None:
     """Usage errors end as one line ``error: ...`` with exit status 2; a failed self-check prints its
     report and exits with status 3."""
     from .checks import SelfCheckError
+    from .cluster import ClusterError
     from .reproduce import ResultsMismatchError
 
     args = build_parser().parse_args(argv)
@@ -408,6 +458,9 @@ def main(argv: list[str] | None = None) -> None:
     except SelfCheckError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(3) from None
+    except ClusterError as err:  # replicate/extend --cluster: texts lost or failed (each named)
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
