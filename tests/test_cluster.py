@@ -267,3 +267,39 @@ def test_apply_files_writes_folders_whole_and_shared_files_from_the_driver(tmp_p
         str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()
     ) == sorted([*files, "t/clipping/figures/plotly.min.js"])
     assert (tmp_path / "t" / "clipping" / "figures" / "plotly.min.js").read_bytes() == b"js"
+
+
+def test_extend_on_workers_gives_the_serial_results(
+    ray_session, serial, model_dirs, tmp_path, one_thread
+):
+    """`extend --cluster`: the plug-in's per-text results and the rewritten docs tables equal a
+    serial extend's from the same docs folder."""
+    import shutil
+
+    runs = {}
+    for mode, extra in (("serial", []), ("cluster", ["--cluster", "local", "--workers", "2"])):
+        docs, out = tmp_path / mode / "docs", tmp_path / mode / "rep"
+        shutil.copytree(Path(str(serial.parent) + "_docs"), docs)
+        main(
+            [
+                "extend",
+                "--models",
+                str(model_dirs["gpt2"]),
+                "--docs",
+                str(docs),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--no-images",
+                *extra,
+            ]
+        )
+        runs[mode] = (docs, out / serial.name)
+    (docs_a, out_a), (docs_b, out_b) = runs["serial"], runs["cluster"]
+    assert [p.parent.parent.name for p in out_b.glob("*/hessian_ranking/settings.json")] == [
+        PROMPTS[0]
+    ]
+    assert_same_tables(docs_a, docs_b)
+    assert_same_tables(out_a, out_b)
