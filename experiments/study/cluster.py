@@ -408,12 +408,13 @@ class Cluster:
         env_vars = {k: os.environ[k] for k in ENV_VARS if k in os.environ}
         if self.owns_ray:
             common = dict(
-                include_dashboard=False,
                 runtime_env={"env_vars": env_vars} if env_vars else None,
                 logging_level="WARNING",
             )
-            if address == "local":
+            if address == "local":  # always a new Ray, never one `ray start` left running here
                 ray.init(
+                    address="local",
+                    include_dashboard=False,
                     num_cpus=num_cpus or os.cpu_count(),
                     object_store_memory=object_store_memory,
                     **common,
@@ -548,7 +549,7 @@ class Cluster:
         is restarted by Ray (``max_restarts``, reloading its model) and used again once it answers
         a ping. Ctrl-C kills the workers."""
         import ray
-        from ray.exceptions import ActorDiedError, RayActorError
+        from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
         from tqdm.auto import tqdm
 
         outcome = Outcome()
@@ -557,9 +558,8 @@ class Cluster:
         pings: dict[
             Any, WorkerHandle
         ] = {}  # workers being restarted: back in ``free`` once they answer
-        later: list[
-            tuple[float, WorkerHandle]
-        ] = []  # pings to send again (a restart still under way)
+        # pings to send again (a restart still under way)
+        later: list[tuple[float, WorkerHandle]] = []
         bar = tqdm(total=len(units), desc=desc, unit="text", disable=not self.progress)
         shown: list[tuple[int, ...]] = [()]
 
@@ -624,6 +624,12 @@ class Cluster:
                         result = ray.get(ref)
                     except RayActorError as err:  # the worker's process died while it held the unit
                         lost(unit, worker, err)
+                        continue
+                    except RayTaskError as err:  # raised outside the text's own computation
+                        free.append(worker)
+                        outcome.failed[unit.text] = ("error", str(err)[-2000:])
+                        self._event("failed", unit.text, worker)
+                        bar.update(1)
                         continue
                     free.append(worker)
                     result["elapsed"] = time.perf_counter() - unit.started
