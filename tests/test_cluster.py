@@ -32,7 +32,11 @@ PROMPTS = ["meaning_of_life", "translate"]
 @pytest.fixture(scope="module")
 def ray_session():
     ray.init(
-        num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, logging_level="ERROR"
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 2**20,
+        logging_level="ERROR",
     )
     yield
     ray.shutdown()
