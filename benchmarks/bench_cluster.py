@@ -15,9 +15,11 @@ seconds (its phases) and, on a cluster, the transfer overhead.
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +28,43 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ["meaning_of_life", "relativity", "launch", "translate"]
+
+
+class WorkerCPU:
+    """CPU seconds of the Ray worker processes (``ray::Worker``), polled from /proc every second
+    while a run lasts (their last second may be missed): what the workers computed, whatever
+    else the machine runs."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _poll(self) -> None:
+        while not self.stop.wait(1.0):
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    if not (proc / "cmdline").read_bytes().startswith(b"ray::Worker"):
+                        continue
+                    fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                self.seen[int(proc.name)] = (int(fields[11]) + int(fields[12])) / self.tick
+
+    def __enter__(self) -> "WorkerCPU":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.seen.values())
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -63,9 +102,13 @@ def measure(args: argparse.Namespace) -> None:
         if config != "serial":
             cmd += ["--cluster", "local", "--workers", config]
         load0 = os.getloadavg()[0]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        with WorkerCPU() as workers:
+            subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        driver_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         t = pd.concat([pd.read_csv(p) for p in out.glob("*/timings.csv")])
         per_text = t[t.text != "all"]
         over = per_text[per_text.phase == "cluster: transfer + scratch"].seconds
@@ -77,6 +120,7 @@ def measure(args: argparse.Namespace) -> None:
                 "run": i,
                 "config": config,
                 "wall_s": wall,
+                "cpu_s": driver_cpu + workers.seconds,
                 "text_s_median": computed.median(),
                 "text_s_sum": computed.sum(),
                 "overhead_s_sum": over.sum(),
@@ -86,10 +130,16 @@ def measure(args: argparse.Namespace) -> None:
         )
         print(pd.DataFrame(rows[-1:]).round(2).to_string(index=False, header=i == 0), flush=True)
     table = pd.DataFrame(rows)
-    med = table.groupby("config", sort=False)[["wall_s", "text_s_sum", "overhead_s_sum"]].median()
+    med = table.groupby("config", sort=False)[
+        ["wall_s", "cpu_s", "text_s_sum", "overhead_s_sum"]
+    ].median()
     print("\nmedian per configuration:\n" + med.round(1).to_string())
     if {"1", "2"} <= set(med.index):
-        print(f"\nwall time, 1 worker / 2 workers: {med.wall_s['1'] / med.wall_s['2']:.2f}x")
+        print(
+            f"\nwall time, 1 worker / 2 workers: {med.wall_s['1'] / med.wall_s['2']:.2f}x; CPU "
+            f"seconds, 2 workers (1 thread each) / 1 worker (2 threads): "
+            f"{med.cpu_s['2'] / med.cpu_s['1']:.2f}"
+        )
     if args.save:
         Path(args.save).write_text(
             json.dumps({"command": " ".join(sys.argv), "runs": rows}, indent=2)
