@@ -57,6 +57,16 @@ def _quiet_args(p: argparse.ArgumentParser) -> None:
                         "a log file")
 
 
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run the texts on Ray workers (pip install -e '.[cluster]'; "
+                        "docs/cluster.md): 'local' starts Ray on this machine, 'auto' or "
+                        "ray://HOST:10001 joins a running cluster")
+    p.add_argument("--workers", type=int, default=None,
+                   help="with --cluster: workers (each holds one loaded model; default: one per "
+                        "GPU, else one per two CPU cores)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run only the exact stage (resumable; a later full replicate reuses it), no table")
     rep2.add_argument("--no-images", action="store_true", help="skip the SVG figures (they need kaleido + chromium)")
     rep2.add_argument("--png", action="store_true", help=argparse.SUPPRESS)
+    _cluster_args(rep2)
     ext = sub.add_parser(
         "extend", help="add a plug-in to docs/results' exact texts without rebuilding the replication",
         description="Run a plug-in (default hessian_ranking) on the exact texts of a finished docs/results: each text "
@@ -138,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--no-images", action="store_true", help="skip the SVG figure (it needs kaleido + chromium)")
     ext.add_argument("--device", default=None, help="cpu, cuda, ... (the texts are checked against the docs either way)")
     _quiet_args(ext)
+    _cluster_args(ext)
     one = sub.add_parser("run", help="one experiment on one prompt, with its own options")
     _model_args(one)
     one.add_argument("experiment", choices=["spectrum", "clipping", "single_direction", "orderings",
@@ -265,6 +277,31 @@ def validate(args: argparse.Namespace) -> dict[str, str] | None:
     return texts
 
 
+def _cluster(args: argparse.Namespace):
+    """The Ray cluster of --cluster (experiments/study/cluster.py), or None without it."""
+    if args.cluster is None:
+        if args.workers is not None:
+            raise UsageError("--workers needs --cluster (e.g. --cluster local --workers 2)")
+        return None
+    from .cluster import RAY_MISSING, Cluster, ray_available
+
+    _positive(args, "workers")
+    if args.device not in (None, "cpu", "cuda"):
+        raise UsageError(f"--device {args.device} with --cluster: each worker uses its own device "
+                         "(give cpu, cuda or nothing)")
+    if not ray_available():
+        raise UsageError(RAY_MISSING)
+    return Cluster(args.cluster, args.workers, progress=not args.no_progress)
+
+
+def _spec(args: argparse.Namespace, name: str):
+    from .cluster import ModelSpec
+
+    return ModelSpec(name, device=args.device, dtype=getattr(args, "dtype", "float32"),
+                     processing=getattr(args, "processing", False))
+
+
+
 def _labelled(args: argparse.Namespace, prompts: list[str],
               texts: dict[str, str] | None) -> list[tuple[str, str]]:
     """(how to name it in an error, text) of every prompt a command runs: a --prompts-file prompt
@@ -372,6 +409,7 @@ def cmd_replicate(args: argparse.Namespace) -> None:
             raise UsageError(f"--model-seeds {spec!r} is not MODEL=S[,S...] with MODEL one of --models "
                              "(e.g. --model-seeds gemma-3-270m=0)")
         model_seeds[name] = [int(x) for x in seeds.split(",")]
+    cluster = _cluster(args)
     plan = {}
     for name in args.models:
         settings = Settings(
@@ -402,15 +440,22 @@ def cmd_replicate(args: argparse.Namespace) -> None:
     runs = {}
     for name, settings in plan.items():
         args.model = name
-        model = _load(args)
-        _check_loaded(args, model, labelled)
+        model = None
+        if cluster is None:
+            model = _load(args)
+            _check_loaded(args, model, labelled)
         t0 = time.perf_counter()
         folder = folder_name(name)
         out = Path(args.out) / folder
-        reproduce(model, out, settings, command=args.command_line)
+        if cluster is None:
+            reproduce(model, out, settings, command=args.command_line)
+        else:
+            cluster.reproduce(_spec(args, name), out, settings)
         print(f"{name}: {out / 'report.html'} ({time.perf_counter() - t0:.0f} s)", flush=True)
         runs[folder] = out
         del model
+    if cluster is not None:
+        cluster.close()
     if args.exact_only:
         for name, out in runs.items():
             if len(export_exact(out, docs / name)):
@@ -463,6 +508,7 @@ def cmd_extend(args: argparse.Namespace) -> None:
         raise UsageError(f"--texts {unknown[0]!r} is no exact text of "
                          f"{', '.join(folders.values())} (choose from {', '.join(known)})")
     runs = {folder: Path(args.out) / folder for folder in folders.values()}
+    cluster = _cluster(args) if not args.table_only else None
     if not args.table_only:
         for name in folders:
             model_limits(name)  # every model is found before the first one loads
@@ -476,14 +522,20 @@ def cmd_extend(args: argparse.Namespace) -> None:
         PROGRESS.total = sum(len([t for t in ids if args.texts is None or t in args.texts])
                              for ids in exact.values())
         for name, folder in folders.items():
-            model = load_model(name, device=args.device, dtype="float32",
-                               progress=not args.no_progress)
             try:
+                if cluster is not None:
+                    cluster.extend(_spec(args, name), source / folder, runs[folder], args.plugin,
+                                   texts=args.texts)
+                    continue
+                model = load_model(name, device=args.device, dtype="float32",
+                                   progress=not args.no_progress)
                 extend_exact(model, source / folder, runs[folder], args.plugin, texts=args.texts,
                              progress=not args.no_progress)
             except TextMismatchError as err:
                 raise UsageError(str(err)) from None
             del model
+        if cluster is not None:
+            cluster.close()
     if args.no_table:
         return
     readme = (docs / "README.md").read_text() if (docs / "README.md").exists() else ""
@@ -617,6 +669,7 @@ def main(argv: list[str] | None = None) -> None:
     traceback itself)."""
     from .checks import SelfCheckError
     from .preflight import error_log, interrupted
+    from .cluster import ClusterError
     from .reproduce import ResultsMismatchError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -631,6 +684,9 @@ def main(argv: list[str] | None = None) -> None:
     except SelfCheckError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(3) from None
+    except ClusterError as err:  # replicate/extend --cluster: texts lost or failed (each named)
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
         if args.debug:
             raise
