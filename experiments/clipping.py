@@ -21,6 +21,7 @@ from interp.search import stable_crossing
 from interp.sweeps import coarse_k_grid, jitter_pairs
 
 from .base import ExperimentResult, Text, as_text
+from .registry import register
 
 CONVERGED_NATS = 1.0  # the curve's convergence point: within this many nats of unclipped from there on
 REGIONS = ((0.0, 0.1, "low"), (0.1, 0.5, "mid"), (0.5, 1.0, "high"))  # fractions of d_model
@@ -144,6 +145,8 @@ class ClippingResult(ExperimentResult):
         return curve_figures(self.curve, self.meta["baseline_logprob"], f"{self.meta['model']['name']}: clipping")
 
 
+@register("clipping", result=ClippingResult, builtin=True, stage="default", order=20,
+          help="log-probability of the continuation with the writes clipped to the top k directions")
 def run_clipping(
     model: Any,
     completion: "Completion | Text",

@@ -31,6 +31,7 @@ from .clipping import curve_ks
 from .minimal_subspace import effective_tolerance
 from .orderings import orders_from_importance
 from .single_direction import estimator_quality, run_single_direction
+from .registry import register
 
 ORDERINGS = ("singular_value", "importance", "compromise_rank_product")
 
@@ -105,6 +106,8 @@ class ExactImportanceResult(ExperimentResult):
         }
 
 
+@register("exact_importance", result=ExactImportanceResult, builtin=True, stage="exact", order=0,
+          help="the audit's exact stage: every direction ablated, every k scanned near the target")
 def run_exact_importance(
     model: Any,
     completion: "Completion | Text",
@@ -118,7 +121,6 @@ def run_exact_importance(
     chunk_size: int | None = None,
     progress: bool = False,
     single: Any = None,
-    **_: Any,
 ) -> ExactImportanceResult:
     """Exact importances of every direction, the claims built on them, and exact minimal k.
     ``single``: an exhaustive ``run_single_direction`` result of this text to reuse (its

@@ -40,6 +40,7 @@ from interp.search import SearchResult, study_bisection
 from interp.sweeps import clip_sweep
 
 from .base import ExperimentResult, Text, as_text, param_dtype
+from .registry import register
 
 STUDY_DTYPE = "bfloat16"
 GAP_FRACTIONS = (0.5, 0.9, 0.99)  # share of the gap logp(d) - logp(0) closed
@@ -374,6 +375,8 @@ class MethodSensitivityResult(ExperimentResult):
         return {"method_curve": fig_curve, "simulated_k": fig_sim, "dtype_noise": fig_noise, "gap_closure": fig_gap}
 
 
+@register("method_sensitivity", result=MethodSensitivityResult, builtin=True, stage="alone", order=0,
+          help="method or scale: the minimal k under dtype and batch noise, simulated and measured")
 def run_method_sensitivity(
     model: Any,
     completion: "Completion | Text",
@@ -389,7 +392,6 @@ def run_method_sensitivity(
     noise_grid: Sequence[float] = NOISE_GRID,
     kinds: tuple[str, ...] | None = None,
     prompt_name: str | None = None,
-    **_: Any,
 ) -> MethodSensitivityResult:
     """Method or scale, for one text of a float32 ``model`` (see the module docstring).
 

@@ -20,6 +20,7 @@ from interp import Completion
 from .base import ExperimentResult, Text, as_text
 from .clipping import clipping_curve, curve_figures, curve_ks
 from .single_direction import SingleDirectionResult, run_single_direction
+from .registry import register
 
 COMPROMISES: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
     # smaller score = included earlier
@@ -97,3 +98,13 @@ def run_orderings(
         settings={"kinds": list(text.kinds), "compromise": compromise, "n_k": len(ks), "exhaustive": exhaustive},
         meta=text.meta(importance_exact_fraction=float(single.importance.exact.mean())),
     )
+
+
+@register("orderings", result=OrderingsResult, builtin=True, stage="default", order=40,
+          help="clipping curves under other orderings of the directions (importance, compromise)")
+def orderings_experiment(model: Any, text: "Completion | Text", *, results: Any = None,
+                         compromise: str = "rank_product", ks: list[int] | None = None,
+                         exhaustive: bool = False) -> OrderingsResult:
+    """``run_orderings``, reusing the text's ``single_direction`` result when the run has one."""
+    return run_orderings(model, text, single=(results or {}).get("single_direction"), compromise=compromise, ks=ks,
+                         exhaustive=exhaustive)

@@ -883,26 +883,7 @@ class Cluster:
 
 
 def result_class(name: str) -> Any:
-    """The result class that loads experiment ``name``'s folder (built-in or plug-in)."""
-    from ..clipped_generation import ClippedGenerationResult
-    from ..clipping import ClippingResult
-    from ..exact_importance import ExactImportanceResult
-    from ..minimal_subspace import MinimalSubspaceResult
-    from ..orderings import OrderingsResult
+    """The result class that loads experiment ``name``'s folder (built-in or plug-in: the registry's)."""
     from ..registry import get_plugin
-    from ..single_direction import SingleDirectionResult
-    from ..spectrum import SpectrumResult
 
-    builtin = {
-        c.name: c
-        for c in (
-            SpectrumResult,
-            ClippingResult,
-            SingleDirectionResult,
-            OrderingsResult,
-            MinimalSubspaceResult,
-            ClippedGenerationResult,
-            ExactImportanceResult,
-        )
-    }
-    return builtin[name] if name in builtin else get_plugin(name).result
+    return get_plugin(name).result

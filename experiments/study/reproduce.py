@@ -24,19 +24,11 @@ from interp.writes import model_device
 
 from ..base import ExperimentResult, check_png_export, prepare, run_meta
 from .checks import checked
-from ..clipped_generation import ClippedGenerationResult, run_clipped_generation
-from ..clipping import ClippingResult, run_clipping
-from ..exact_importance import ExactImportanceResult, run_exact_importance
-from ..minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
-from ..orderings import OrderingsResult, run_orderings
 from ..overlap import OverlapResult, Subspace, run_overlap
 from .prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, sample_missing
-from ..registry import get_plugin
-from ..single_direction import SingleDirectionResult, run_single_direction
-from ..spectrum import SpectrumResult, run_spectrum
+from ..registry import get_plugin, stage
 
 PLOTLY_JS = "plotly.min.js"  # one copy per results folder; figure pages load it by a relative path
-EXPERIMENTS = ("spectrum", "clipping", "single_direction", "orderings", "minimal_subspace", "clipped_generation")
 
 
 @dataclass
@@ -73,6 +65,14 @@ class Settings:
     def exact_stage_only(self) -> bool:
         """Only the exact stage is asked for (``replicate --exact-only``)."""
         return self.only is not None and set(self.only) <= {"exact_importance"}
+
+    def context(self, **extra: Any) -> dict[str, Any]:
+        """The run's settings an experiment may name (``experiments.registry.CONTEXT``); each
+        experiment receives those its function declares."""
+        return {**dict(seed=0, exhaustive=self.exhaustive, tolerance=self.tolerance, band=self.band,
+                       chunk_size=self.chunk_size, progress=self.progress, n_exact=self.n_exact,
+                       n_fisher=self.n_fisher, n_samples=self.n_samples, random_draws=self.random_draws,
+                       generation_tokens=min(32, self.max_new_tokens)), **extra}
 
     def text_of(self, prompt: str) -> str:
         if self.prompt_texts and prompt in self.prompt_texts:
@@ -181,6 +181,17 @@ class PromptResults:
     seed: int = 0
 
 
+def experiments_for(s: Settings, exact: bool = False) -> list[str]:
+    """The experiments a text runs, in order, all from the registry: on an exact-stage text the
+    ``exact`` stage first (it needs nothing else, and feeds the importance claims); then, unless
+    only the exact stage is asked for, the ``default`` stage by its order, and the extensions
+    (``plugins``, and ``exact_plugins`` on an exact-stage text)."""
+    names = stage("exact") if exact else []
+    if not s.exact_stage_only:
+        names += [*stage("default"), *s.plugins_for(exact)]
+    return list(dict.fromkeys(names))
+
+
 def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: Settings,
                timer: Timer | None = None, exact: bool = False) -> PromptResults:
     t0 = time.perf_counter()
@@ -205,31 +216,13 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
             return
         r[name] = cached(d / name, cls, compute, s.png, timer, text_id, plotly_js=out / PLOTLY_JS)
 
-    if exact:  # the audit's exact stage first: it needs nothing else, and feeds the importance claims
-        run("exact_importance", ExactImportanceResult, lambda: run_exact_importance(
-            model, text, tolerance=s.tolerance, band=s.band, seed=seed, n_fisher=s.n_fisher,
-            chunk_size=s.chunk_size, progress=s.progress))
-    if s.exact_stage_only:
-        return PromptResults(comp, text.basis, r, prompt=prompt, seed=seed)
-    common = dict(exhaustive=s.exhaustive)
-    run("spectrum", SpectrumResult, lambda: run_spectrum(model, text))
-    run("clipping", ClippingResult, lambda: run_clipping(model, text, **common))
-    run("single_direction", SingleDirectionResult, lambda: run_single_direction(
-        model, text, n_exact=s.n_exact, n_fisher=s.n_fisher, seed=seed, **common))
-    run("orderings", OrderingsResult, lambda: run_orderings(model, text, single=r["single_direction"], **common))
-    run("minimal_subspace", MinimalSubspaceResult, lambda: run_minimal_subspace(
-        model, text, orderings=r["orderings"], tolerance=s.tolerance, prompt_name=prompt, seed=seed,
-        random_draws=s.random_draws, **common))
-    k = r["minimal_subspace"].order("singular_value")
-    if s.generation_seeds is None or seed in s.generation_seeds:
-        run("clipped_generation", ClippedGenerationResult, lambda: run_clipped_generation(
-            model, text, k=k, n_samples=s.n_samples, seed=seed, max_new_tokens=min(32, s.max_new_tokens)))
-    # --- plug-in experiments (experiments/registry.py): saved, resumed and timed like the built-ins ---
-    for name in s.plugins_for(exact):
-        plugin = get_plugin(name)
-        run(name, plugin.result, lambda plugin=plugin: plugin(
-            model, text, seed=seed, exhaustive=s.exhaustive, tolerance=s.tolerance, chunk_size=s.chunk_size,
-            progress=s.progress, prompt_name=prompt, results=dict(r)))
+    context = s.context(seed=seed, prompt_name=prompt)
+    for name in experiments_for(s, exact):  # every experiment through the registry (experiments/registry.py)
+        experiment = get_plugin(name)
+        if experiment.generation and s.generation_seeds is not None and seed not in s.generation_seeds:
+            continue
+        run(name, experiment.result, lambda experiment=experiment: experiment.run(
+            model, text, {**context, "results": dict(r)}))
     return PromptResults(comp, text.basis, r, prompt=prompt, seed=seed)
 
 
