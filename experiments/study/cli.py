@@ -26,7 +26,7 @@ from ..registry import STAGES, LazyNames, OptionError, builtins, get_plugin, jso
 # The extensions (issues 16 and 17) replicate runs on the exact stage's texts: registered plug-ins.
 EXACT_EXTENSIONS = ("study_procedure", "clip_variants", "text_length")  # hessian_ranking: opt-in (d Hessian-vector products a text)
 # `extend --with`: the package's extensions (the table reads their numbers)
-EXTENDABLE = tuple(sorted((n for n, p in builtins().items() if p.stage == "extension"), key=lambda n: n != "hessian_ranking"))
+EXTENDABLE = tuple(sorted((n for n, p in builtins().items() if p.stage == "extension"), key=lambda n: (n != "hessian_ranking", n)))
 # The built-in experiments `run` takes, by stage (a plug-in's name works too).
 RUNNABLE = tuple(p.name for p in sorted(builtins().values(), key=lambda p: (STAGES.index(p.stage), p.order, p.name)))
 
