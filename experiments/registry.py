@@ -95,7 +95,7 @@ def parse_value(tp: Any, raw: str) -> Any:
     """``raw`` (a command-line string) as a value of the annotation ``tp``; ValueError when it is not one."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any or tp is inspect.Parameter.empty:
-        raise ValueError("its type is not declared")
+        raise ValueError("an undeclared type (Any) cannot be given on the command line: pass it from Python")
     if origin in (typing.Union, types.UnionType):
         if type(None) in args and raw.strip().lower() in _NONE:
             return None

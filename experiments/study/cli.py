@@ -21,7 +21,7 @@ from interp import ModelNotFoundError, load_model, normalize_kinds
 from .preflight import PROGRESS, UsageError, check_prompts_fit, check_writable, model_limits
 from .prompts import PROMPTS, REPLICATION_PROMPTS
 from ..registry import ENV as PLUGINS_ENV
-from ..registry import STAGES, LazyNames, OptionError, builtins, get_plugin, jsonable
+from ..registry import STAGES, OptionError, builtins, get_plugin, jsonable, plugin_names
 
 # The extensions (issues 16 and 17) replicate runs on the exact stage's texts: registered plug-ins.
 EXACT_EXTENSIONS = ("study_procedure", "clip_variants", "text_length")  # hessian_ranking: opt-in (d Hessian-vector products a text)
@@ -29,6 +29,19 @@ EXACT_EXTENSIONS = ("study_procedure", "clip_variants", "text_length")  # hessia
 EXTENDABLE = tuple(sorted((n for n, p in builtins().items() if p.stage == "extension"), key=lambda n: (n != "hessian_ranking", n)))
 # The built-in experiments `run` takes, by stage (a plug-in's name works too).
 RUNNABLE = tuple(p.name for p in sorted(builtins().values(), key=lambda p: (STAGES.index(p.stage), p.order, p.name)))
+
+
+class _Extensions(argparse.Action):
+    """``--with`` / ``--exact-with``: extension names (``registry.plugin_names``), looked up only
+    when the option is given (``--help`` imports no plug-in; a broken one is skipped with a warning)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        names = plugin_names()
+        for value in values:
+            if value not in names:
+                parser.error(f"argument {option_string}: invalid choice: {value!r} (choose from "
+                             f"{', '.join(map(repr, names))})")
+        setattr(namespace, self.dest, values)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -97,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "target) on the first N texts: the importance rows of the report need it "
                           "(default 0: estimates only)")
     # --- plug-in experiments (experiments/registry.py) ---
-    rep.add_argument("--with", dest="plugins", nargs="+", default=[], choices=LazyNames(), metavar="NAME",
+    rep.add_argument("--with", dest="plugins", nargs="+", default=[], action=_Extensions, metavar="NAME",
                      help=f"also run these extensions on every text: {', '.join(EXTENDABLE)} or a plug-in "
                           f"(${PLUGINS_ENV}, docs/extending.md)")
     rep2 = sub.add_parser("replicate", help="the replication table: every model x prompt x seed, exported to docs")
@@ -125,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "the first N texts of each model (seed 0 first, prompts in order); the importance claims "
                            "use only these texts")
     rep2.add_argument("--exact-with", dest="exact_plugins", nargs="*", default=list(EXACT_EXTENSIONS), metavar="NAME",
-                      choices=LazyNames(),
+                      action=_Extensions,
                       help="plug-in experiments run on the exact stage's texts only (default: "
                            f"{' '.join(EXACT_EXTENSIONS)}; --exact-with alone runs none)")
     rep2.add_argument("--band", type=float, default=5.0,
