@@ -4,32 +4,43 @@ Each table sits between ``<!-- options: COMMAND -->`` and ``<!-- /options -->``;
 rewrites what is between them (``python docs/gen_options.py``), and tests/test_docs.py fails when
 a table differs from what the parser says (an option added, renamed or re-documented without
 regenerating). Plug-ins found at run time (``$RESID_WRITES_PLUGINS``) are left out: the tables list
-the package's own.
+the package's own. The ``<!-- experiments -->`` block lists every built-in experiment with its
+stage and the options ``run NAME --opt KEY=VALUE`` takes (from the registry's declarations).
 """
 
 import argparse
 import re
 import sys
 from pathlib import Path
-from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "reproduce.md"
 BLOCK = re.compile(r"(<!-- options: (\w+) -->\n)(.*?)(<!-- /options -->)", flags=re.S)
 
 
+EXPERIMENTS = re.compile(r"(<!-- experiments -->\n)(.*?)(<!-- /experiments -->)", flags=re.S)
+
+
 def _parsers() -> dict[str, argparse.ArgumentParser]:
     sys.path.insert(0, str(ROOT))
-    from experiments.registry import discover
     from experiments.study import cli
 
-    def builtin() -> list[str]:
-        found = discover().items()
-        return sorted(n for n, p in found if p.fn.__module__.startswith("experiments."))
-
-    with mock.patch.object(cli, "plugin_names", builtin):
-        parser = cli.build_parser()
+    parser = cli.build_parser()  # the parser imports no plug-in (choices are looked up lazily)
     return dict(parser._subparsers._group_actions[0].choices)
+
+
+def experiments_table() -> str:
+    """Every built-in experiment: its stage, what it measures and its declared options."""
+    sys.path.insert(0, str(ROOT))
+    from experiments.study import cli
+    from experiments.registry import get_plugin
+
+    lines = ["| `run NAME` | stage | measures | options (`--opt KEY=VALUE`) |", "|---|---|---|---|"]
+    for name in cli.RUNNABLE:
+        p = get_plugin(name)
+        opts = ", ".join(f"`{k}`" for k in p.options if k not in cli.CONTEXT_FLAGS) or "(none)"
+        lines.append(f"| `{name}` | {p.stage} | {_cell(p.help)} | {opts} |")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(text: str) -> str:
@@ -72,7 +83,8 @@ def table(parser: argparse.ArgumentParser) -> str:
 def render(page: str) -> str:
     """``page`` with every options block regenerated."""
     parsers = _parsers()
-    return BLOCK.sub(lambda m: m.group(1) + table(parsers[m.group(2)]) + m.group(4), page)
+    page = BLOCK.sub(lambda m: m.group(1) + table(parsers[m.group(2)]) + m.group(4), page)
+    return EXPERIMENTS.sub(lambda m: m.group(1) + experiments_table() + m.group(3), page)
 
 
 def main() -> None:

@@ -358,7 +358,7 @@ class ClipVariantsResult(ExperimentResult):
         return {"clip_variants_gap_closure": fig, "clip_variants_min_k": bar}
 
 
-@register("clip_variants", result=ClipVariantsResult,
+@register("clip_variants", result=ClipVariantsResult, builtin=True,
           help="issue 17: minimal k and gap closure of clip variants (mean fills, BOS kept, layer thirds, one kind)")
 def run_clip_variants(
     model: Any,
@@ -373,7 +373,6 @@ def run_clip_variants(
     n_sources: int = 5,
     corpus: Mapping[str, str] | None = None,
     refine_gap: bool = False,
-    **_: Any,
 ) -> ClipVariantsResult:
     """Minimal k and gap closure of each clip variant on one text (see the module docstring).
 

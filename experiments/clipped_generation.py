@@ -10,6 +10,7 @@ import torch
 from interp import Completion, continuation_logprob, prefix_masks, project_writes, sample_continuations
 
 from .base import ExperimentResult, Text, as_text
+from .registry import register
 
 
 @dataclass
@@ -98,3 +99,22 @@ def run_clipped_generation(
         settings={"k": k, "kinds": list(text.kinds), "seed": seed, **settings},
         meta=text.meta(clipped_by="hooks, KV cache, one batch with the unclipped samples"),
     )
+
+
+@register("clipped_generation", result=ClippedGenerationResult, builtin=True, stage="default", order=60,
+          generation=True, help="text sampled with the writes clipped to the minimal subspace, beside unclipped")
+def clipped_generation_experiment(model: Any, text: "Completion | Text", *, results: Any = None,
+                                  k: int | None = None, n_samples: int = 3, generation_tokens: int = 32,
+                                  temperature: float = 0.6, top_p: float = 0.9, seed: int = 0,
+                                  tolerance: float = 1e-4, exhaustive: bool = False) -> ClippedGenerationResult:
+    """``run_clipped_generation`` keeping ``k`` directions: by default the minimal k of the text's
+    ``minimal_subspace`` result (singular-value order), else of one computed here (no random null);
+    ``generation_tokens`` new tokens a sample (the pipeline: at most 32 and its own continuation length)."""
+    from .minimal_subspace import run_minimal_subspace
+
+    if k is None:
+        found = (results or {}).get("minimal_subspace")
+        k = found.order("singular_value") if found is not None else run_minimal_subspace(
+            model, text, tolerance=tolerance, random_null=False, exhaustive=exhaustive).order()
+    return run_clipped_generation(model, text, k=k, n_samples=n_samples, max_new_tokens=generation_tokens,
+                                  temperature=temperature, top_p=top_p, seed=seed)

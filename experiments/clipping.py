@@ -22,6 +22,7 @@ from interp.sweeps import jitter_pairs
 
 from .base import ExperimentResult, Text, as_text
 from .measure import CONVERGED_NATS, clipping_curve, curve_figures, curve_ks
+from .registry import register
 
 REGIONS = ((0.0, 0.1, "low"), (0.1, 0.5, "mid"), (0.5, 1.0, "high"))  # fractions of d_model
 
@@ -96,6 +97,8 @@ class ClippingResult(ExperimentResult):
         return curve_figures(self.curve, self.meta["baseline_logprob"], f"{self.meta['model']['name']}: clipping")
 
 
+@register("clipping", result=ClippingResult, builtin=True, stage="default", order=20,
+          help="log-probability of the continuation with the writes clipped to the top k directions")
 def run_clipping(
     model: Any,
     completion: "Completion | Text",

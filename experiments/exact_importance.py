@@ -29,6 +29,7 @@ from interp.search import bisect_min_k, first_crossing, scan_first_crossing, sta
 from .base import ExperimentResult, Text, as_text
 from .measure import curve_ks, effective_tolerance, estimator_quality, orders_from_importance
 from .single_direction import run_single_direction
+from .registry import register
 
 ORDERINGS = ("singular_value", "importance", "compromise_rank_product")
 
@@ -103,6 +104,8 @@ class ExactImportanceResult(ExperimentResult):
         }
 
 
+@register("exact_importance", result=ExactImportanceResult, builtin=True, stage="exact", order=0,
+          help="the audit's exact stage: every direction ablated, every k scanned near the target")
 def run_exact_importance(
     model: Any,
     completion: "Completion | Text",
@@ -116,7 +119,6 @@ def run_exact_importance(
     chunk_size: int | None = None,
     progress: bool = False,
     single: Any = None,
-    **_: Any,
 ) -> ExactImportanceResult:
     """Exact importances of every direction, the claims built on them, and exact minimal k.
     ``single``: an exhaustive ``run_single_direction`` result of this text to reuse (its

@@ -165,50 +165,39 @@ def _exact_table(exact: Any, d: int) -> pd.DataFrame | None:
     return t.sort_values("direction").reset_index(drop=True)
 
 
-def run_hessian_ranking(
-    model: Any,
-    completion: "Completion | Text",
-    *,
-    kinds: tuple[str, ...] | None = None,
-    n_eig: int = 10,
-    n_iter: int | None = None,
-    exact: Any = None,
-    diagonal: str = "exact",
-    n_probes: int = 32,
-    tolerance: float = 1e-4,
-    band: float = 5.0,
-    seed: int = 0,
-    n_fisher: int = 8,
-    hvp_chunk: int = 32,
-    n_failures: int = 8,
-    ratio: float = 3.0,
-    cancel_frac: float = 0.1,
-    path_points: tuple[float, ...] = (0.25, 0.5, 0.75),
-    chunk_size: int | None = None,
-    progress: bool = False,
-    **_: Any,
-) -> HessianRankingResult:
-    """Second-order ranking of the text's SVD directions against exact ablations.
+@dataclass
+class Curvature:
+    """The model's part of the ranking (``measure_curvature``): the gradient, the Hessian's
+    diagonal (and the full Hessian when ``diagonal="exact"``), the Lanczos eigenpairs, and the
+    curvature pass's counts and value."""
 
-    ``exact``: an ``ExactImportanceResult`` or exhaustive ``SingleDirectionResult`` of this text
-    to reuse (else an exhaustive ``run_single_direction``: d ablation rows). ``diagonal``:
-    ``"exact"`` (d HVPs, the full Hessian) or ``"hutchinson"`` (``n_probes`` HVPs, an estimate).
-    ``n_eig`` eigenpairs by ``n_iter`` Lanczos steps (one HVP each). Failures: an error counts
-    where ``|estimate - exact| > max(0.01 nats, 10 x the text's noise)``; ``ratio`` and
-    ``cancel_frac`` are ``classify``'s thresholds.
-    """
-    if diagonal not in ("exact", "hutchinson"):
-        raise ValueError(f"diagonal must be 'exact' or 'hutchinson', got {diagonal!r}")
-    text = as_text(model, completion, kinds=kinds, chunk_size=chunk_size, progress=progress)
-    d, comp, vectors = text.d_model, text.completion, text.basis.vectors
-    imp = _exact_table(exact, d)
+    grad: np.ndarray
+    hdiag: np.ndarray
+    full: torch.Tensor | None
+    pairs: Any
+    n_hvp: int
+    n_backward: int
+    value: float
+
+
+def exact_importance_table(model: Any, text: Text, exact: Any, *, n_fisher: int, seed: int, chunk_size: int | None,
+                           progress: bool) -> pd.DataFrame:
+    """The text's exact single-direction importances: ``exact``'s when it holds every direction,
+    else an exhaustive ``run_single_direction`` (d ablation rows)."""
+    imp = _exact_table(exact, text.d_model)
     if imp is None:
         imp = run_single_direction(model, text, exhaustive=True, n_fisher=n_fisher, seed=seed, chunk_size=chunk_size,
                                    progress=progress).importance.sort_values("direction").reset_index(drop=True)
-    ex = imp.importance.to_numpy(dtype=np.float64)
-    s = imp.singular_value.to_numpy(dtype=np.float64)
+    return imp
 
-    curv = scale_curvature(model, comp, vectors, kinds=text.kinds)
+
+def measure_curvature(model: Any, text: Text, *, diagonal: str, n_probes: int, n_eig: int, n_iter: int | None,
+                      seed: int, hvp_chunk: int) -> Curvature:
+    """One forward and backward pass with its graph kept, then the Hessian-vector products: the
+    diagonal (exact: d HVPs, the full Hessian; or Hutchinson: ``n_probes``) and ``n_eig``
+    eigenpairs by Lanczos."""
+    d = text.d_model
+    curv = scale_curvature(model, text.completion, text.basis.vectors, kinds=text.kinds)
     try:
         g = curv.grad.numpy()
         full = None
@@ -220,21 +209,31 @@ def run_hessian_ranking(
         pairs = lanczos(curv.hvp, d, n_eig, n_iter, seed=seed)
     finally:
         curv.close()
-    hess = second_order_importance(g, hdiag)
-    loading = eigen_loading(pairs)
+    return Curvature(g, hdiag, full, pairs, curv.n_hvp, curv.n_backward, curv.value)
+
+
+def directions_table(imp: pd.DataFrame, curv: Curvature) -> pd.DataFrame:
+    """Per direction: singular value, exact importance, every estimate and its rank (no model call)."""
+    ex = imp.importance.to_numpy(dtype=np.float64)
+    s = imp.singular_value.to_numpy(dtype=np.float64)
+    g, hdiag = curv.grad, curv.hdiag
     t = pd.DataFrame({
-        "direction": np.arange(d), "singular_value": s, "sv_rank": ranks_descending(s),
+        "direction": np.arange(len(ex)), "singular_value": s, "sv_rank": ranks_descending(s),
         "exact": ex, "exact_rank": ranks_descending(ex),
         "first_order": imp.first_order.to_numpy(dtype=np.float64), "fisher": imp.fisher.to_numpy(dtype=np.float64),
         "fisher_second_order": imp.second_order.to_numpy(dtype=np.float64),
-        "grad": g, "hessian_diag": hdiag, "hessian_second_order": hess, "minus_half_hessian_diag": -hdiag / 2,
-        "hessian_eigen_loading": loading,
+        "grad": g, "hessian_diag": hdiag, "hessian_second_order": second_order_importance(g, hdiag),
+        "minus_half_hessian_diag": -hdiag / 2, "hessian_eigen_loading": eigen_loading(curv.pairs),
     })
     for name in ("first_order", "fisher_second_order", "hessian_second_order", "hessian_eigen_loading"):
         t[f"{name}_rank"] = ranks_descending(t[name].to_numpy())
+    return t
 
-    floor_noise = text.noise()
-    err_floor = max(0.01, 10 * floor_noise)
+
+def estimators_table(t: pd.DataFrame, err_floor: float) -> pd.DataFrame:
+    """Each estimate against the exact importances: Spearman, top-10/100 recall, and for the
+    value estimates sign agreement (where ``|exact| > err_floor``) and median error."""
+    ex = t.exact.to_numpy()
     significant = np.abs(ex) > err_floor
     rows = []
     for name in ESTIMATORS:
@@ -249,9 +248,13 @@ def run_hessian_ranking(
                 if significant.any() else np.nan
             row["median_abs_error"] = float(np.median(np.abs(est - ex)))
         rows.append(row)
-    estimators = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
 
-    # eigenpairs: Lanczos beside the full Hessian's eigenvalues (same |value| order)
+
+def eigen_table(curv: Curvature, sv_rank: pd.Series) -> tuple[pd.DataFrame, float]:
+    """The Lanczos eigenpairs beside the full Hessian's eigenvalues (same |value| order), and the
+    largest relative error of the Lanczos values (NaN without the full Hessian)."""
+    pairs, full = curv.pairs, curv.full
     eig_rows = []
     full_vals = None
     if full is not None:
@@ -264,13 +267,17 @@ def run_hessian_ranking(
                          "full_hessian_eigenvalue": float(full_vals[k]) if full_vals is not None else np.nan,
                          "top_directions": " ".join(str(int(i)) for i in top),
                          "top_loadings": " ".join(f"{vec[i, k]:+.3f}" for i in top),
-                         "top_sv_ranks": " ".join(str(int(t.sv_rank[i])) for i in top)})
+                         "top_sv_ranks": " ".join(str(int(sv_rank[i])) for i in top)})
     eigen = pd.DataFrame(eig_rows)
     lanczos_err = float(np.max(np.abs(eigen.eigenvalue - eigen.full_hessian_eigenvalue)
                                / np.abs(eigen.full_hessian_eigenvalue).max())) if full_vals is not None else np.nan
+    return eigen, lanczos_err
 
-    # minimal k per inclusion order (the lazy band scan: exact where the curve nears the target)
-    tol = effective_tolerance(tolerance, floor_noise)  # exact_min_k's, for the meta
+
+def minimal_k_table(text: Text, t: pd.DataFrame, *, tolerance: float, band: float, tol: float) -> pd.DataFrame:
+    """The minimal k per inclusion order (the lazy band scan: exact where the curve nears the
+    target); model calls through the text's evaluators."""
+    d = text.d_model
     mk = []
     for ordering, column in ORDERINGS.items():
         order = np.argsort(-t[column].to_numpy(), kind="stable")
@@ -282,9 +289,19 @@ def run_hessian_ranking(
         mk.append({"ordering": ordering, "k": scan.k, "k_frac": scan.k / d, "tolerance": tol,
                    "evaluations": scan.evaluations, "scanned": scan.scanned, "new_rows": ev.n_rows - before,
                    "band": band})
-    minimal_k = pd.DataFrame(mk)
+    return pd.DataFrame(mk)
 
-    # failures: per value estimate, the directions with the largest errors, classified
+
+FAILURE_COLUMNS = ["estimator", "direction", "sv_rank", "exact", "estimate", "error", "grad", "hessian_diag", "fisher",
+                   "failure"]
+PATH_COLUMNS = ["direction", "a", "exact", "first_order", "second_order", "fisher_second_order"]
+
+
+def failures_table(t: pd.DataFrame, *, err_floor: float, ratio: float, cancel_frac: float,
+                   n_failures: int) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
+    """Per value estimate, the ``n_failures`` directions with the largest errors, classified
+    (``classify``), and the count of each class (no model call)."""
+    ex, g, hdiag = t.exact.to_numpy(), t.grad.to_numpy(), t.hessian_diag.to_numpy()
     fails, counts = [], {}
     for name in VALUE_ESTIMATORS:
         est = t[name].to_numpy()
@@ -295,35 +312,102 @@ def run_hessian_ranking(
             fails.append({"estimator": name, "direction": int(i), "sv_rank": int(t.sv_rank[i]), "exact": ex[i],
                           "estimate": est[i], "error": est[i] - ex[i], "grad": g[i], "hessian_diag": hdiag[i],
                           "fisher": float(t.fisher[i]), "failure": cls[i]})
-    failures = pd.DataFrame(fails, columns=["estimator", "direction", "sv_rank", "exact", "estimate", "error", "grad",
-                                            "hessian_diag", "fisher", "failure"])
+    return pd.DataFrame(fails, columns=FAILURE_COLUMNS), counts
 
-    # the exact path a_i: 1 -> 0 for the failed directions, beside the Taylor predictions
-    dirs = sorted(set(failures.direction.tolist()))
-    points = sorted({0.0, *map(float, path_points)})
+
+def path_logprobs(model: Any, text: Text, dirs: list[int], points: list[float], chunk_size: int | None) -> np.ndarray:
+    """The exact log-probability with direction i scaled to a, for every (i, a) of ``dirs`` x
+    ``points`` (in that order)."""
+    d = text.d_model
+    a = torch.ones(len(dirs) * len(points), d, dtype=torch.float64)
+    for j, (i, p) in enumerate((i, p) for i in dirs for p in points):
+        a[j, i] = p
+    batch = chunk_size or 16
+    with torch.inference_mode():
+        return torch.cat([logprob_of_scales(model, text.completion, text.basis.vectors, a[s0:s0 + batch],
+                                            kinds=text.kinds) for s0 in range(0, len(a), batch)]).numpy()
+
+
+def paths_table(t: pd.DataFrame, dirs: list[int], points: list[float], lp: np.ndarray | None,
+                baseline: float) -> pd.DataFrame:
+    """The exact path a_i: 1 -> 0 of each direction in ``dirs`` (``lp`` from ``path_logprobs``)
+    beside the first- and second-order predictions (no model call)."""
+    g, hdiag = t.grad.to_numpy(), t.hessian_diag.to_numpy()
     path_rows = []
     if dirs:
-        a = torch.ones(len(dirs) * len(points), d, dtype=torch.float64)
-        for j, (i, p) in enumerate((i, p) for i in dirs for p in points):
-            a[j, i] = p
-        batch = chunk_size or 16
-        with torch.inference_mode():
-            lp = torch.cat([logprob_of_scales(model, comp, vectors, a[s0:s0 + batch], kinds=text.kinds)
-                            for s0 in range(0, len(a), batch)]).numpy()
         for j, (i, p) in enumerate((i, p) for i in dirs for p in points):
             step = 1.0 - p
-            path_rows.append({"direction": i, "a": p, "exact": lp[j] - text.baseline,
+            path_rows.append({"direction": i, "a": p, "exact": lp[j] - baseline,
                               "first_order": -g[i] * step, "second_order": -g[i] * step + hdiag[i] * step**2 / 2,
                               "fisher_second_order": -t.first_order[i] * step - t.fisher[i] * step**2 / 2})
         for i in dirs:
             path_rows.append({"direction": i, "a": 1.0, "exact": 0.0, "first_order": 0.0, "second_order": 0.0,
                               "fisher_second_order": 0.0})
-    paths = pd.DataFrame(path_rows, columns=["direction", "a", "exact", "first_order", "second_order",
-                                             "fisher_second_order"]).sort_values(["direction", "a"]).reset_index(drop=True)
-    a0 = paths[paths.a == 0.0]
-    a0_err = float(np.max(np.abs(-a0.exact.to_numpy() - ex[a0.direction.to_numpy()]))) if len(a0) else np.nan
+    return pd.DataFrame(path_rows, columns=PATH_COLUMNS).sort_values(["direction", "a"]).reset_index(drop=True)
 
-    settings = {"kinds": list(text.kinds), "n_eig": n_eig, "n_iter": pairs.n_iter, "diagonal": diagonal,
+
+@register("hessian_ranking", result=HessianRankingResult, builtin=True,
+          help="directions ranked by the Hessian of log p in per-direction scales, against exact ablations")
+def run_hessian_ranking(
+    model: Any,
+    completion: "Completion | Text",
+    *,
+    kinds: tuple[str, ...] | None = None,
+    n_eig: int = 10,
+    n_iter: int | None = None,
+    exact: Any = None,
+    results: Mapping[str, Any] | None = None,
+    diagonal: str = "exact",
+    n_probes: int = 32,
+    tolerance: float = 1e-4,
+    band: float = 5.0,
+    seed: int = 0,
+    n_fisher: int = 8,
+    hvp_chunk: int = 32,
+    n_failures: int = 8,
+    ratio: float = 3.0,
+    cancel_frac: float = 0.1,
+    path_points: tuple[float, ...] = (0.25, 0.5, 0.75),
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> HessianRankingResult:
+    """Second-order ranking of the text's SVD directions against exact ablations.
+
+    ``exact``: an ``ExactImportanceResult`` or exhaustive ``SingleDirectionResult`` of this text
+    to reuse (default: the run's ``results["exact_importance"]``, the exact stage, when it has
+    one; else an exhaustive ``run_single_direction``: d ablation rows). ``diagonal``:
+    ``"exact"`` (d HVPs, the full Hessian) or ``"hutchinson"`` (``n_probes`` HVPs, an estimate).
+    ``n_eig`` eigenpairs by ``n_iter`` Lanczos steps (one HVP each). Failures: an error counts
+    where ``|estimate - exact| > max(0.01 nats, 10 x the text's noise)``; ``ratio`` and
+    ``cancel_frac`` are ``classify``'s thresholds.
+    """
+    if diagonal not in ("exact", "hutchinson"):
+        raise ValueError(f"diagonal must be 'exact' or 'hutchinson', got {diagonal!r}")
+    text = as_text(model, completion, kinds=kinds, chunk_size=chunk_size, progress=progress)
+    d = text.d_model
+    if exact is None:
+        exact = (results or {}).get("exact_importance")
+    imp = exact_importance_table(model, text, exact, n_fisher=n_fisher, seed=seed, chunk_size=chunk_size,
+                                 progress=progress)
+    curv = measure_curvature(model, text, diagonal=diagonal, n_probes=n_probes, n_eig=n_eig, n_iter=n_iter, seed=seed,
+                             hvp_chunk=hvp_chunk)
+    t = directions_table(imp, curv)
+    floor_noise = text.noise()
+    err_floor = max(0.01, 10 * floor_noise)
+    estimators = estimators_table(t, err_floor)
+    eigen, lanczos_err = eigen_table(curv, t.sv_rank)
+    tol = effective_tolerance(tolerance, floor_noise)  # exact_min_k's, for the meta
+    minimal_k = minimal_k_table(text, t, tolerance=tolerance, band=band, tol=tol)
+    failures, counts = failures_table(t, err_floor=err_floor, ratio=ratio, cancel_frac=cancel_frac,
+                                      n_failures=n_failures)
+    dirs = sorted(set(failures.direction.tolist()))
+    points = sorted({0.0, *map(float, path_points)})
+    lp = path_logprobs(model, text, dirs, points, chunk_size) if dirs else None
+    paths = paths_table(t, dirs, points, lp, text.baseline)
+    a0 = paths[paths.a == 0.0]
+    ex = t.exact.to_numpy()
+    a0_err = float(np.max(np.abs(-a0.exact.to_numpy() - ex[a0.direction.to_numpy()]))) if len(a0) else np.nan
+    settings = {"kinds": list(text.kinds), "n_eig": n_eig, "n_iter": curv.pairs.n_iter, "diagonal": diagonal,
                 "n_probes": n_probes if diagonal == "hutchinson" else None, "tolerance": tolerance, "band": band,
                 "seed": seed, "n_fisher": n_fisher, "hvp_chunk": hvp_chunk, "n_failures": n_failures, "ratio": ratio,
                 "cancel_frac": cancel_frac, "error_floor": err_floor, "path_points": points, "symlog_scale": 1e-3,
@@ -334,16 +418,10 @@ def run_hessian_ranking(
         settings=settings,
         meta=text.meta(n_directions=d, n_hvp=curv.n_hvp, n_backward=curv.n_backward, effective_tolerance=tol,
                        noise_floor=floor_noise, curvature_value_minus_baseline=curv.value - text.baseline,
-                       grad_minus_first_order_max_abs=float(np.max(np.abs(g - t.first_order.to_numpy()))),
+                       grad_minus_first_order_max_abs=float(np.max(np.abs(curv.grad - t.first_order.to_numpy()))),
                        lanczos_max_rel_error=lanczos_err, path_a0_minus_exact_max_abs=a0_err,
                        failure_counts=counts),
     )
 
 
-@register("hessian_ranking", result=HessianRankingResult,
-          help="directions ranked by the Hessian of log p in per-direction scales, against exact ablations")
-def hessian_ranking_plugin(model: Any, text: Any, *, results: Mapping[str, Any] | None = None,
-                           **options: Any) -> HessianRankingResult:
-    """``run_hessian_ranking`` as a plug-in: reuses the text's exact stage (``results["exact_importance"]``,
-    every direction ablated) when the run has one, instead of ablating every direction again."""
-    return run_hessian_ranking(model, text, exact=(results or {}).get("exact_importance"), **options)
+hessian_ranking_plugin = run_hessian_ranking  # the name it was registered under before it took ``results`` itself

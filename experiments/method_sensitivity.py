@@ -39,6 +39,7 @@ from .base import ExperimentResult, Text, as_text, param_dtype
 from .facts import STUDY_DTYPE
 from .measure import (cast_copy, gap_closure, real_bisection, score_clipped, score_unclipped,
                       simulate_bisection)
+from .registry import register
 
 NOISE_GRID = (0.01, 0.1, 1.0, 10.0)  # nats: extra simulated noise levels beside the measured ones
 DTYPES = ("float32", "bfloat16", "float16")
@@ -238,6 +239,63 @@ class MethodSensitivityResult(ExperimentResult):
         return {"method_curve": fig_curve, "simulated_k": fig_sim, "dtype_noise": fig_noise, "gap_closure": fig_gap}
 
 
+@register("method_sensitivity", result=MethodSensitivityResult, builtin=True, stage="alone", order=0,
+          help="method or scale: the minimal k under dtype and batch noise, simulated and measured")
+def real_bisections(model: Any, text: Text, target: float, *, batch_sizes: Sequence[int], seed: int,
+                    dtype: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The real bisection in ``model`` (the study's dtype), per batch composition, against
+    ``target`` (tolerance 0): its minimal-k rows and every probe it made (model calls)."""
+    rows, probes = [], []
+    for b in batch_sizes:
+        composition = "batch1" if b == 1 else f"batch{b}_random"
+        res, recs = real_bisection(model, text.completion, text.basis.vectors, target, batch_size=b,
+                                   kinds=text.kinds, rng=np.random.default_rng([seed, b]))
+        rows.append({"method": "bisection", "dtype": dtype, "composition": composition, "k": res.k,
+                     "evaluations": res.evaluations})
+        probes += [{"dtype": dtype, "composition": composition, "batch_size": b, **r} for r in recs]
+    return rows, probes
+
+
+def bisection_table(probes: list[dict[str, Any]], curve: np.ndarray, target: float, target32: float) -> pd.DataFrame:
+    """Each probe of the real bisections beside the float32 curve at its k: passed in its own
+    dtype, in float32, and the comparison's error (no model call)."""
+    bis = pd.DataFrame(probes)
+    bis["target"] = target
+    bis["logprob_float32"] = curve[bis.k.to_numpy()]
+    bis["passed"] = bis.logprob >= bis.target
+    bis["passed_float32"] = bis.logprob_float32 >= target32
+    bis["comparison_error"] = (bis.logprob - bis.target) - (bis.logprob_float32 - target32)
+    return bis
+
+
+def noise_levels(noise: pd.DataFrame, summ: pd.DataFrame, bis: pd.DataFrame, study_dtype: str,
+                 noise_grid: Sequence[float]) -> dict[str, float]:
+    """The noise sizes the simulation uses: none, the study dtype's measured comparison and
+    composition noise, and the grid's."""
+    study_row = summ.set_index("dtype").loc[study_dtype]
+    err = np.concatenate([noise[(noise.dtype == study_dtype) & (noise.kind == "clipped")].comparison_error.to_numpy(),
+                          bis.comparison_error.to_numpy()])
+    return {"none": 0.0,
+            f"{study_dtype}:comparison": float(np.sqrt(np.mean(err**2)) / np.sqrt(2)),
+            f"{study_dtype}:composition": float(study_row.composition_sd),
+            **{f"grid:{s:g}": float(s) for s in noise_grid}}
+
+
+def simulation_tables(curve: np.ndarray, target32: float, levels: dict[str, float], *, n_draws: int, seed: int,
+                      d: int, exact_k: int, n_cont: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The simulated bisection on the float32 curve plus noise of each level (``n_draws`` runs,
+    seeded by ``seed``): every draw, and a summary per level (no model call)."""
+    rng = np.random.default_rng(seed)
+    sims, sim_rows = [], []
+    for label, sd in levels.items():
+        ks = simulate_bisection(curve, target32, sd, n_draws, rng)
+        sims.append(pd.DataFrame({"noise": label, "noise_sd": sd, "draw": np.arange(n_draws), "k": ks,
+                                  "k_frac": ks / d}))
+        sim_rows.append({"noise": label, "noise_sd": sd, "noise_sd_per_token": sd / n_cont, "n_draws": n_draws,
+                         **summarize_draws(ks, d, exact_k)})
+    return pd.concat(sims, ignore_index=True), pd.DataFrame(sim_rows)
+
+
 def run_method_sensitivity(
     model: Any,
     completion: "Completion | Text",
@@ -253,7 +311,6 @@ def run_method_sensitivity(
     noise_grid: Sequence[float] = NOISE_GRID,
     kinds: tuple[str, ...] | None = None,
     prompt_name: str | None = None,
-    **_: Any,
 ) -> MethodSensitivityResult:
     """Method or scale, for one text of a float32 ``model`` (see the module docstring).
 
@@ -300,41 +357,19 @@ def run_method_sensitivity(
     # unclipped batch-1 log-probability (tolerance 0)
     ref = noise[(noise.kind == "unclipped") & (noise.batch_size == 1)].drop_duplicates("dtype")
     target_study = float(ref.set_index("dtype").logprob[study_dtype])
-    probes = []
-    for b in batch_sizes:
-        composition = "batch1" if b == 1 else f"batch{b}_random"
-        res, recs = real_bisection(models[study_dtype], comp, directions, target_study, batch_size=b,
-                                   kinds=text.kinds, rng=np.random.default_rng([seed, b]))
-        minimal.append({"method": "bisection", "dtype": study_dtype, "composition": composition, "k": res.k,
-                        "evaluations": res.evaluations})
-        probes += [{"dtype": study_dtype, "composition": composition, "batch_size": b, **r} for r in recs]
+    rows, probes = real_bisections(models[study_dtype], text, target_study, batch_sizes=batch_sizes, seed=seed,
+                                   dtype=study_dtype)
+    minimal += rows
     models.clear()  # the cast copies
     text.check_model(model)  # the caller's model kept its dtype
-    bis = pd.DataFrame(probes)
-    bis["target"] = target_study
-    bis["logprob_float32"] = curve[bis.k.to_numpy()]
-    bis["passed"] = bis.logprob >= bis.target
-    bis["passed_float32"] = bis.logprob_float32 >= target32
-    bis["comparison_error"] = (bis.logprob - bis.target) - (bis.logprob_float32 - target32)
+    bis = bisection_table(probes, curve, target_study, target32)
     mk = pd.DataFrame(minimal).assign(k_frac=lambda t: t.k / d, exact_k=exact_k)
 
     # (3b) the simulated bisection on curve + noise of the measured sizes
     summ = noise_summary(noise, n_cont)
-    study_row = summ.set_index("dtype").loc[study_dtype]
-    err = np.concatenate([noise[(noise.dtype == study_dtype) & (noise.kind == "clipped")].comparison_error.to_numpy(),
-                          bis.comparison_error.to_numpy()])
-    levels = {"none": 0.0,
-              f"{study_dtype}:comparison": float(np.sqrt(np.mean(err**2)) / np.sqrt(2)),
-              f"{study_dtype}:composition": float(study_row.composition_sd),
-              **{f"grid:{s:g}": float(s) for s in noise_grid}}
-    rng = np.random.default_rng(seed)
-    sims, sim_rows = [], []
-    for label, sd in levels.items():
-        ks = simulate_bisection(curve, target32, sd, n_draws, rng)
-        sims.append(pd.DataFrame({"noise": label, "noise_sd": sd, "draw": np.arange(n_draws), "k": ks,
-                                  "k_frac": ks / d}))
-        sim_rows.append({"noise": label, "noise_sd": sd, "noise_sd_per_token": sd / n_cont, "n_draws": n_draws,
-                         **summarize_draws(ks, d, exact_k)})
+    levels = noise_levels(noise, summ, bis, study_dtype, noise_grid)
+    sims, sim_summary = simulation_tables(curve, target32, levels, n_draws=n_draws, seed=seed, d=d,
+                                          exact_k=exact_k, n_cont=n_cont)
 
     # (4) gap closure of the exact curve
     gap = gap_closure(curve, target32, d)
@@ -342,7 +377,7 @@ def run_method_sensitivity(
     curve_table = curve_table[curve_table.k <= d].assign(k_frac=lambda t: t.k / d)
     return MethodSensitivityResult(
         tables={"curve": curve_table, "noise": noise, "noise_summary": summ, "bisection": bis, "minimal_k": mk,
-                "simulation": pd.concat(sims, ignore_index=True), "simulation_summary": pd.DataFrame(sim_rows),
+                "simulation": sims, "simulation_summary": sim_summary,
                 "gap_closure": gap},
         settings={"kinds": list(text.kinds), "dtypes": dtypes, "batch_sizes": batch_sizes, "n_draws": n_draws,
                   "seed": seed, "study_dtype": study_dtype, "noise_ks": noise_ks, "noise_grid": list(noise_grid),

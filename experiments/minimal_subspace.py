@@ -31,6 +31,7 @@ from interp.search import bisect_min_k, first_crossing, stable_crossing, study_b
 from .base import ExperimentResult, Text, _linalg_device, as_text
 from .measure import CONVERGED_NATS, NOISE_FACTOR, curve_ks, effective_tolerance, order_in_table
 from .prompts import STUDY_D_MODEL, STUDY_MIN_K
+from .registry import register
 
 TOTAL_TOLERANCES = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)  # nats over the whole continuation
 PER_TOKEN_TOLERANCES = (0.001, 0.01, 0.1)  # nats per continuation token
@@ -180,3 +181,16 @@ def run_minimal_subspace(
             forward_rows={name: ev.n_rows for name, ev in evaluators.items()},
         ),
     )
+
+
+@register("minimal_subspace", result=MinimalSubspaceResult, builtin=True, stage="default", order=50,
+          help="the smallest k whose clip reaches the unclipped log-probability, per ordering, beside a random null")
+def minimal_subspace_experiment(model: Any, text: "Completion | Text", *, results: Any = None,
+                                tolerance: float = 1e-4, random_null: bool = True, random_draws: int = 3,
+                                bisection: bool = False, study_procedure: bool = False, seed: int = 0,
+                                exhaustive: bool = False, prompt_name: str | None = None) -> MinimalSubspaceResult:
+    """``run_minimal_subspace`` under the orderings of the text's ``orderings`` result when the run has one."""
+    return run_minimal_subspace(model, text, orderings=(results or {}).get("orderings"), tolerance=tolerance,
+                                random_null=random_null, random_draws=random_draws, bisection=bisection,
+                                study_procedure=study_procedure, seed=seed, exhaustive=exhaustive,
+                                prompt_name=prompt_name)

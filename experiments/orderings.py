@@ -19,6 +19,7 @@ from interp import Completion
 from .base import ExperimentResult, Text, as_text
 from .measure import clipping_curve, curve_figures, curve_ks, order_in_table, orders_from_importance
 from .single_direction import SingleDirectionResult, run_single_direction
+from .registry import register
 
 
 @dataclass
@@ -76,3 +77,13 @@ def run_orderings(
         settings={"kinds": list(text.kinds), "compromise": compromise, "n_k": len(ks), "exhaustive": exhaustive},
         meta=text.meta(importance_exact_fraction=float(single.importance.exact.mean())),
     )
+
+
+@register("orderings", result=OrderingsResult, builtin=True, stage="default", order=40,
+          help="clipping curves under other orderings of the directions (importance, compromise)")
+def orderings_experiment(model: Any, text: "Completion | Text", *, results: Any = None,
+                         compromise: str = "rank_product", ks: list[int] | None = None,
+                         exhaustive: bool = False) -> OrderingsResult:
+    """``run_orderings``, reusing the text's ``single_direction`` result when the run has one."""
+    return run_orderings(model, text, single=(results or {}).get("single_direction"), compromise=compromise, ks=ks,
+                         exhaustive=exhaustive)

@@ -27,37 +27,21 @@ from pathlib import Path
 import pandas as pd
 
 from .base import ExperimentResult, _read_table
-from .clip_variants import ClipVariantsResult
-from .clipped_generation import ClippedGenerationResult
-from .clipping import ClippingResult
-from .exact_importance import ExactImportanceResult
-from .hessian_ranking import HessianRankingResult
-from .method_sensitivity import MethodSensitivityResult
-from .minimal_subspace import MinimalSubspaceResult
-from .orderings import OrderingsResult
 from .overlap import OverlapResult
-from .single_direction import SingleDirectionResult
-from .spectrum import SpectrumResult
-from .study_procedure import StudyProcedureResult
-from .text_length import TextLengthResult
 
-BUILTIN_RESULTS: tuple[type[ExperimentResult], ...] = (
-    SpectrumResult, ClippingResult, SingleDirectionResult, OrderingsResult, MinimalSubspaceResult,
-    ClippedGenerationResult, ExactImportanceResult, OverlapResult, StudyProcedureResult, ClipVariantsResult,
-    HessianRankingResult, TextLengthResult, MethodSensitivityResult,
-)
 SETTINGS = "settings.json"
 PARTIAL = ".partial"  # reproduce saves into <name>.partial, then moves it into place
 RUN_COLUMNS = ("text", "model")  # what ``Run.table`` puts in front of every row
 
 
 def result_classes() -> dict[str, type[ExperimentResult]]:
-    """Every known experiment's result class by experiment name: the built-in ones and the
-    plug-ins ``experiments.registry.discover`` finds."""
+    """Every known experiment's result class by experiment name, from the registry (the built-in
+    experiments and the plug-ins ``experiments.registry.discover`` finds; a broken plug-in is
+    skipped with a warning), and the run-wide overlap's."""
     from .registry import discover
 
-    classes = {cls.name: cls for cls in BUILTIN_RESULTS}
-    for name, plugin in discover().items():
+    classes: dict[str, type[ExperimentResult]] = {OverlapResult.name: OverlapResult}
+    for name, plugin in discover(strict=False).items():
         classes.setdefault(name, plugin.result)
     return classes
 

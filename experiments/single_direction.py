@@ -20,6 +20,7 @@ from interp.sweeps import ablation_sweep
 
 from .base import ExperimentResult, Text, as_text
 from .measure import estimator_quality, ranks_descending
+from .registry import register
 
 
 @dataclass
@@ -172,3 +173,13 @@ def run_single_direction(
         meta=text.meta(estimator_quality=quality, forward_rows=rows["n"], forward_passes=rows["passes"],
                        backward_passes=estimate.n_backward, score_weights=screened.coefficients[1:].tolist()),
     )
+
+
+@register("single_direction", result=SingleDirectionResult, builtin=True, stage="default", order=30,
+          help="each direction's importance: exact ablations where screened, Taylor estimates elsewhere")
+def single_direction_experiment(model: Any, text: "Completion | Text", *, exhaustive: bool = False,
+                                n_exact: int | None = None, n_fisher: int = 8, seed: int = 0,
+                                n_deviations: int = 15) -> SingleDirectionResult:
+    """``run_single_direction`` as the pipeline runs it (its own chunk size: the run's is not passed)."""
+    return run_single_direction(model, text, exhaustive=exhaustive, n_exact=n_exact, n_fisher=n_fisher, seed=seed,
+                                n_deviations=n_deviations)

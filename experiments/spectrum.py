@@ -14,6 +14,7 @@ import pandas as pd
 from interp import Completion, normalize_kinds, write_basis
 
 from .base import ExperimentResult, Text, _linalg_device, as_text
+from .registry import register
 
 KIND_VARIANTS = (("attn",), ("mlp",), ("attn", "mlp"))
 
@@ -65,6 +66,8 @@ def spectrum_figure(singular_values: pd.DataFrame, key: str, title: str) -> Any:
                    render_mode="svg").update_layout(xaxis_title=x_title, yaxis_title=y_title)
 
 
+@register("spectrum", result=SpectrumResult, builtin=True, stage="default", order=10,
+          help="the singular values of every write, by kind and with or without BOS")
 def run_spectrum(
     model: Any,
     completion: "Completion | Text",

@@ -155,7 +155,7 @@ def _condition(model: Any, text: Text, low: Any, *, condition: str, tolerance: f
     return rows, gap, probes, ev.table().assign(condition=condition)
 
 
-@register("study_procedure", result=StudyProcedureResult,
+@register("study_procedure", result=StudyProcedureResult, builtin=True,
           help="the study's bisection (bfloat16, tolerance 0) beside the exact minimal k, at full and scaled length")
 def run_study_procedure(
     model: Any,
@@ -171,7 +171,6 @@ def run_study_procedure(
     progress: bool = False,
     prompt_name: str | None = None,
     kinds: tuple[str, ...] | None = None,
-    **_: Any,
 ) -> StudyProcedureResult:
     """The study's procedure on one text of a float32 ``model`` (see the module docstring).
 

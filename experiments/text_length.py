@@ -374,7 +374,7 @@ class TextLengthResult(ExperimentResult):
                    meta={"texts": [r.meta for r in results]})
 
 
-@register("text_length", result=TextLengthResult,
+@register("text_length", result=TextLengthResult, builtin=True,
           help="minimal subspace (first, stable, converged) against writes per dimension, the text cut to --lengths")
 def run_text_length(
     model: Any,

@@ -28,13 +28,16 @@ from pathlib import Path
 
 PACKAGES = ("interp", "experiments")
 STUDY = "experiments.study"
-FACADE = {"experiments", "experiments.__main__"}  # the package's public face, above everything
+FACADE = {"experiments", "experiments.__main__", "experiments.runs"}  # the public face, above every experiment
+# (``runs``: ``load_run`` reads every experiment's results back)
 GROUND = {  # the bottom of experiments/: what the experiments stand on
     "experiments.base", "experiments.registry", "experiments.prompts", "experiments.measure",
     "experiments.texts", "experiments.facts",
 }
 # (experiment, experiment it imports): one experiment's result feeding another's, kept on purpose.
 ALLOWED: dict[tuple[str, str], str] = {
+    ("experiments.clipped_generation", "experiments.minimal_subspace"):
+        "generation clips to the minimal k of the SVD order (run_minimal_subspace when not given)",
     ("experiments.orderings", "experiments.single_direction"):
         "run_orderings orders by single-direction importance (run_single_direction when not given)",
     ("experiments.exact_importance", "experiments.single_direction"):

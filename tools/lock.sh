@@ -10,7 +10,7 @@ python3 -m venv "$venv"
 . "$venv/bin/activate"
 python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0           # the local CPU wheel (README)
-python -m pip install -q -e ".[test,docs]"
+python -m pip install -q -e ".[test,docs,cluster]"
 {
   echo "# Exact versions of every runtime and test dependency; the set CI passed with."
   echo "# Used by the README install and .ci/run as a constraints file (pip install -c requirements.lock)."

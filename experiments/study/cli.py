@@ -4,6 +4,10 @@ Examples:
     python -m experiments reproduce --out results            # offline default model
     python -m experiments reproduce --model gpt2 --device cuda --dtype float32
     python -m experiments run clipping --prompt relativity --out results/one
+    python -m experiments run text_length --opt lengths=2,8 --opt scaled=false
+
+Every experiment, built-in or plug-in, is registered in experiments/registry.py and reached the same
+way: `run NAME` (any of them), the stages of `reproduce` / `replicate`, `--with`, `extend`.
 """
 
 import argparse
@@ -17,11 +21,27 @@ from interp import ModelNotFoundError, load_model, normalize_kinds
 from .preflight import PROGRESS, UsageError, check_prompts_fit, check_writable, model_limits
 from ..prompts import PROMPTS, REPLICATION_PROMPTS
 from ..registry import ENV as PLUGINS_ENV
-from ..registry import get_plugin, plugin_names
+from ..registry import STAGES, OptionError, builtins, get_plugin, jsonable, plugin_names
 
 # The extensions (issues 16 and 17) replicate runs on the exact stage's texts: registered plug-ins.
 EXACT_EXTENSIONS = ("study_procedure", "clip_variants", "text_length")  # hessian_ranking: opt-in (d Hessian-vector products a text)
-EXTENDABLE = ("hessian_ranking", "clip_variants", "study_procedure", "text_length")  # `extend --with`: the table reads their numbers
+# `extend --with`: the package's extensions (the table reads their numbers)
+EXTENDABLE = tuple(sorted((n for n, p in builtins().items() if p.stage == "extension"), key=lambda n: (n != "hessian_ranking", n)))
+# The built-in experiments `run` takes, by stage (a plug-in's name works too).
+RUNNABLE = tuple(p.name for p in sorted(builtins().values(), key=lambda p: (STAGES.index(p.stage), p.order, p.name)))
+
+
+class _Extensions(argparse.Action):
+    """``--with`` / ``--exact-with``: extension names (``registry.plugin_names``), looked up only
+    when the option is given (``--help`` imports no plug-in; a broken one is skipped with a warning)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        names = plugin_names()
+        for value in values:
+            if value not in names:
+                parser.error(f"argument {option_string}: invalid choice: {value!r} (choose from "
+                             f"{', '.join(map(repr, names))})")
+        setattr(namespace, self.dest, values)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -57,6 +77,16 @@ def _quiet_args(p: argparse.ArgumentParser) -> None:
                         "a log file")
 
 
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run the texts on Ray workers (pip install -e '.[cluster]'; "
+                        "docs/cluster.md): 'local' starts Ray on this machine, 'auto' or "
+                        "ray://HOST:10001 joins a running cluster")
+    p.add_argument("--workers", type=int, default=None,
+                   help="with --cluster: workers (each holds one loaded model; default: one per "
+                        "GPU, else one per two CPU cores)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "target) on the first N texts: the importance rows of the report need it "
                           "(default 0: estimates only)")
     # --- plug-in experiments (experiments/registry.py) ---
-    rep.add_argument("--with", dest="plugins", nargs="+", default=[], choices=plugin_names(), metavar="NAME",
-                     help=f"also run these plug-in experiments on every text (found: {', '.join(plugin_names()) or 'none'}; "
-                          f"see ${PLUGINS_ENV})")
+    rep.add_argument("--with", dest="plugins", nargs="+", default=[], action=_Extensions, metavar="NAME",
+                     help=f"also run these extensions on every text: {', '.join(EXTENDABLE)} or a plug-in "
+                          f"(${PLUGINS_ENV}, docs/extending.md)")
     rep2 = sub.add_parser("replicate", help="the replication table: every model x prompt x seed, exported to docs")
     _model_args(rep2)
     rep2.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"],
@@ -108,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "the first N texts of each model (seed 0 first, prompts in order); the importance claims "
                            "use only these texts")
     rep2.add_argument("--exact-with", dest="exact_plugins", nargs="*", default=list(EXACT_EXTENSIONS), metavar="NAME",
-                      choices=plugin_names(),
+                      action=_Extensions,
                       help="plug-in experiments run on the exact stage's texts only (default: "
                            f"{' '.join(EXACT_EXTENSIONS)}; --exact-with alone runs none)")
     rep2.add_argument("--band", type=float, default=5.0,
@@ -117,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run only the exact stage (resumable; a later full replicate reuses it), no table")
     rep2.add_argument("--no-images", action="store_true", help="skip the SVG figures (they need kaleido + chromium)")
     rep2.add_argument("--png", action="store_true", help=argparse.SUPPRESS)
+    _cluster_args(rep2)
     ext = sub.add_parser(
         "extend", help="add a plug-in to docs/results' exact texts without rebuilding the replication",
         description="Run a plug-in (default hessian_ranking) on the exact texts of a finished docs/results: each text "
@@ -138,17 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--no-images", action="store_true", help="skip the SVG figure (it needs kaleido + chromium)")
     ext.add_argument("--device", default=None, help="cpu, cuda, ... (the texts are checked against the docs either way)")
     _quiet_args(ext)
+    _cluster_args(ext)
     one = sub.add_parser("run", help="one experiment on one prompt, with its own options")
     _model_args(one)
-    one.add_argument("experiment", choices=["spectrum", "clipping", "single_direction", "orderings",
-                                            "minimal_subspace", "clipped_generation", "exact_importance",
-                                            "method_sensitivity",
-                                            *plugin_names()],
-                     help=f"a built-in experiment or a plug-in (${PLUGINS_ENV}, docs/extending.md)")
+    one.add_argument("experiment", metavar="NAME",
+                     help=f"a built-in experiment ({', '.join(RUNNABLE)}) or a plug-in (${PLUGINS_ENV}, "
+                          "docs/extending.md)")
+    one.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                     help="set one of the experiment's declared options (repeatable; e.g. --opt n_samples=1); "
+                          "checked against its declaration before the model loads, and part of the run key")
     one.add_argument("--prompt", default="meaning_of_life", help=f"one of {list(REPLICATION_PROMPTS)} or any text")
     one.add_argument("--seed", type=int, default=0, help="the sampled continuation's seed")
     one.add_argument("--k", type=int, default=None, help="clipped_generation: directions kept (default: minimal)")
-    one.add_argument("--compromise", default="rank_product", help="orderings: compromise formula")
+    one.add_argument("--compromise", default=None, help="orderings: compromise formula (default rank_product)")
     one.add_argument("--lengths", type=int, nargs="+", default=None, metavar="N",
                      help="text_length: continuation lengths to cut the text to (default 2 8 32 64, and the study's "
                           "new tokens per dimension); give --max-new-tokens at least the largest")
@@ -163,9 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The `run` options that change its numbers (the others pick an experiment or how to show it).
+# The `run` options that change its numbers (the others pick an experiment or how to show it);
+# --opt's options join them when given.
 RUN_KEYED = ("model", "dtype", "processing", "kinds", "max_new_tokens", "prompt", "seed", "exhaustive", "tolerance",
              "n_exact", "study_procedure", "lengths", "total_lengths", "target_subsets")
+# `run` flags that set an experiment's option: flag -> (option, the built-in that declares it).
+OPTION_FLAGS = {"k": ("k", "clipped_generation"), "compromise": ("compromise", "orderings"),
+                "lengths": ("lengths", "text_length"), "total_lengths": ("total_lengths", "text_length"),
+                "target_subsets": ("target_subsets_m", "text_length"),
+                "study_procedure": ("study_procedure", "minimal_subspace")}
+# The run's settings `run` hands every experiment (those it declares), each set by its own flag.
+CONTEXT_FLAGS = {"seed": "--seed", "exhaustive": "--exhaustive", "tolerance": "--tolerance",
+                 "chunk_size": "--chunk-size", "progress": "--no-progress", "prompt_name": "--prompt",
+                 "n_exact": "--n-exact"}
 
 
 def _positive(args: argparse.Namespace, name: str, minimum: int = 1) -> None:
@@ -216,11 +259,6 @@ def _prompt_texts(args: argparse.Namespace) -> dict[str, str] | None:
 
 def validate(args: argparse.Namespace) -> dict[str, str] | None:
     """Every check that needs no model, run before one loads; returns the --prompts-file prompts."""
-    if args.dtype is None:  # the study most likely ran bfloat16 (Meta's reference code on CUDA)
-        args.dtype = "bfloat16" if getattr(args, "study_procedure", False) else "float32"
-    if getattr(args, "study_procedure", False) and args.experiment != "minimal_subspace":
-        raise UsageError(f"--study-procedure is an option of minimal_subspace, not {args.experiment} "
-                         "(run minimal_subspace --study-procedure)")
     try:
         args.kinds = normalize_kinds(args.kinds)
     except ValueError as err:
@@ -229,11 +267,14 @@ def validate(args: argparse.Namespace) -> dict[str, str] | None:
         _positive(args, name)
     for name in ("n_exact", "k", "exact_texts"):
         _positive(args, name, 0)
+    if hasattr(args, "experiment"):  # run: the experiment and its options, checked against its declaration
+        args.options = run_options(args)
+    study = getattr(args, "options", {}).get("study_procedure", False)
+    if args.dtype is None:  # the study most likely ran bfloat16 (Meta's reference code on CUDA)
+        args.dtype = "bfloat16" if study else "float32"
     for name in ("lengths", "total_lengths", "target_subsets"):
         values = getattr(args, name, None)
         flag = "--" + name.replace("_", "-")
-        if values is not None and args.experiment != "text_length":
-            raise UsageError(f"{flag} is an option of text_length, not {args.experiment} (run text_length {flag} ...)")
         if values is not None and min(values) < 1:
             raise UsageError(f"{flag} {min(values)} is below 1 (give token counts of 1 or more)")
     lengths = getattr(args, "lengths", None)
@@ -263,6 +304,65 @@ def validate(args: argparse.Namespace) -> dict[str, str] | None:
                          "or pass your own with --prompts-file)")
     check_writable(args.out)
     return texts
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """``run``'s experiment (from the registry: an unknown name is its error) and the options given
+    to it, by --opt KEY=VALUE and by the flags that set one (--k, --compromise, --lengths, ...),
+    each checked against the experiment's declaration; a usage error before the model loads."""
+    try:
+        experiment = get_plugin(args.experiment)
+    except KeyError as err:
+        raise UsageError(err.args[0]) from None
+    declared = experiment.options
+    options = {}
+    for dest, (option, owner) in OPTION_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is None or value is False:
+            continue
+        flag = "--" + dest.replace("_", "-")
+        if option not in declared:
+            raise UsageError(f"{flag} is an option of {owner}, not {args.experiment} (run {owner} {flag}"
+                             f"{'' if value is True else ' ...'})")
+        options[option] = value
+    for pair in getattr(args, "opt", None) or []:
+        key = pair.partition("=")[0].strip()
+        if key in CONTEXT_FLAGS and key in declared:
+            raise UsageError(f"--opt {key}: set it with {CONTEXT_FLAGS[key]} (e.g. {CONTEXT_FLAGS[key]} ...), "
+                             "not --opt")
+        if key in options:
+            raise UsageError(f"--opt {key}: given twice (by its flag and by --opt; give it once)")
+    try:
+        given = experiment.parse_options(getattr(args, "opt", None))
+    except OptionError as err:
+        raise UsageError(str(err)) from None
+    args.opt_values = {k: jsonable(v) for k, v in sorted(given.items())}
+    return {**options, **given}
+
+
+def _cluster(args: argparse.Namespace):
+    """The Ray cluster of --cluster (experiments/study/cluster.py), or None without it."""
+    if args.cluster is None:
+        if args.workers is not None:
+            raise UsageError("--workers needs --cluster (e.g. --cluster local --workers 2)")
+        return None
+    from .cluster import RAY_MISSING, Cluster, ray_available
+
+    _positive(args, "workers")
+    if args.device not in (None, "cpu", "cuda"):
+        raise UsageError(f"--device {args.device} with --cluster: each worker uses its own device "
+                         "(give cpu, cuda or nothing)")
+    if not ray_available():
+        raise UsageError(RAY_MISSING)
+    return Cluster(args.cluster, args.workers, progress=not args.no_progress)
+
+
+def _spec(args: argparse.Namespace, name: str):
+    from .cluster import ModelSpec
+
+    return ModelSpec(name, device=args.device, dtype=getattr(args, "dtype", "float32"),
+                     processing=getattr(args, "processing", False))
+
 
 
 def _labelled(args: argparse.Namespace, prompts: list[str],
@@ -372,6 +472,7 @@ def cmd_replicate(args: argparse.Namespace) -> None:
             raise UsageError(f"--model-seeds {spec!r} is not MODEL=S[,S...] with MODEL one of --models "
                              "(e.g. --model-seeds gemma-3-270m=0)")
         model_seeds[name] = [int(x) for x in seeds.split(",")]
+    cluster = _cluster(args)
     plan = {}
     for name in args.models:
         settings = Settings(
@@ -402,15 +503,22 @@ def cmd_replicate(args: argparse.Namespace) -> None:
     runs = {}
     for name, settings in plan.items():
         args.model = name
-        model = _load(args)
-        _check_loaded(args, model, labelled)
+        model = None
+        if cluster is None:
+            model = _load(args)
+            _check_loaded(args, model, labelled)
         t0 = time.perf_counter()
         folder = folder_name(name)
         out = Path(args.out) / folder
-        reproduce(model, out, settings, command=args.command_line)
+        if cluster is None:
+            reproduce(model, out, settings, command=args.command_line)
+        else:
+            cluster.reproduce(_spec(args, name), out, settings)
         print(f"{name}: {out / 'report.html'} ({time.perf_counter() - t0:.0f} s)", flush=True)
         runs[folder] = out
         del model
+    if cluster is not None:
+        cluster.close()
     if args.exact_only:
         for name, out in runs.items():
             if len(export_exact(out, docs / name)):
@@ -463,6 +571,7 @@ def cmd_extend(args: argparse.Namespace) -> None:
         raise UsageError(f"--texts {unknown[0]!r} is no exact text of "
                          f"{', '.join(folders.values())} (choose from {', '.join(known)})")
     runs = {folder: Path(args.out) / folder for folder in folders.values()}
+    cluster = _cluster(args) if not args.table_only else None
     if not args.table_only:
         for name in folders:
             model_limits(name)  # every model is found before the first one loads
@@ -476,14 +585,20 @@ def cmd_extend(args: argparse.Namespace) -> None:
         PROGRESS.total = sum(len([t for t in ids if args.texts is None or t in args.texts])
                              for ids in exact.values())
         for name, folder in folders.items():
-            model = load_model(name, device=args.device, dtype="float32",
-                               progress=not args.no_progress)
             try:
+                if cluster is not None:
+                    cluster.extend(_spec(args, name), source / folder, runs[folder], args.plugin,
+                                   texts=args.texts)
+                    continue
+                model = load_model(name, device=args.device, dtype="float32",
+                                   progress=not args.no_progress)
                 extend_exact(model, source / folder, runs[folder], args.plugin, texts=args.texts,
                              progress=not args.no_progress)
             except TextMismatchError as err:
                 raise UsageError(str(err)) from None
             del model
+        if cluster is not None:
+            cluster.close()
     if args.no_table:
         return
     readme = (docs / "README.md").read_text() if (docs / "README.md").exists() else ""
@@ -507,22 +622,16 @@ def cmd_extend(args: argparse.Namespace) -> None:
 
 
 def _result_class(name: str):
-    import experiments as E
-
-    builtin = {"spectrum": E.SpectrumResult, "clipping": E.ClippingResult,
-               "single_direction": E.SingleDirectionResult, "orderings": E.OrderingsResult,
-               "minimal_subspace": E.MinimalSubspaceResult,
-               "clipped_generation": E.ClippedGenerationResult,
-               "exact_importance": E.ExactImportanceResult,
-               "method_sensitivity": E.MethodSensitivityResult}
-    return builtin[name] if name in builtin else get_plugin(name).result
+    """The result class that loads experiment ``name``'s folder (the registry's)."""
+    return get_plugin(name).result
 
 
 def _check_resumed(args: argparse.Namespace, result) -> None:
     """A finished result loads only under the experiment's own options it was made with."""
     from .reproduce import ResultsMismatchError
 
-    own = {"clipped_generation": {"k": args.k}, "orderings": {"compromise": args.compromise}}
+    own = {"clipped_generation": {"k": getattr(args, "k", None)},
+           "orderings": {"compromise": getattr(args, "compromise", None) or "rank_product"}}
     diff = [f"--{k} {result.settings.get(k)} -> {v}"
             for k, v in own.get(args.experiment, {}).items()
             if v is not None and result.settings.get(k) != v]
@@ -544,18 +653,23 @@ def cmd_run(args: argparse.Namespace) -> None:
                  REPLICATION_PROMPTS.get(args.prompt, args.prompt))]
     limits = _check_model(args, args.model, labelled)
     d = limits.d_model if limits is not None else None
-    if args.k is not None and d is not None and args.k > d:
-        raise UsageError(f"--k {args.k} is outside 0..d_model={d} (give --k {d} or less)")
+    k = args.options.get("k")
+    if k is not None and d is not None and k > d:
+        raise UsageError(f"--k {k} is outside 0..d_model={d} (give --k {d} or less)")
     name = args.experiment
-    cls = _result_class(name)
+    experiment = get_plugin(name)
+    cls = experiment.result
     PROGRESS.total = 1
     model = _load(args)
     _check_loaded(args, model, labelled)
-    if args.k is not None and args.k > model.cfg.d_model:
-        raise UsageError(f"--k {args.k} is outside 0..d_model={model.cfg.d_model} (give --k {model.cfg.d_model} or less)")
+    if k is not None and k > model.cfg.d_model:
+        raise UsageError(f"--k {k} is outside 0..d_model={model.cfg.d_model} (give --k {model.cfg.d_model} or less)")
     out = Path(args.out)
+    keyed = {key: getattr(args, key) for key in RUN_KEYED}
+    if args.opt_values:  # --opt: part of the key (a run without it keeps the key it always had)
+        keyed["opt"] = args.opt_values
     # the stored continuation and every result in --out belong to these settings: refuse to mix
-    with claimed(out, model, {k: getattr(args, k) for k in RUN_KEYED}):
+    with claimed(out, model, keyed):
         if (out / name / "settings.json").exists():  # finished: resume, as reproduce does
             result = cls.load(out / name)
             _check_resumed(args, result)
@@ -572,37 +686,10 @@ def cmd_run(args: argparse.Namespace) -> None:
             text = E.prepare(model, comp, kinds=args.kinds, chunk_size=args.chunk_size,
                              progress=progress)
             checked(text, out)  # refuses to report from a broken environment
-            common = dict(exhaustive=args.exhaustive)
-            if name in plugin_names():  # a plug-in experiment (experiments/registry.py)
-                extra = {key: value for key, value in (
-                    ("lengths", args.lengths), ("total_lengths", args.total_lengths),
-                    ("target_subsets_m", args.target_subsets)) if value is not None}
-                return get_plugin(name)(model, text, seed=args.seed, tolerance=args.tolerance,
-                                        prompt_name=args.prompt, chunk_size=args.chunk_size,
-                                        progress=progress, **common, **extra)
-            if name == "spectrum":
-                return E.run_spectrum(model, text)
-            if name == "clipping":
-                return E.run_clipping(model, text, **common)
-            if name == "single_direction":
-                return E.run_single_direction(model, text, n_exact=args.n_exact, seed=args.seed,
-                                              **common)
-            if name == "orderings":
-                return E.run_orderings(model, text, compromise=args.compromise, **common)
-            if name == "minimal_subspace":
-                return E.run_minimal_subspace(model, text, tolerance=args.tolerance,
-                                              prompt_name=args.prompt, seed=args.seed,
-                                              study_procedure=args.study_procedure, **common)
-            if name == "method_sensitivity":
-                return E.run_method_sensitivity(model, text, seed=args.seed,
-                                                prompt_name=args.prompt,
-                                                chunk_size=args.chunk_size, progress=progress)
-            if name == "exact_importance":
-                return E.run_exact_importance(model, text, tolerance=args.tolerance, seed=args.seed,
-                                              progress=not args.no_progress)
-            k = args.k if args.k is not None else E.run_minimal_subspace(
-                model, text, tolerance=args.tolerance, random_null=False, **common).order()
-            return E.run_clipped_generation(model, text, k=k, seed=args.seed)
+            context = dict(seed=args.seed, exhaustive=args.exhaustive, tolerance=args.tolerance,
+                           chunk_size=args.chunk_size, progress=progress, prompt_name=args.prompt,
+                           n_exact=args.n_exact, results={})  # run alone: no other results to reuse
+            return experiment.run(model, text, context, args.options)
 
         result = cached(out / name, cls, compute, False)  # one experiment: plotly.js beside it
         PROGRESS.done = 1
@@ -617,6 +704,7 @@ def main(argv: list[str] | None = None) -> None:
     traceback itself)."""
     from .checks import SelfCheckError
     from .preflight import error_log, interrupted
+    from .cluster import ClusterError
     from .reproduce import ResultsMismatchError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -631,6 +719,9 @@ def main(argv: list[str] | None = None) -> None:
     except SelfCheckError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(3) from None
+    except ClusterError as err:  # replicate/extend --cluster: texts lost or failed (each named)
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -24,19 +24,11 @@ from interp.writes import model_device
 
 from ..base import ExperimentResult, check_png_export, prepare, run_meta
 from .checks import checked
-from ..clipped_generation import ClippedGenerationResult, run_clipped_generation
-from ..clipping import ClippingResult, run_clipping
-from ..exact_importance import ExactImportanceResult, run_exact_importance
-from ..minimal_subspace import MinimalSubspaceResult, run_minimal_subspace
-from ..orderings import OrderingsResult, run_orderings
 from ..overlap import OverlapResult, Subspace, run_overlap
 from ..prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, sample_missing
-from ..registry import get_plugin
-from ..single_direction import SingleDirectionResult, run_single_direction
-from ..spectrum import SpectrumResult, run_spectrum
+from ..registry import get_plugin, stage
 
 PLOTLY_JS = "plotly.min.js"  # one copy per results folder; figure pages load it by a relative path
-EXPERIMENTS = ("spectrum", "clipping", "single_direction", "orderings", "minimal_subspace", "clipped_generation")
 
 
 @dataclass
@@ -73,6 +65,14 @@ class Settings:
     def exact_stage_only(self) -> bool:
         """Only the exact stage is asked for (``replicate --exact-only``)."""
         return self.only is not None and set(self.only) <= {"exact_importance"}
+
+    def context(self, **extra: Any) -> dict[str, Any]:
+        """The run's settings an experiment may name (``experiments.registry.CONTEXT``); each
+        experiment receives those its function declares."""
+        return {**dict(seed=0, exhaustive=self.exhaustive, tolerance=self.tolerance, band=self.band,
+                       chunk_size=self.chunk_size, progress=self.progress, n_exact=self.n_exact,
+                       n_fisher=self.n_fisher, n_samples=self.n_samples, random_draws=self.random_draws,
+                       generation_tokens=min(32, self.max_new_tokens)), **extra}
 
     def text_of(self, prompt: str) -> str:
         if self.prompt_texts and prompt in self.prompt_texts:
@@ -115,15 +115,20 @@ class Timer:
     ``path``, each row is appended to it as its phase ends: a killed run still says where it was,
     and processes that share a results folder (a replicate split by prompt) add their rows beside
     each other's instead of overwriting them. A resumed run's ``table()`` keeps what earlier runs
-    computed."""
+    computed. ``worker``: the Ray worker that computed the row (``replicate --cluster``), else
+    empty."""
 
-    COLUMNS = ["text", "phase", "seconds", "loaded", "forward_rows", "token_rows"]
+    COLUMNS = ["text", "phase", "seconds", "loaded", "forward_rows", "token_rows", "worker"]
 
     def __init__(self, path: Path | None = None) -> None:
         self.rows: list[dict[str, Any]] = []
         self.path = path
         if path is not None and path.exists() and path.stat().st_size:
             earlier = pd.read_csv(path)
+            if list(earlier.columns) != self.COLUMNS:  # made before a column was added: add it
+                tmp = path.with_name(path.name + ".partial")
+                earlier.reindex(columns=self.COLUMNS).to_csv(tmp, index=False)
+                os.replace(tmp, path)
             self.rows = earlier[~earlier.loaded.astype(bool)].to_dict(orient="records")
 
     def add(self, **row: Any) -> None:
@@ -176,6 +181,17 @@ class PromptResults:
     seed: int = 0
 
 
+def experiments_for(s: Settings, exact: bool = False) -> list[str]:
+    """The experiments a text runs, in order, all from the registry: on an exact-stage text the
+    ``exact`` stage first (it needs nothing else, and feeds the importance claims); then, unless
+    only the exact stage is asked for, the ``default`` stage by its order, and the extensions
+    (``plugins``, and ``exact_plugins`` on an exact-stage text)."""
+    names = stage("exact") if exact else []
+    if not s.exact_stage_only:
+        names += [*stage("default"), *s.plugins_for(exact)]
+    return list(dict.fromkeys(names))
+
+
 def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: Settings,
                timer: Timer | None = None, exact: bool = False) -> PromptResults:
     t0 = time.perf_counter()
@@ -200,31 +216,13 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
             return
         r[name] = cached(d / name, cls, compute, s.png, timer, text_id, plotly_js=out / PLOTLY_JS)
 
-    if exact:  # the audit's exact stage first: it needs nothing else, and feeds the importance claims
-        run("exact_importance", ExactImportanceResult, lambda: run_exact_importance(
-            model, text, tolerance=s.tolerance, band=s.band, seed=seed, n_fisher=s.n_fisher,
-            chunk_size=s.chunk_size, progress=s.progress))
-    if s.exact_stage_only:
-        return PromptResults(comp, text.basis, r, prompt=prompt, seed=seed)
-    common = dict(exhaustive=s.exhaustive)
-    run("spectrum", SpectrumResult, lambda: run_spectrum(model, text))
-    run("clipping", ClippingResult, lambda: run_clipping(model, text, **common))
-    run("single_direction", SingleDirectionResult, lambda: run_single_direction(
-        model, text, n_exact=s.n_exact, n_fisher=s.n_fisher, seed=seed, **common))
-    run("orderings", OrderingsResult, lambda: run_orderings(model, text, single=r["single_direction"], **common))
-    run("minimal_subspace", MinimalSubspaceResult, lambda: run_minimal_subspace(
-        model, text, orderings=r["orderings"], tolerance=s.tolerance, prompt_name=prompt, seed=seed,
-        random_draws=s.random_draws, **common))
-    k = r["minimal_subspace"].order("singular_value")
-    if s.generation_seeds is None or seed in s.generation_seeds:
-        run("clipped_generation", ClippedGenerationResult, lambda: run_clipped_generation(
-            model, text, k=k, n_samples=s.n_samples, seed=seed, max_new_tokens=min(32, s.max_new_tokens)))
-    # --- plug-in experiments (experiments/registry.py): saved, resumed and timed like the built-ins ---
-    for name in s.plugins_for(exact):
-        plugin = get_plugin(name)
-        run(name, plugin.result, lambda plugin=plugin: plugin(
-            model, text, seed=seed, exhaustive=s.exhaustive, tolerance=s.tolerance, chunk_size=s.chunk_size,
-            progress=s.progress, prompt_name=prompt, results=dict(r)))
+    context = s.context(seed=seed, prompt_name=prompt)
+    for name in experiments_for(s, exact):  # every experiment through the registry (experiments/registry.py)
+        experiment = get_plugin(name)
+        if experiment.generation and s.generation_seeds is not None and seed not in s.generation_seeds:
+            continue
+        run(name, experiment.result, lambda experiment=experiment: experiment.run(
+            model, text, {**context, "results": dict(r)}))
     return PromptResults(comp, text.basis, r, prompt=prompt, seed=seed)
 
 
@@ -295,14 +293,16 @@ def _mismatch(earlier: dict[str, Any], env: dict[str, Any]) -> list[str]:
     return differences(keyed({**earlier, "settings": filled}), keyed(env))
 
 
-def claim_folder(out: Path, model: Any, settings: dict[str, Any]) -> dict[str, Any]:
+def claim_folder(out: Path, model: Any, settings: dict[str, Any],
+                 env: dict[str, Any] | None = None) -> dict[str, Any]:
     """Record the run's environment in ``out/environment.json``; refuse a folder whose earlier
     results were made under another key (model and weights, dtype, device type, library
-    versions, ``settings``: those that change numbers), since resuming would mix them: the error
-    names every differing key with both values. A resumed folder lists the commits of its earlier
-    runs in ``earlier_commits`` (the key leaves the commit out, so one folder may hold results
-    computed at several)."""
-    env = environment(model)
+    versions, ``settings``: those that change numbers), since resuming would mix them. A resumed
+    folder lists the commits of its earlier runs in ``earlier_commits`` (the key leaves the commit
+    out, so one folder may hold results computed at several); the error names every differing key with both values. ``env``: the environment of the
+    process that holds the model, when that is not this one (a Ray worker: ``cluster.py``)."""
+    env = dict(env) if env is not None else environment(model)
+
     env["settings"] = settings
     env["run_key"] = run_key(env, settings)
     path = out / "environment.json"
@@ -377,14 +377,19 @@ def reproduce(model: Any, out: str | Path, settings: Settings | None = None, *,
     nothing behind (``claimed``)."""
     s = settings or Settings()
     out = Path(out)
+    preflight(s)
+    with claimed(out, model, keyed_settings(s)) as env:
+        return _reproduce(model, out, s, env, command=command, published=published)
+
+
+def preflight(s: Settings) -> None:
+    """The checks that need no model, before any work."""
     for p in s.prompts:
         s.text_of(p)  # unknown names fail before any work
     for name in s.plugins_for():
         get_plugin(name)  # so do unknown plug-ins
     if s.png:
         check_png_export()  # so does --png without kaleido
-    with claimed(out, model, keyed_settings(s)) as env:
-        return _reproduce(model, out, s, env, command=command, published=published)
 
 
 def keyed_settings(s: Settings) -> dict[str, Any]:
@@ -409,6 +414,18 @@ def _reproduce(model: Any, out: Path, s: Settings, env: dict[str, Any], *, comma
             break
         per_text[text_id] = run_prompt(model, text_id, prompt, seed, out, s, timer, exact=i < s.exact_texts)
         PROGRESS.done += 1
+    return finish(out, s, per_text, env, model_info(model).to_dict(),
+                  lambda text_id: run_meta(model, per_text[text_id].completion), timer, t0,
+                  command=command, published=published)
+
+
+def finish(out: Path, s: Settings, per_text: dict[str, PromptResults], env: dict[str, Any],
+           info: dict[str, Any], meta_of: Callable[[str], dict[str, Any]], timer: Timer,
+           t0: float, *, command: str | None = None, published: Path | None = None) -> dict[str, Any]:
+    """After every text: the overlap per seed and the report (``reproduce``'s ending, shared with
+    the cluster driver, which has the per-text results but no model: ``info`` is the model's
+    ``model_info`` dict, ``meta_of(text id)`` the text's ``run_meta``)."""
+    ids = s.text_ids()
     if s.only is not None:  # a partial pass (e.g. the exact stage alone): no overlap, no report
         return {"prompts": per_text, "overlap": {}, "report": None, "timings": timer.table()}
     overlaps: dict[int, OverlapResult] = {}
@@ -416,21 +433,20 @@ def _reproduce(model: Any, out: Path, s: Settings, env: dict[str, Any], *, comma
         group = {tid: per_text[tid] for tid, _, sd in ids if sd == seed}
         if len(group) < 2:
             continue
-        first = next(iter(group.values())).completion
+        first = next(iter(group))
         folder = out / ("overlap" if len(s.seeds) == 1 else f"overlap~s{seed}")
         stale_overlap(folder, list(group))
         overlaps[seed] = cached(
             folder, OverlapResult,
             lambda group=group, first=first, seed=seed: run_overlap(
                 subspaces_from(group), draws=s.overlap_draws, seed=seed,
-                meta={**run_meta(model, first), "texts": list(group), "seed": seed},
+                meta={**meta_of(first), "texts": list(group), "seed": seed},
             ),
             s.png, timer, "all", plotly_js=out / PLOTLY_JS,
         )
     from .report import write_report
 
     t1 = time.perf_counter()
-    info = model_info(model).to_dict()
     report = write_report(out, per_text, overlaps, info, s, elapsed=time.perf_counter() - t0,
                           environment=env, command=command, published=published)
     timer.add(text="all", phase="report", seconds=time.perf_counter() - t1, loaded=False)  # writes timings.csv
