@@ -136,3 +136,21 @@ def test_every_helper_docs_extending_uses_has_a_docstring():
         if not inspect.getdoc(obj):
             undocumented.append(f"{mod}.{name}")
     assert not undocumented
+
+
+def test_readme_plugin_snippet_registers_and_takes_its_option():
+    """README's "Extend it" block is a working plug-in: it registers, declares ``ks`` as a typed
+    option that ``--opt ks=0,8,16`` parses, and returns its result class."""
+    from experiments import registry
+
+    blocks = python_blocks(ROOT / "README.md")
+    source = next(b for b in blocks if "@register(" in b)
+    namespace: dict = {"__name__": "readme_plugin"}
+    try:
+        exec(compile(source, "README.md", "exec"), namespace)
+        plugin = registry.get_plugin("my_experiment")
+        assert plugin.result is namespace["MyResult"] and not plugin.builtin
+        assert plugin.parse_options(["ks=0,8,16"]) == {"ks": (0, 8, 16)}
+    finally:
+        registry.unregister("my_experiment")
+    assert "my_experiment" not in registry.plugin_names()

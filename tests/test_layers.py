@@ -74,3 +74,20 @@ def test_the_graph_counts_function_level_and_relative_imports(tmp_path, capsys):
     assert "cycle: interp.models <-> interp.testing" in out
     assert "upward import: experiments.clipping -> experiments.study.cli" in out
     assert "cycle: experiments.clipping <-> experiments.study.cli" in out
+
+
+def test_an_import_of_a_moved_module_is_reported(tmp_path):
+    """A lazy import of a module that no longer exists (moved without updating its importer) is
+    a violation, not silently read as an import of the package."""
+    unresolved = _tool().unresolved
+
+    (tmp_path / "experiments" / "study").mkdir(parents=True)
+    (tmp_path / "interp").mkdir()
+    for f in ("experiments/__init__.py", "experiments/study/__init__.py", "experiments/prompts.py",
+              "interp/__init__.py"):
+        (tmp_path / f).write_text("")
+    (tmp_path / "experiments" / "study" / "cluster.py").write_text(
+        "def sample():\n    from .prompts import sample_missing\n    from ..prompts import PROMPTS\n")
+    assert unresolved(tmp_path) == [
+        "unresolved import: experiments.study.cluster imports experiments.study.prompts, which is not a module "
+        "of the package"]

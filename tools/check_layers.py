@@ -96,6 +96,20 @@ def module_graph(root: Path, packages: Iterable[str] = PACKAGES) -> dict[str, se
     return graph
 
 
+def unresolved(root: Path, packages: Iterable[str] = PACKAGES) -> list[str]:
+    """One line per ``from X import ...`` / ``import X`` (lazy ones too) whose module ``X`` is in a
+    checked package but is no file of it: a module moved without updating an importer (such an
+    import fails only when its function runs, e.g. on a Ray worker)."""
+    files = {module_name(root, path): path for pkg in packages for path in sorted((root / pkg).rglob("*.py"))}
+    out = []
+    for name, path in files.items():
+        for names in imports_of(name, path.read_text(encoding="utf-8"), path.name == "__init__.py"):
+            target = names[0]
+            if target.split(".")[0] in packages and target not in files:
+                out.append(f"unresolved import: {name} imports {target}, which is not a module of the package")
+    return sorted(out)
+
+
 def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
     """The strongly connected components of more than one module (or a module importing itself)."""
     index: dict[str, int] = {}
@@ -246,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the tree holding interp/ and experiments/ (default: this checkout)")
     args = ap.parse_args(argv)
     lines, bad = report(module_graph(args.root))
+    bad = bad + unresolved(args.root)
     print("\n".join(lines))
     for line in bad:
         print(line)

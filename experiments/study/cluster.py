@@ -245,7 +245,7 @@ class Worker:
         shared: dict[str, str],
     ) -> dict[str, Any]:
         """``sample_missing`` over ``(prompt text, seed, continuation path)``: a batch per seed."""
-        from .prompts import sample_missing
+        from ..prompts import sample_missing
 
         def work(root: Path) -> dict[str, Any]:
             sample_missing(
