@@ -419,3 +419,17 @@ def test_minimal_k_long_form_round_trips_to_the_texts_columns(tmp_path):
                     "min_k_frac[random_basis]@0.01": 0.88}
     table = minimal_k_table(tmp_path)
     assert list(table.columns[:2]) == ["text", "ordering"] and set(table.text) == {"t~s0"} and len(table) == 12
+
+
+def test_gather_keeps_a_tables_own_text_column(tmp_path):
+    """Clipped generation's samples carry the sampled text in a ``text`` column: gathered across
+    texts it is kept as ``samples_text`` beside the text id, not overwritten by it."""
+    from experiments.study.replication import gather
+
+    for tid, sample in (("a~s0", "the first sample"), ("b~s0", "")):
+        (tmp_path / tid / "clipped_generation").mkdir(parents=True)
+        pd.DataFrame({"model": ["clipped"], "text": [sample]}).to_csv(
+            tmp_path / tid / "clipped_generation" / "samples.csv", index=False)
+    got = gather(tmp_path, "clipped_generation/samples.csv", keep_default_na=False)
+    assert got.text.tolist() == ["a~s0", "b~s0"]
+    assert got.samples_text.tolist() == ["the first sample", ""]
