@@ -54,15 +54,27 @@ def planned_texts(run: Path, model: str) -> int | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("run", nargs="?", default="replication")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--target-hours", type=float, default=2.0)
-    ap.add_argument("--texts", nargs="*", default=[], metavar="MODEL=N",
-                    help="texts each model's run has in all (default: the continuations sampled)")
+    ap.add_argument(
+        "--texts",
+        nargs="*",
+        default=[],
+        metavar="MODEL=N",
+        help="texts each model's run has in all (default: the continuations sampled)",
+    )
     ap.add_argument("--exact-texts", type=int, default=8)
-    ap.add_argument("--minus", nargs="*", default=[], metavar="MODEL:TEXT:PHASE=SECONDS",
-                    help="take SECONDS off one timed row the run spent paused (e.g. stopped for a CI run)")
+    ap.add_argument(
+        "--minus",
+        nargs="*",
+        default=[],
+        metavar="MODEL:TEXT:PHASE=SECONDS",
+        help="take SECONDS off one timed row the run spent paused (e.g. stopped for a CI run)",
+    )
     args = ap.parse_args()
     run = Path(args.run)
     t = load(run)
@@ -80,7 +92,9 @@ def main() -> None:
         texts = g[g.per_text]
         rates = {}
         print(f"\n== {model}")
-        print(f"{'phase':42s} {'texts':>5s} {'seconds':>9s} {'token rows':>11s} {'ms/token row':>13s}")
+        print(
+            f"{'phase':42s} {'texts':>5s} {'seconds':>9s} {'token rows':>11s} {'ms/token row':>13s}"
+        )
         for phase, p in texts.groupby("phase", sort=False):
             tok = p.token_rows.fillna(0).to_numpy(float)
             sec = p.seconds.to_numpy(float)
@@ -89,19 +103,30 @@ def main() -> None:
             print(f"{phase:42s} {len(p):5d} {sec.sum():9.0f} {tok.sum():11.0f} {r * 1e3:13.2f}")
         # each text's cost at the phase's median speed (phases without rows: as measured), split
         # into the part every text runs, the exact stage and the extensions on exact-stage texts
-        est = texts.apply(lambda row: row.token_rows * rates[row.phase]
-                          if row.token_rows and row.token_rows > 0 and np.isfinite(rates[row.phase])
-                          else row.seconds, axis=1)
-        part = np.where(texts.phase == "exact_importance", "exact",
-                        np.where(texts.phase.isin(EXTENSIONS), "extensions", "every text"))
-        cost = texts.assign(est=est, part=part).pivot_table(index="text", columns="part", values="est",
-                                                            aggfunc="sum")
+        est = texts.apply(
+            lambda row: (
+                row.token_rows * rates[row.phase]  # noqa: B023 (called in this iteration)
+                if row.token_rows and row.token_rows > 0 and np.isfinite(rates[row.phase])  # noqa: B023 (called in this iteration)
+                else row.seconds
+            ),
+            axis=1,
+        )
+        part = np.where(
+            texts.phase == "exact_importance",
+            "exact",
+            np.where(texts.phase.isin(EXTENSIONS), "extensions", "every text"),
+        )
+        cost = texts.assign(est=est, part=part).pivot_table(
+            index="text", columns="part", values="est", aggfunc="sum"
+        )
         phases = texts.groupby("text").phase.apply(set)
         base_done = [x for x, ph in phases.items() if "minimal_subspace" in ph]
         ext_done = [x for x, ph in phases.items() if "clip_variants" in ph]
-        med = {"every text": cost.loc[base_done, "every text"].median() if base_done else np.nan,
-               "exact": cost["exact"].dropna().median() if "exact" in cost else np.nan,
-               "extensions": cost.loc[ext_done, "extensions"].median() if ext_done else np.nan}
+        med = {
+            "every text": cost.loc[base_done, "every text"].median() if base_done else np.nan,
+            "exact": cost["exact"].dropna().median() if "exact" in cost else np.nan,
+            "extensions": cost.loc[ext_done, "extensions"].median() if ext_done else np.nan,
+        }
         once = g[~g.per_text].seconds.sum()
         n_all = int(planned.get(model, planned_texts(run, model) or len(phases)))
         n_ex = min(args.exact_texts, n_all)
@@ -109,17 +134,28 @@ def main() -> None:
         total = core + n_ex * med["extensions"]
         grand += total
         grand_core += core
-        print(f"texts: {len(base_done)} of {n_all} through the built-in experiments, "
-              f"{int(cost['exact'].notna().sum()) if 'exact' in cost else 0} of {n_ex} through the exact stage, "
-              f"{len(ext_done)} of {n_ex} through the extensions")
-        print(f"one text, median at the median speeds: built-in experiments {med['every text']:.0f} s, "
-              f"exact stage +{med['exact']:.0f} s, extensions +{med['extensions']:.0f} s")
-        print(f"projected for {n_all} texts ({n_ex} exact): {core / 3600:.2f} CPU-hours without the extensions, "
-              f"{total / 3600:.2f} with them (once per model: {once:.0f} s)")
+        print(
+            f"texts: {len(base_done)} of {n_all} through the built-in experiments, "
+            f"{int(cost['exact'].notna().sum()) if 'exact' in cost else 0} of {n_ex} "
+            f"through the exact stage, {len(ext_done)} of {n_ex} through the extensions"
+        )
+        print(
+            "one text, median at the median speeds: built-in experiments "
+            f"{med['every text']:.0f} s, exact stage +{med['exact']:.0f} s, extensions "
+            f"+{med['extensions']:.0f} s"
+        )
+        print(
+            f"projected for {n_all} texts ({n_ex} exact): {core / 3600:.2f} CPU-hours "
+            f"without the extensions, {total / 3600:.2f} with them (once per model: "
+            f"{once:.0f} s)"
+        )
     for label, value in (("without the extensions", grand_core), ("with the extensions", grand)):
         wall = value / args.cores / 3600
-        print(f"\nall models, {label}: {value / 3600:.2f} CPU-hours; on {args.cores} cores, one thread each: "
-              f"{wall:.2f} h wall; ratio to the {args.target_hours:g}-hour target: {wall / args.target_hours:.2f}x")
+        print(
+            f"\nall models, {label}: {value / 3600:.2f} CPU-hours; on {args.cores} cores, "
+            f"one thread each: {wall:.2f} h wall; ratio to the {args.target_hours:g}-hour "
+            f"target: {wall / args.target_hours:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,11 @@ def modules() -> list[str]:
     for package in MODULES:
         names.append(package)
         path = importlib.import_module(package).__path__
-        names += [f"{package}.{m.name}" for m in pkgutil.iter_modules(path) if f"{package}.{m.name}" not in SKIP]
+        names += [
+            f"{package}.{m.name}"
+            for m in pkgutil.iter_modules(path)
+            if f"{package}.{m.name}" not in SKIP
+        ]
     return names
 
 
@@ -41,16 +45,26 @@ def build(out: str | Path = DEFAULT_OUT) -> Path:
     import pdoc.render
 
     out = Path(out)
-    pdoc.render.configure(docformat="google", show_source=False, search=True, math=False, mermaid=False,
-                          footer_text="resid-writes API reference (python docs/gen_api.py)")
+    pdoc.render.configure(
+        docformat="google",
+        show_source=False,
+        search=True,
+        math=False,
+        mermaid=False,
+        footer_text="resid-writes API reference (python docs/gen_api.py)",
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pdoc.pdoc(*modules(), output_directory=out)
     ours = [w for w in caught if "pdoc" in w.filename or any(m in w.filename for m in MODULES)]
     if ours:
-        lines = "\n".join(f"- {w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in ours)
-        raise APIReferenceWarning(f"pdoc warned while building the API reference:\n{lines}\n"
-                                  "Fix the docstring or name it points at.")
+        lines = "\n".join(
+            f"- {w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in ours
+        )
+        raise APIReferenceWarning(
+            f"pdoc warned while building the API reference:\n{lines}\n"
+            "Fix the docstring or name it points at."
+        )
     return out / "index.html"
 
 

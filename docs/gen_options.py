@@ -32,8 +32,8 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
 def experiments_table() -> str:
     """Every built-in experiment: its stage, what it measures and its declared options."""
     sys.path.insert(0, str(ROOT))
-    from experiments.study import cli
     from experiments.registry import get_plugin
+    from experiments.study import cli
 
     lines = ["| `run NAME` | stage | measures | options (`--opt KEY=VALUE`) |", "|---|---|---|---|"]
     for name in cli.RUNNABLE:

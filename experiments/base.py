@@ -15,7 +15,15 @@ import torch
 from torch import Tensor
 
 from interp import (
-    KINDS, Basis, Completion, Writes, capture_writes, model_info, normalize_kinds, project_writes, write_basis,
+    KINDS,
+    Basis,
+    Completion,
+    Writes,
+    capture_writes,
+    model_info,
+    normalize_kinds,
+    project_writes,
+    write_basis,
 )
 from interp.scoring import continuation_logprob
 from interp.sweeps import ClipEvaluator, auto_chunk_size
@@ -48,8 +56,15 @@ class ExperimentResult:
         directory.mkdir(parents=True, exist_ok=True)
         for key, table in self.tables.items():
             table.to_csv(directory / f"{key}.csv", index=False)
-        payload = {"experiment": self.name, "settings": self.settings, "meta": self.meta, "summary": self.summary()}
-        (directory / "settings.json").write_text(json.dumps(payload, indent=2, default=_json_default))
+        payload = {
+            "experiment": self.name,
+            "settings": self.settings,
+            "meta": self.meta,
+            "summary": self.summary(),
+        }
+        (directory / "settings.json").write_text(
+            json.dumps(payload, indent=2, default=_json_default)
+        )
         return directory
 
     @classmethod
@@ -60,14 +75,17 @@ class ExperimentResult:
         payload = json.loads((directory / "settings.json").read_text())
         made_by = payload.get("experiment")
         if cls.name != ExperimentResult.name and made_by is not None and made_by != cls.name:
-            raise ValueError(f"{directory} holds a {made_by!r} result, not {cls.name!r}: load it "
-                             f"with that experiment's result class, or give {cls.__name__}.load a "
-                             f"{cls.name} folder")
+            raise ValueError(
+                f"{directory} holds a {made_by!r} result, not {cls.name!r}: load it "
+                f"with that experiment's result class, or give {cls.__name__}.load a "
+                f"{cls.name} folder"
+            )
         tables = {p.stem: _read_table(p) for p in sorted(directory.glob("*.csv"))}
         return cls(tables=tables, settings=payload["settings"], meta=payload["meta"])
 
-    def save_figures(self, directory: str | Path, *, png: bool = False,
-                     plotly_js: str | Path | None = None) -> list[Path]:
+    def save_figures(
+        self, directory: str | Path, *, png: bool = False, plotly_js: str | Path | None = None
+    ) -> list[Path]:
         """Every figure as ``<key>.html`` in ``directory``, drawing offline: plotly.js is written
         once per folder (``plotly.min.js``, from the installed ``plotly`` package) and each page
         loads it by relative path, never from a CDN. With ``plotly_js`` (a file path, e.g. the
@@ -92,10 +110,16 @@ class ExperimentResult:
             if png:
                 try:
                     fig.write_image(directory / f"{key}.png")
-                except Exception as err:  # kaleido present but cannot render (e.g. no browser for kaleido >= 1)
-                    warnings.warn(f"PNG export of {key!r} failed ({type(err).__name__}: {err}); the HTML figures "
-                                  "are written, no more PNGs are tried. kaleido >= 1 needs Chrome/Chromium "
-                                  "(kaleido.get_chrome_sync() installs one).", RuntimeWarning, stacklevel=2)
+                except (
+                    Exception
+                ) as err:  # kaleido present but cannot render (e.g. no browser for kaleido >= 1)
+                    warnings.warn(
+                        f"PNG export of {key!r} failed ({type(err).__name__}: {err}); the "
+                        "HTML figures are written, no more PNGs are tried. kaleido >= 1 "
+                        "needs Chrome/Chromium (kaleido.get_chrome_sync() installs one).",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
                     png = False
         return paths
 
@@ -119,8 +143,11 @@ def check_png_export() -> None:
     try:
         import kaleido  # noqa: F401
     except ImportError as err:
-        raise RuntimeError('PNG figures need kaleido: pip install "resid-writes[images]" (or pip install kaleido), '
-                           "or leave png off (the HTML figures need nothing)") from err
+        raise RuntimeError(
+            'PNG figures need kaleido: pip install "resid-writes[images]" (or pip install '
+            "kaleido), "
+            "or leave png off (the HTML figures need nothing)"
+        ) from err
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -189,14 +216,22 @@ class Text:
         """Refuse a model other than the one this text was prepared with, or the same model whose
         dtype changed since (every memoized number would belong to the old one)."""
         if model is not self.model:
-            raise ValueError("this prepared text belongs to another model object: prepare it again with this model "
-                             "(experiments.prepare(model, completion)) or pass the completion instead")
+            raise ValueError(
+                "this prepared text belongs to another model object: prepare it again with "
+                "this model (experiments.prepare(model, completion)) or pass the "
+                "completion instead"
+            )
         now = param_dtype(model)
         if self.dtype and now != self.dtype:
-            raise ValueError(f"the model's dtype changed since the text was prepared ({self.dtype} -> {now}): its "
-                             "baseline and memoized evaluations are stale; prepare the text again")
+            raise ValueError(
+                f"the model's dtype changed since the text was prepared ({self.dtype} -> "
+                f"{now}): its baseline and memoized evaluations are stale; prepare the "
+                "text again"
+            )
 
-    def evaluator(self, ordering: str, order: np.ndarray | None = None, *, directions: Tensor | None = None) -> ClipEvaluator:
+    def evaluator(
+        self, ordering: str, order: np.ndarray | None = None, *, directions: Tensor | None = None
+    ) -> ClipEvaluator:
         """The memoized evaluator of a clipping order: the basis columns in ``order`` (default: as
         they are, the singular-value order), or explicit ``directions`` (columns, in order of
         inclusion). Memos are keyed by ``(ordering, digest of the directions, kinds)``: the same
@@ -204,12 +239,21 @@ class Text:
         gets a fresh evaluator, never the old one's numbers."""
         self.check_model(self.model)
         if directions is None:
-            directions = self.basis.vectors if order is None else self.basis.vectors[:, np.asarray(order).copy()]
+            directions = (
+                self.basis.vectors
+                if order is None
+                else self.basis.vectors[:, np.asarray(order).copy()]
+            )
         key = (ordering, directions_digest(directions), self.kinds)
         if key not in self.evaluators:
             self.evaluators[key] = ClipEvaluator(
-                self.model, self.completion, directions, kinds=self.kinds, chunk_size=self.chunk_size,
-                progress=self.progress, desc=ordering,
+                self.model,
+                self.completion,
+                directions,
+                kinds=self.kinds,
+                chunk_size=self.chunk_size,
+                progress=self.progress,
+                desc=ordering,
             )
         return self.evaluators[key]
 
@@ -227,12 +271,20 @@ class Text:
         self.check_model(self.model)
         if "_noise_by_batch" not in self.__dict__:
             c = self.completion
-            chunk = self.chunk_size or auto_chunk_size(self.model, c.tokens.numel(), c.continuation_tokens.numel())
+            chunk = self.chunk_size or auto_chunk_size(
+                self.model, c.tokens.numel(), c.continuation_tokens.numel()
+            )
             out = {}
             for batch in sorted({1, int(chunk)}):
-                with torch.inference_mode(), project_writes(self.model, self.basis.vectors, kinds=self.kinds,
-                                                            record=False, check=False):
-                    lp = continuation_logprob(self.model, c.prompt_tokens, c.continuation_tokens, batch_size=batch)
+                with (
+                    torch.inference_mode(),
+                    project_writes(
+                        self.model, self.basis.vectors, kinds=self.kinds, record=False, check=False
+                    ),
+                ):
+                    lp = continuation_logprob(
+                        self.model, c.prompt_tokens, c.continuation_tokens, batch_size=batch
+                    )
                 out[batch] = float((lp.total.double() - self.baseline).abs().max())
             self.__dict__["_noise_by_batch"] = out
         return self.__dict__["_noise_by_batch"]
@@ -241,8 +293,14 @@ class Text:
         """A result's ``meta``: ``run_meta`` of this text (model, dtype, prompt, continuation
         tokens and text, sampling) plus its baseline log-probability (total and per token), its
         kinds and ``extra``."""
-        return run_meta(self.model, self.completion, baseline_logprob=self.baseline,
-                        baseline_logprob_mean=self.baseline_mean, kinds=list(self.kinds), **extra)
+        return run_meta(
+            self.model,
+            self.completion,
+            baseline_logprob=self.baseline,
+            baseline_logprob_mean=self.baseline_mean,
+            kinds=list(self.kinds),
+            **extra,
+        )
 
 
 def prepare(
@@ -253,16 +311,29 @@ def prepare(
     chunk_size: int | None = None,
     progress: bool = False,
 ) -> Text:
-    """Score the continuation once, recording every write on the way: basis and baseline together."""
+    """Score the continuation once, recording every write on the way: basis and baseline
+    together."""
     kinds = normalize_kinds(kinds)
     check_sequence(model, completion.tokens, what="prompt + continuation")
     with torch.inference_mode(), recording_writes(model, kinds=KINDS) as build:
         lp = continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens)
     writes = build(completion.tokens)
-    basis = write_basis(writes.select(writes.index.kind.isin(kinds)) if kinds != KINDS else writes,
-                        device=_linalg_device(model))
-    return Text(model, completion, kinds, writes, basis, float(lp.total[0]), float(lp.mean[0]),
-                chunk_size=chunk_size, progress=progress, dtype=param_dtype(model))
+    basis = write_basis(
+        writes.select(writes.index.kind.isin(kinds)) if kinds != KINDS else writes,
+        device=_linalg_device(model),
+    )
+    return Text(
+        model,
+        completion,
+        kinds,
+        writes,
+        basis,
+        float(lp.total[0]),
+        float(lp.mean[0]),
+        chunk_size=chunk_size,
+        progress=progress,
+        dtype=param_dtype(model),
+    )
 
 
 def param_dtype(model: Any) -> str:
@@ -280,13 +351,20 @@ def directions_digest(directions: Tensor) -> str:
 
 
 def _linalg_device(model: Any) -> torch.device:
-    """Decompositions run on the model's GPU when it has one (float64 there is fast), else the CPU."""
+    """Decompositions run on the model's GPU when it has one (float64 there is fast), else the
+    CPU."""
     device = next(model.parameters()).device
     return device if device.type == "cuda" else torch.device("cpu")
 
 
-def as_text(model: Any, completion: "Completion | Text", *, kinds: Sequence[str] | None = None,
-            chunk_size: int | None = None, progress: bool = False) -> Text:
+def as_text(
+    model: Any,
+    completion: "Completion | Text",
+    *,
+    kinds: Sequence[str] | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> Text:
     """A prepared text as is, or a completion prepared now (``kinds`` default: attention + MLP).
 
     A prepared text fixes the kinds of its basis and its model: ``kinds`` other than the text's,
@@ -297,14 +375,26 @@ def as_text(model: Any, completion: "Completion | Text", *, kinds: Sequence[str]
         if kinds is not None and normalize_kinds(kinds) != completion.kinds:
             wanted = normalize_kinds(kinds)
             raise ValueError(
-                f"kinds={wanted} differs from the prepared text's kinds {completion.kinds}: leave kinds out to use "
-                f"the text's, or prepare a text of these kinds (experiments.prepare(model, completion, kinds={wanted}))")
+                f"kinds={wanted} differs from the prepared text's kinds "
+                f"{completion.kinds}: leave kinds out to use the text's, or prepare a text "
+                f"of these kinds (experiments.prepare(model, completion, kinds={wanted}))"
+            )
         return completion
-    return prepare(model, completion, kinds=KINDS if kinds is None else kinds, chunk_size=chunk_size, progress=progress)
+    return prepare(
+        model,
+        completion,
+        kinds=KINDS if kinds is None else kinds,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
 
 
 def basis_for(
-    model: Any, completion: Completion, *, kinds: tuple[str, ...] = ("attn", "mlp"), exclude_bos: bool = False
+    model: Any,
+    completion: Completion,
+    *,
+    kinds: tuple[str, ...] = ("attn", "mlp"),
+    exclude_bos: bool = False,
 ) -> Basis:
     """The study's basis: SVD of every write of prompt + continuation."""
     writes = capture_writes(model, completion.tokens, kinds=kinds)

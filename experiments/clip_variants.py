@@ -46,8 +46,14 @@ from interp.sweeps import auto_chunk_size, count_rows
 from interp.writes import model_device
 
 from .base import ExperimentResult, Text, as_text, param_dtype
-from .measure import (GAP_FRACTIONS, WITHIN_NATS, effective_tolerance, exact_min_k, gap_closure_evaluated,
-                      lazy_scan_first_crossing)
+from .measure import (
+    GAP_FRACTIONS,
+    WITHIN_NATS,
+    effective_tolerance,
+    exact_min_k,
+    gap_closure_evaluated,
+    lazy_scan_first_crossing,
+)
 from .prompts import REPLICATION_PROMPTS
 from .registry import register
 
@@ -70,13 +76,17 @@ class ClipVariant:
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
-            raise ValueError(f"variant name {self.name!r} must be an identifier (it names summary keys)")
+            raise ValueError(
+                f"variant name {self.name!r} must be an identifier (it names summary keys)"
+            )
         if self.fill not in FILLS:
             raise ValueError(f"fill must be one of {FILLS}, got {self.fill!r}")
         if self.keep_first < 0:
             raise ValueError(f"keep_first must be >= 0, got {self.keep_first}")
         if isinstance(self.layers, str) and self.layers not in ("all", *LAYER_THIRDS):
-            raise ValueError(f"layers must be 'all', one of {LAYER_THIRDS} or layer numbers, got {self.layers!r}")
+            raise ValueError(
+                f"layers must be 'all', one of {LAYER_THIRDS} or layer numbers, got {self.layers!r}"
+            )
 
     def clipped_layers(self, n_layers: int) -> list[int]:
         if self.layers == "all":
@@ -93,8 +103,11 @@ class ClipVariant:
         return tuple(text_kinds) if self.kinds is None else tuple(self.kinds)
 
     def describe(self) -> str:
-        what = {"zero": "removed directions set to 0", "mean_text": "removed directions set to the text's mean write",
-                "mean_corpus": "removed directions set to the corpus mean write"}[self.fill]
+        what = {
+            "zero": "removed directions set to 0",
+            "mean_text": "removed directions set to the text's mean write",
+            "mean_corpus": "removed directions set to the corpus mean write",
+        }[self.fill]
         where = [f"layers {self.layers}" if self.layers != "all" else "all layers"]
         where.append("the text's kinds" if self.kinds is None else "+".join(self.kinds) + " only")
         if self.keep_first:
@@ -102,18 +115,21 @@ class ClipVariant:
         return f"{what}; {', '.join(where)}"
 
 
-VARIANTS: dict[str, ClipVariant] = {v.name: v for v in (
-    ClipVariant("zero"),
-    ClipVariant("mean_text", fill="mean_text"),
-    ClipVariant("mean_corpus", fill="mean_corpus"),
-    ClipVariant("keep_bos", keep_first=1),
-    ClipVariant("keep_first_4", keep_first=4),
-    ClipVariant("layers_early", layers="early"),
-    ClipVariant("layers_middle", layers="middle"),
-    ClipVariant("layers_late", layers="late"),
-    ClipVariant("attn_only", kinds=("attn",)),
-    ClipVariant("mlp_only", kinds=("mlp",)),
-)}
+VARIANTS: dict[str, ClipVariant] = {
+    v.name: v
+    for v in (
+        ClipVariant("zero"),
+        ClipVariant("mean_text", fill="mean_text"),
+        ClipVariant("mean_corpus", fill="mean_corpus"),
+        ClipVariant("keep_bos", keep_first=1),
+        ClipVariant("keep_first_4", keep_first=4),
+        ClipVariant("layers_early", layers="early"),
+        ClipVariant("layers_middle", layers="middle"),
+        ClipVariant("layers_late", layers="late"),
+        ClipVariant("attn_only", kinds=("attn",)),
+        ClipVariant("mlp_only", kinds=("mlp",)),
+    )
+}
 DEFAULT_VARIANTS: tuple[str, ...] = tuple(VARIANTS)
 
 
@@ -123,7 +139,10 @@ def resolve_variants(variants: Sequence["str | ClipVariant"]) -> list[ClipVarian
     for v in variants:
         if isinstance(v, str):
             if v not in VARIANTS:
-                raise ValueError(f"unknown clip variant {v!r}; choose from {list(VARIANTS)} or pass a ClipVariant")
+                raise ValueError(
+                    f"unknown clip variant {v!r}; choose from {list(VARIANTS)} or pass a "
+                    "ClipVariant"
+                )
             v = VARIANTS[v]
         out.append(v)
     names = [v.name for v in out]
@@ -148,10 +167,13 @@ def mean_writes(writes: Writes) -> dict[tuple[int, str], Tensor]:
 _CORPUS_MEANS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
-def corpus_mean_writes(model: Any, prompts: Mapping[str, str] | None = None) -> dict[tuple[int, str], Tensor]:
+def corpus_mean_writes(
+    model: Any, prompts: Mapping[str, str] | None = None
+) -> dict[tuple[int, str], Tensor]:
     """``{(layer, kind): mean write}`` over every token of the reference prompts (default: the
     shipped ``REPLICATION_PROMPTS``; prompt tokens only, BOS first, no sampling), pooled over
-    prompts (each token counts once), float64. Cached per model (and dtype and prompts) in memory."""
+    prompts (each token counts once), float64. Cached per model (and dtype and prompts) in
+    memory."""
     if prompts is None:
         prompts = REPLICATION_PROMPTS
     key = (param_dtype(model), tuple(prompts.items()))
@@ -169,8 +191,9 @@ def corpus_mean_writes(model: Any, prompts: Mapping[str, str] | None = None) -> 
     return cache[key]
 
 
-def variant_fills(text: Text, variant: ClipVariant, corpus: Mapping[str, str] | None = None
-                  ) -> dict[tuple[int, str], Tensor] | None:
+def variant_fills(
+    text: Text, variant: ClipVariant, corpus: Mapping[str, str] | None = None
+) -> dict[tuple[int, str], Tensor] | None:
     """The fill vectors of ``variant`` on ``text`` (``None`` for ``zero``)."""
     if variant.fill == "zero":
         return None
@@ -188,12 +211,22 @@ class VariantEvaluator:
     """Log-probabilities of one clip variant on one text, memoized by k (one batch row per k,
     chunked), like ``interp.sweeps.ClipEvaluator``. ``points``: k -> (logprob, logprob_mean)."""
 
-    def __init__(self, text: Text, variant: ClipVariant, *, fills: Mapping[tuple[int, str], Tensor] | None = None,
-                 chunk_size: int | None = None, progress: bool = False) -> None:
+    def __init__(
+        self,
+        text: Text,
+        variant: ClipVariant,
+        *,
+        fills: Mapping[tuple[int, str], Tensor] | None = None,
+        chunk_size: int | None = None,
+        progress: bool = False,
+    ) -> None:
         self.text, self.variant, self.fills = text, variant, fills
         model, comp = text.model, text.completion
-        self.chunk = chunk_size or text.chunk_size or auto_chunk_size(model, comp.tokens.numel(),
-                                                                     comp.continuation_tokens.numel())
+        self.chunk = (
+            chunk_size
+            or text.chunk_size
+            or auto_chunk_size(model, comp.tokens.numel(), comp.continuation_tokens.numel())
+        )
         self.progress = progress
         self.d = text.d_model
         self.layers = variant.clipped_layers(int(model.cfg.n_layers))
@@ -216,10 +249,22 @@ class VariantEvaluator:
             starts = range(0, len(new), self.chunk)
             for a in tqdm(starts, desc=self.variant.name, disable=not self.progress, leave=False):
                 b = min(a + self.chunk, len(new))
-                with torch.inference_mode(), fill_clip_writes(
-                        model, v, mask=masks[a:b], kinds=self.kinds, layers=self.layers, fills=self.fills,
-                        positions=self.positions, check=False):
-                    lp = continuation_logprob(model, comp.prompt_tokens, comp.continuation_tokens, batch_size=b - a)
+                with (
+                    torch.inference_mode(),
+                    fill_clip_writes(
+                        model,
+                        v,
+                        mask=masks[a:b],
+                        kinds=self.kinds,
+                        layers=self.layers,
+                        fills=self.fills,
+                        positions=self.positions,
+                        check=False,
+                    ),
+                ):
+                    lp = continuation_logprob(
+                        model, comp.prompt_tokens, comp.continuation_tokens, batch_size=b - a
+                    )
                 for i, k in enumerate(new[a:b]):
                     self.points[k] = (float(lp.total[i]), float(lp.mean[i]))
                 count_rows(b - a, comp.tokens.numel())
@@ -232,8 +277,13 @@ class VariantEvaluator:
     def table(self) -> pd.DataFrame:
         """Every evaluated k, sorted: k, logprob, logprob_mean."""
         ks = sorted(self.points)
-        return pd.DataFrame({"k": ks, "logprob": [self.points[k][0] for k in ks],
-                             "logprob_mean": [self.points[k][1] for k in ks]})
+        return pd.DataFrame(
+            {
+                "k": ks,
+                "logprob": [self.points[k][0] for k in ks],
+                "logprob_mean": [self.points[k][1] for k in ks],
+            }
+        )
 
 
 def _fills_digest(fills: Mapping[tuple[int, str], Tensor] | None) -> str:
@@ -246,8 +296,14 @@ def _fills_digest(fills: Mapping[tuple[int, str], Tensor] | None) -> str:
     return h.hexdigest()[:16]
 
 
-def variant_evaluator(text: Text, variant: ClipVariant, *, corpus: Mapping[str, str] | None = None,
-                      chunk_size: int | None = None, progress: bool = False) -> VariantEvaluator:
+def variant_evaluator(
+    text: Text,
+    variant: ClipVariant,
+    *,
+    corpus: Mapping[str, str] | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> VariantEvaluator:
     """The memoized evaluator of ``variant`` on ``text`` (kept on the text, keyed by the variant's
     spec and a digest of its fills, so a memo never answers for other settings)."""
     text.check_model(text.model)
@@ -255,7 +311,9 @@ def variant_evaluator(text: Text, variant: ClipVariant, *, corpus: Mapping[str, 
     memo = text.__dict__.setdefault("_clip_variant_evaluators", {})
     key = (variant, _fills_digest(fills))
     if key not in memo:
-        memo[key] = VariantEvaluator(text, variant, fills=fills, chunk_size=chunk_size, progress=progress)
+        memo[key] = VariantEvaluator(
+            text, variant, fills=fills, chunk_size=chunk_size, progress=progress
+        )
     return memo[key]
 
 
@@ -273,25 +331,42 @@ def direction_sources(text: Text, n_directions: int = 5) -> pd.DataFrame:
     ``share`` would be if every row wrote alike), ``sum_sq`` = the group's part itself.
     """
     basis, writes = text.basis, text.writes
-    keep = writes.index.kind.isin(basis.kinds) & ~writes.index.position.isin(basis.excluded_positions)
+    keep = writes.index.kind.isin(basis.kinds) & ~writes.index.position.isin(
+        basis.excluded_positions
+    )
     w = writes.select(keep)
     n = min(int(n_directions), text.d_model)
     coeff = w.matrix.double() @ basis.vectors[:, :n].double()
     sq = (coeff**2).numpy()
     idx = w.index
-    groups = {"position": np.where(idx.position.to_numpy() == 0, "bos", "other"),
-              "kind": idx.kind.to_numpy().astype(str), "layer": idx.layer.to_numpy().astype(str)}
+    groups = {
+        "position": np.where(idx.position.to_numpy() == 0, "bos", "other"),
+        "kind": idx.kind.to_numpy().astype(str),
+        "layer": idx.layer.to_numpy().astype(str),
+    }
     rows = []
     for i in range(n):
         total = float(sq[:, i].sum())
         for group_type, labels in groups.items():
-            order = sorted(set(labels), key=lambda g: (len(g), g)) if group_type == "layer" else sorted(set(labels))
+            order = (
+                sorted(set(labels), key=lambda g: (len(g), g))
+                if group_type == "layer"
+                else sorted(set(labels))
+            )
             for g in order:
                 sel = labels == g
                 part = float(sq[sel, i].sum())
-                rows.append({"direction": i, "singular_value": float(basis.singular_values[i]), "sum_sq": part,
-                             "group_type": group_type, "group": g, "share": part / total if total > 0 else np.nan,
-                             "row_share": float(sel.mean())})
+                rows.append(
+                    {
+                        "direction": i,
+                        "singular_value": float(basis.singular_values[i]),
+                        "sum_sq": part,
+                        "group_type": group_type,
+                        "group": g,
+                        "share": part / total if total > 0 else np.nan,
+                        "row_share": float(sel.mean()),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -343,23 +418,45 @@ class ClipVariantsResult(ExperimentResult):
         fig = go.Figure()
         for variant, g in curve.groupby("variant", sort=False):
             g = g.sort_values("k")
-            fig.add_trace(go.Scatter(x=g.k_frac, y=g.gap_closed.clip(lo, hi), mode="lines+markers", name=variant,
-                                     customdata=np.stack([g.k, g.logprob], axis=1),
-                                     hovertemplate="k=%{customdata[0]}<br>logp=%{customdata[1]:.3f}"
-                                                   "<br>gap closed %{y:.3f}"))
+            fig.add_trace(
+                go.Scatter(
+                    x=g.k_frac,
+                    y=g.gap_closed.clip(lo, hi),
+                    mode="lines+markers",
+                    name=variant,
+                    customdata=np.stack([g.k, g.logprob], axis=1),
+                    hovertemplate="k=%{customdata[0]}<br>logp=%{customdata[1]:.3f}"
+                    "<br>gap closed %{y:.3f}",
+                )
+            )
         fig.add_hline(y=1.0, line_dash="dot")
         model = self.meta.get("model", {}).get("name", "")
-        fig.update_layout(title=f"{model}: share of each variant's gap (k = 0 to unclipped) closed, clipped to "
-                                f"[{lo}, {hi}]", xaxis_title="k / d_model", yaxis_title="fraction of the gap closed",
-                          yaxis_range=[lo - 0.02, hi + 0.02])
-        bar = px.bar(mk, x="variant", y="min_k_frac", text="min_k", title=f"{model}: minimal k / d_model per clip "
-                     "variant (logp(k) >= baseline - tol)").update_layout(yaxis_range=[0, 1.05],
-                                                                          yaxis_title="minimal k / d_model")
+        fig.update_layout(
+            title=f"{model}: share of each variant's gap (k = 0 to unclipped) closed, clipped to "
+            f"[{lo}, {hi}]",
+            xaxis_title="k / d_model",
+            yaxis_title="fraction of the gap closed",
+            yaxis_range=[lo - 0.02, hi + 0.02],
+        )
+        bar = px.bar(
+            mk,
+            x="variant",
+            y="min_k_frac",
+            text="min_k",
+            title=f"{model}: minimal k / d_model per clip variant (logp(k) >= baseline - tol)",
+        ).update_layout(yaxis_range=[0, 1.05], yaxis_title="minimal k / d_model")
         return {"clip_variants_gap_closure": fig, "clip_variants_min_k": bar}
 
 
-@register("clip_variants", result=ClipVariantsResult, builtin=True,
-          help="issue 17: minimal k and gap closure of clip variants (mean fills, BOS kept, layer thirds, one kind)")
+@register(
+    "clip_variants",
+    result=ClipVariantsResult,
+    builtin=True,
+    help=(
+        "issue 17: minimal k and gap closure of clip variants (mean fills, BOS kept, layer "
+        "thirds, one kind)"
+    ),
+)
 def run_clip_variants(
     model: Any,
     text_or_completion: "Text | Completion",
@@ -388,8 +485,11 @@ def run_clip_variants(
     n_layers = int(model.cfg.n_layers)
     # a variant that clips nothing on this model (a third of fewer than 3 layers, a kind the text
     # lacks) would report k = 0: left out, and listed in the settings
-    skipped = [v.name for v in specs
-               if not v.clipped_layers(n_layers) or not set(v.clipped_kinds(text.kinds)) & set(text.kinds)]
+    skipped = [
+        v.name
+        for v in specs
+        if not v.clipped_layers(n_layers) or not set(v.clipped_kinds(text.kinds)) & set(text.kinds)
+    ]
     specs = [v for v in specs if v.name not in skipped]
     d = text.d_model
     noise = text.noise()
@@ -402,30 +502,79 @@ def run_clip_variants(
         lp0 = float(ev([0])[0])
         if refine_gap:
             gap = text.baseline - lp0
-            targets = [lp0 + f * gap for f in GAP_FRACTIONS if gap > 0] + [text.baseline - n for n in WITHIN_NATS]
+            targets = [lp0 + f * gap for f in GAP_FRACTIONS if gap > 0] + [
+                text.baseline - n for n in WITHIN_NATS
+            ]
             for t in targets:
                 lazy_scan_first_crossing(ev, t, d, sorted(ev.points), band=band, step=step)
         gc = gap_closure_evaluated({k: v[0] for k, v in ev.points.items()}, text.baseline, d)
-        gaps.append(pd.DataFrame({"variant": spec.name, "criterion": gc.criterion, "level": gc.level,
-                                  "k_first": gc.k_first, "k_frac": gc.k_frac_first, "exact": gc.exact,
-                                  "resolution": gc.resolution}))
+        gaps.append(
+            pd.DataFrame(
+                {
+                    "variant": spec.name,
+                    "criterion": gc.criterion,
+                    "level": gc.level,
+                    "k_first": gc.k_first,
+                    "k_frac": gc.k_frac_first,
+                    "exact": gc.exact,
+                    "resolution": gc.resolution,
+                }
+            )
+        )
         t = ev.table()
         span = text.baseline - lp0
-        curves.append(pd.DataFrame({"variant": spec.name, "k": t.k, "k_frac": t.k / d, "logprob": t.logprob,
-                                    "logprob_mean": t.logprob_mean,
-                                    "gap_closed": (t.logprob - lp0) / span if span > 0 else 1.0}))
-        minimal.append({"variant": spec.name, "min_k": scan.k, "min_k_frac": scan.k / d, "tolerance": tol,
-                        "baseline": text.baseline, "logprob_at_0": lp0, "evaluations": len(ev.points),
-                        "scanned": scan.scanned, "band": band, "n_clipped_layers": len(ev.layers),
-                        "kinds": "+".join(ev.kinds), "fill": spec.fill, "keep_first": spec.keep_first,
-                        "description": spec.describe()})
+        curves.append(
+            pd.DataFrame(
+                {
+                    "variant": spec.name,
+                    "k": t.k,
+                    "k_frac": t.k / d,
+                    "logprob": t.logprob,
+                    "logprob_mean": t.logprob_mean,
+                    "gap_closed": (t.logprob - lp0) / span if span > 0 else 1.0,
+                }
+            )
+        )
+        minimal.append(
+            {
+                "variant": spec.name,
+                "min_k": scan.k,
+                "min_k_frac": scan.k / d,
+                "tolerance": tol,
+                "baseline": text.baseline,
+                "logprob_at_0": lp0,
+                "evaluations": len(ev.points),
+                "scanned": scan.scanned,
+                "band": band,
+                "n_clipped_layers": len(ev.layers),
+                "kinds": "+".join(ev.kinds),
+                "fill": spec.fill,
+                "keep_first": spec.keep_first,
+                "description": spec.describe(),
+            }
+        )
     sources = direction_sources(text, n_sources)
-    settings = {"variants": [asdict(s) for s in specs], "skipped_variants": skipped, "tolerance": tolerance, "effective_tolerance": tol,
-                "band": band, "seed": seed, "n_sources": n_sources, "refine_gap": refine_gap,
-                "kinds": list(text.kinds), "grid": "experiments.clipping.curve_ks(d, jitter=False)",
-                "corpus": list((REPLICATION_PROMPTS if corpus is None else corpus).keys()), "mean_includes_bos": True}
+    settings = {
+        "variants": [asdict(s) for s in specs],
+        "skipped_variants": skipped,
+        "tolerance": tolerance,
+        "effective_tolerance": tol,
+        "band": band,
+        "seed": seed,
+        "n_sources": n_sources,
+        "refine_gap": refine_gap,
+        "kinds": list(text.kinds),
+        "grid": "experiments.clipping.curve_ks(d, jitter=False)",
+        "corpus": list((REPLICATION_PROMPTS if corpus is None else corpus).keys()),
+        "mean_includes_bos": True,
+    }
     return ClipVariantsResult(
-        tables={"curve": pd.concat(curves, ignore_index=True), "minimal": pd.DataFrame(minimal),
-                "gap": pd.concat(gaps, ignore_index=True), "sources": sources},
-        settings=settings, meta=text.meta(noise_at_d=noise, effective_tolerance=tol))
-
+        tables={
+            "curve": pd.concat(curves, ignore_index=True),
+            "minimal": pd.DataFrame(minimal),
+            "gap": pd.concat(gaps, ignore_index=True),
+            "sources": sources,
+        },
+        settings=settings,
+        meta=text.meta(noise_at_d=noise, effective_tolerance=tol),
+    )

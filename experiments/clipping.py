@@ -44,11 +44,15 @@ def jitter(curve: pd.DataFrame, d: int) -> dict[str, float]:
     - ``roughness_<region>``: jitter / smooth step. About 1 for a smooth curve however steep;
       much larger where neighbouring k jump around more than the region's net rise explains.
     """
-    lp = dict(zip(curve.k, curve.logprob))
+    lp = dict(zip(curve.k, curve.logprob, strict=False))
     ks = np.array(sorted(lp))
     out = {}
     for lo, hi, name in REGIONS:
-        diffs = [abs(lp[b] - lp[a]) for a, b in jitter_pairs(d) if lo <= a / d < hi and a in lp and b in lp]
+        diffs = [
+            abs(lp[b] - lp[a])
+            for a, b in jitter_pairs(d)
+            if lo <= a / d < hi and a in lp and b in lp
+        ]
         jit = float(np.median(diffs)) if diffs else float("nan")
         inside = ks[(ks >= lo * d) & (ks <= hi * d)]
         if len(inside) >= 2 and inside[-1] > inside[0]:
@@ -61,10 +65,14 @@ def jitter(curve: pd.DataFrame, d: int) -> dict[str, float]:
     return out
 
 
-def curve_summary(text: Text, curve: pd.DataFrame, ordering: str = "singular_value") -> dict[str, Any]:
+def curve_summary(
+    text: Text, curve: pd.DataFrame, ordering: str = "singular_value"
+) -> dict[str, Any]:
     d, base = text.d_model, text.baseline
     ev = text.evaluator(ordering)
-    conv = stable_crossing(ev, base - CONVERGED_NATS, d, sorted(curve.k)).k  # from this curve's ks, not the memo's
+    conv = stable_crossing(
+        ev, base - CONVERGED_NATS, d, sorted(curve.k)
+    ).k  # from this curve's ks, not the memo's
     unclipped = curve[curve.k == d].orig_delta.iloc[0]
     low = curve[(curve.k > 0) & (curve.k <= max(1, d // 64))]
     return {
@@ -78,7 +86,9 @@ def curve_summary(text: Text, curve: pd.DataFrame, ordering: str = "singular_val
         "min_logprob": float(curve.logprob.min()),
         "k_at_max_orig_delta": int(curve.loc[curve.orig_delta.idxmax(), "k"]),
         "max_orig_delta_over_unclipped": float(curve.orig_delta.max() / unclipped),
-        "low_k_orig_delta_over_unclipped": float(low.orig_delta.median() / unclipped) if len(low) else float("nan"),
+        "low_k_orig_delta_over_unclipped": float(low.orig_delta.median() / unclipped)
+        if len(low)
+        else float("nan"),
     }
 
 
@@ -94,17 +104,26 @@ class ClippingResult(ExperimentResult):
         return dict(self.meta.get("curve_summary", {}))
 
     def figures(self) -> dict[str, Any]:
-        return curve_figures(self.curve, self.meta["baseline_logprob"], f"{self.meta['model']['name']}: clipping")
+        return curve_figures(
+            self.curve, self.meta["baseline_logprob"], f"{self.meta['model']['name']}: clipping"
+        )
 
 
-@register("clipping", result=ClippingResult, builtin=True, stage="default", order=20,
-          help="log-probability of the continuation with the writes clipped to the top k directions")
+@register(
+    "clipping",
+    result=ClippingResult,
+    builtin=True,
+    stage="default",
+    order=20,
+    help="log-probability of the continuation with the writes clipped to the top k directions",
+)
 def run_clipping(
     model: Any,
     completion: "Completion | Text",
     *,
     ks: Sequence[int] | None = None,
-    kinds: Sequence[str] | None = None,  # default: the prepared text's (attention + MLP for a completion)
+    kinds: Sequence[str]
+    | None = None,  # default: the prepared text's (attention + MLP for a completion)
     exhaustive: bool = False,
     chunk_size: int | None = None,
     progress: bool = False,
@@ -116,7 +135,11 @@ def run_clipping(
     summary = curve_summary(text, curve)
     return ClippingResult(
         tables={"curve": curve},
-        settings={"kinds": list(text.kinds), "n_k": len(ks), "exhaustive": exhaustive,
-                  "converged_nats": CONVERGED_NATS},
+        settings={
+            "kinds": list(text.kinds),
+            "n_k": len(ks),
+            "exhaustive": exhaustive,
+            "converged_nats": CONVERGED_NATS,
+        },
         meta=text.meta(curve_summary=summary, forward_rows=text.evaluator("singular_value").n_rows),
     )

@@ -28,13 +28,15 @@ from interp.search import bisect_min_k, first_crossing, scan_first_crossing, sta
 
 from .base import ExperimentResult, Text, as_text
 from .measure import curve_ks, effective_tolerance, estimator_quality, orders_from_importance
-from .single_direction import run_single_direction
 from .registry import register
+from .single_direction import run_single_direction
 
 ORDERINGS = ("singular_value", "importance", "compromise_rank_product")
 
 
-def spearman_permutation_null(x: np.ndarray, y: np.ndarray, *, n: int = 10000, seed: int = 0) -> dict[str, float]:
+def spearman_permutation_null(
+    x: np.ndarray, y: np.ndarray, *, n: int = 10000, seed: int = 0
+) -> dict[str, float]:
     """Spearman(x, y) and its permutation null: y's ranks shuffled over the entries ``n`` times
     (seeded). Returns the observed rho, the null's 2.5% and 97.5% points and the one-sided
     p-value of rho (the share of shuffles at least as large, +1 smoothed)."""
@@ -49,8 +51,13 @@ def spearman_permutation_null(x: np.ndarray, y: np.ndarray, *, n: int = 10000, s
         b = min(a + 1000, n)
         null[a:b] = rng.permuted(np.broadcast_to(ry, (b - a, len(ry))), axis=1) @ rx
     lo, hi = np.percentile(null, [2.5, 97.5])
-    return {"rho": rho, "null_q025": float(lo), "null_q975": float(hi),
-            "p_one_sided": float((1 + (null >= rho).sum()) / (n + 1)), "n_permutations": n}
+    return {
+        "rho": rho,
+        "null_q025": float(lo),
+        "null_q975": float(hi),
+        "p_one_sided": float((1 + (null >= rho).sum()) / (n + 1)),
+        "n_permutations": n,
+    }
 
 
 @dataclass
@@ -75,7 +82,9 @@ class ExactImportanceResult(ExperimentResult):
         out["importance_noise_floor"] = noise.get("noise_floor", float("nan"))
         out["n_within_noise_floor"] = noise.get("n_within_noise_floor", -1)
         out["spearman_above_noise_floor"] = noise.get("spearman_above_noise_floor", float("nan"))
-        out["top10_sv_ranks"] = self.importance.sort_values("importance", ascending=False).sv_rank.head(10).tolist()
+        out["top10_sv_ranks"] = (
+            self.importance.sort_values("importance", ascending=False).sv_rank.head(10).tolist()
+        )
         for r in mk.itertuples():
             out[f"{r.method}_k_frac[{r.ordering}]"] = float(r.k_frac)
         for name, r in est.iterrows():
@@ -86,26 +95,51 @@ class ExactImportanceResult(ExperimentResult):
     def figures(self) -> dict[str, Any]:
         import plotly.express as px
 
-        t = self.importance.assign(abs_importance=lambda d: d.importance.abs().clip(lower=1e-6),
-                                   sign=lambda d: np.where(d.importance >= 0, "removal hurts", "removal helps"))
+        t = self.importance.assign(
+            abs_importance=lambda d: d.importance.abs().clip(lower=1e-6),
+            sign=lambda d: np.where(d.importance >= 0, "removal hurts", "removal helps"),
+        )
         name = self.meta["model"]["name"]
         curve = self.tables["curve"]
         return {
             "exact_importance_vs_singular_value": px.scatter(
-                t, x="singular_value", y="abs_importance", color="sign", log_x=True, log_y=True,
-                hover_data=["direction", "importance"], render_mode="svg",
+                t,
+                x="singular_value",
+                y="abs_importance",
+                color="sign",
+                log_x=True,
+                log_y=True,
+                hover_data=["direction", "importance"],
+                render_mode="svg",
                 title=f"{name}: exact single-direction importance (every direction ablated)",
-            ).update_layout(yaxis_title="|logp - logp(direction removed)| (nats)", xaxis_title="singular value"),
+            ).update_layout(
+                yaxis_title="|logp - logp(direction removed)| (nats)", xaxis_title="singular value"
+            ),
             "exact_orders_curve": px.line(
-                curve, x="k", y="logprob", color="ordering", markers=True, render_mode="svg",
-                title=f"{name}: clipping curves in SVD and exact-importance orders (every k near the target)",
-            ).add_hline(y=self.meta["baseline_logprob"], line_dash="dot").update_layout(
-                yaxis_title="log p(continuation)", xaxis_title="k"),
+                curve,
+                x="k",
+                y="logprob",
+                color="ordering",
+                markers=True,
+                render_mode="svg",
+                title=(
+                    f"{name}: clipping curves in SVD and exact-importance orders (every k near "
+                    "the target)"
+                ),
+            )
+            .add_hline(y=self.meta["baseline_logprob"], line_dash="dot")
+            .update_layout(yaxis_title="log p(continuation)", xaxis_title="k"),
         }
 
 
-@register("exact_importance", result=ExactImportanceResult, builtin=True, stage="exact", order=0,
-          help="the audit's exact stage: every direction ablated, every k scanned near the target")
+@register(
+    "exact_importance",
+    result=ExactImportanceResult,
+    builtin=True,
+    stage="exact",
+    order=0,
+    help="the audit's exact stage: every direction ablated, every k scanned near the target",
+)
 def run_exact_importance(
     model: Any,
     completion: "Completion | Text",
@@ -126,8 +160,15 @@ def run_exact_importance(
     text = as_text(model, completion, kinds=kinds, chunk_size=chunk_size, progress=progress)
     d = text.d_model
     if single is None or not bool(single.importance.exact.all()) or len(single.importance) != d:
-        single = run_single_direction(model, text, exhaustive=True, n_fisher=n_fisher, seed=seed,
-                                      chunk_size=chunk_size, progress=progress)
+        single = run_single_direction(
+            model,
+            text,
+            exhaustive=True,
+            n_fisher=n_fisher,
+            seed=seed,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
     imp = single.importance
     exact = imp.importance.to_numpy()
     s = imp.singular_value.to_numpy()
@@ -137,41 +178,92 @@ def run_exact_importance(
     # size, and the same pass with nothing removed differs from the baseline by up to text.noise().
     floor = text.noise()
     above = nz & (np.abs(exact) > floor)
-    noise_floor = {"noise_floor": floor, "noise_by_batch": {str(b): v for b, v in text.noise_by_batch().items()},
-                   "n_within_noise_floor": int((np.abs(exact) <= floor).sum()),
-                   "spearman_above_noise_floor": float(stats.spearmanr(s[above], exact[above]).statistic)
-                   if above.sum() > 2 else float("nan")}
+    noise_floor = {
+        "noise_floor": floor,
+        "noise_by_batch": {str(b): v for b, v in text.noise_by_batch().items()},
+        "n_within_noise_floor": int((np.abs(exact) <= floor).sum()),
+        "spearman_above_noise_floor": float(stats.spearmanr(s[above], exact[above]).statistic)
+        if above.sum() > 2
+        else float("nan"),
+    }
     estimators = [
-        {"estimator": name, **estimator_quality(imp[col].to_numpy(), exact),
-         "spearman_with_s": float(stats.spearmanr(imp[col].to_numpy()[nz], s[nz]).statistic)}
-        for name, col in (("first_order", "first_order"), ("first_plus_half_fisher", "second_order"),
-                          ("screened_default", "screened_estimate"))
+        {
+            "estimator": name,
+            **estimator_quality(imp[col].to_numpy(), exact),
+            "spearman_with_s": float(stats.spearmanr(imp[col].to_numpy()[nz], s[nz]).statistic),
+        }
+        for name, col in (
+            ("first_order", "first_order"),
+            ("first_plus_half_fisher", "second_order"),
+            ("screened_default", "screened_estimate"),
+        )
     ]
     orders = orders_from_importance(imp)
     tol = effective_tolerance(tolerance, text.noise())
     target = text.baseline - tol
     grid = curve_ks(d, jitter=False)
     rows, curves = [], []
-    evaluators = {name: text.evaluator(name, orders[name]) for name in ORDERINGS}  # shared with an exhaustive run's
+    evaluators = {
+        name: text.evaluator(name, orders[name]) for name in ORDERINGS
+    }  # shared with an exhaustive run's
     for name, ev in evaluators.items():
         scan = scan_first_crossing(ev, target, d, grid, band=band)
         searches = {
             "exact_scan": (scan.k, scan.evaluations),
-            "grid_first_crossing": (lambda r: (r.k, r.evaluations))(first_crossing(ev, target, d, grid)),
+            "grid_first_crossing": (lambda r: (r.k, r.evaluations))(
+                first_crossing(ev, target, d, grid)
+            ),
             "stable": (lambda r: (r.k, r.evaluations))(stable_crossing(ev, target, d, grid)),
             "bisection": (lambda r: (r.k, r.evaluations))(bisect_min_k(ev, target, d)),
         }
         for method, (k, n_eval) in searches.items():
-            rows.append({"ordering": name, "method": method, "k": int(k), "k_frac": k / d, "tolerance": tol,
-                         "evaluations": n_eval, "band": band if method == "exact_scan" else np.nan})
+            rows.append(
+                {
+                    "ordering": name,
+                    "method": method,
+                    "k": int(k),
+                    "k_frac": k / d,
+                    "tolerance": tol,
+                    "evaluations": n_eval,
+                    "band": band if method == "exact_scan" else np.nan,
+                }
+            )
         curves.append(ev.table().assign(ordering=name))
-    importance = imp[["direction", "singular_value", "sv_rank", "importance", "importance_rank", "first_order",
-                      "fisher", "second_order", "screened_estimate"]].copy()
+    importance = imp[
+        [
+            "direction",
+            "singular_value",
+            "sv_rank",
+            "importance",
+            "importance_rank",
+            "first_order",
+            "fisher",
+            "second_order",
+            "screened_estimate",
+        ]
+    ].copy()
     return ExactImportanceResult(
-        tables={"importance": importance, "minimal_k": pd.DataFrame(rows), "estimators": pd.DataFrame(estimators),
-                "curve": pd.concat(curves, ignore_index=True)[["ordering", "k", "logprob", "orig_delta", "kept_delta"]]},
-        settings={"kinds": list(text.kinds), "tolerance": tolerance, "band": band, "n_permutations": n_permutations,
-                  "seed": seed, "n_fisher": n_fisher},
-        meta=text.meta(permutation=perm, importance_noise=noise_floor, effective_tolerance=tol, noise_at_d=text.noise(),
-                       forward_rows=single.meta["forward_rows"] + sum(ev.n_rows for ev in evaluators.values())),
+        tables={
+            "importance": importance,
+            "minimal_k": pd.DataFrame(rows),
+            "estimators": pd.DataFrame(estimators),
+            "curve": pd.concat(curves, ignore_index=True)[
+                ["ordering", "k", "logprob", "orig_delta", "kept_delta"]
+            ],
+        },
+        settings={
+            "kinds": list(text.kinds),
+            "tolerance": tolerance,
+            "band": band,
+            "n_permutations": n_permutations,
+            "seed": seed,
+            "n_fisher": n_fisher,
+        },
+        meta=text.meta(
+            permutation=perm,
+            importance_noise=noise_floor,
+            effective_tolerance=tol,
+            noise_at_d=text.noise(),
+            forward_rows=single.meta["forward_rows"] + sum(ev.n_rows for ev in evaluators.values()),
+        ),
     )

@@ -14,23 +14,34 @@ STUDY_DTYPE = "bfloat16"
 # model's log-probability (bisection, tolerance 0, bfloat16).
 STUDY_MIN_K = {"meaning_of_life": 1886, "relativity": 3329, "launch": 2696, "translate": 2518}
 # The band those four span, as a fraction of d_model (1886..3329 of 4096): (0.46, 0.81).
-STUDY_BAND = (round(min(STUDY_MIN_K.values()) / STUDY_D_MODEL, 2), round(max(STUDY_MIN_K.values()) / STUDY_D_MODEL, 2))
+STUDY_BAND = (
+    round(min(STUDY_MIN_K.values()) / STUDY_D_MODEL, 2),
+    round(max(STUDY_MIN_K.values()) / STUDY_D_MODEL, 2),
+)
 
 # The clipping curve's description: chaotic below ~300 directions, within 1 nat of the unclipped
 # log-probability from ~1500-2000 of 4096.
 STUDY_CHAOTIC_K = 300
 STUDY_CONVERGED_K = (1500, 2000)
 STUDY_CHAOTIC = round(STUDY_CHAOTIC_K / STUDY_D_MODEL, 2)  # 0.07 of d
-STUDY_CONVERGED = (round(STUDY_CONVERGED_K[0] / STUDY_D_MODEL, 2), round(STUDY_CONVERGED_K[1] / STUDY_D_MODEL, 2))  # 0.37-0.49
+STUDY_CONVERGED = (
+    round(STUDY_CONVERGED_K[0] / STUDY_D_MODEL, 2),
+    round(STUDY_CONVERGED_K[1] / STUDY_D_MODEL, 2),
+)  # 0.37-0.49
 
 # The texts: sampled with at most 64 new tokens. Tokens (prompt + continuation, BOS included):
 # only the first is known, its attention-only writes matrix had 2272 = 32 layers x 71 tokens rows.
 STUDY_NEW_TOKENS = 64
 STUDY_MAX_NEW_TOKENS = STUDY_NEW_TOKENS
 STUDY_KNOWN_TOKENS = 71
-STUDY_N_TOKENS: dict[str, int | None] = {"meaning_of_life": STUDY_KNOWN_TOKENS, "relativity": None, "launch": None,
-                                         "translate": None}
-# The one known text: 2 x 32 layers x 71 tokens = 4544 writes on 4096 dimensions (1.11 per dimension).
+STUDY_N_TOKENS: dict[str, int | None] = {
+    "meaning_of_life": STUDY_KNOWN_TOKENS,
+    "relativity": None,
+    "launch": None,
+    "translate": None,
+}
+# The one known text: 2 x 32 layers x 71 tokens = 4544 writes on 4096 dimensions (1.11
+# per dimension).
 STUDY_WRITES = 2 * STUDY_N_LAYERS * STUDY_KNOWN_TOKENS
 STUDY_WRITES_PER_DIM = STUDY_WRITES / STUDY_D_MODEL
 

@@ -33,7 +33,12 @@ from scipy import stats
 
 from interp import Completion
 from interp.hessian import (
-    eigen_loading, hessian_matrix, hutchinson_diagonal, lanczos, logprob_of_scales, scale_curvature,
+    eigen_loading,
+    hessian_matrix,
+    hutchinson_diagonal,
+    lanczos,
+    logprob_of_scales,
+    scale_curvature,
     second_order_importance,
 )
 
@@ -45,7 +50,12 @@ from .single_direction import run_single_direction
 # estimator name -> column of the directions table (values in nats, positive = removal hurts,
 # except the eigen loading and the singular value, which are unsigned scores)
 VALUE_ESTIMATORS = ("first_order", "fisher_second_order", "hessian_second_order")
-ESTIMATORS = ("singular_value", *VALUE_ESTIMATORS, "hessian_eigen_loading", "minus_half_hessian_diag")
+ESTIMATORS = (
+    "singular_value",
+    *VALUE_ESTIMATORS,
+    "hessian_eigen_loading",
+    "minus_half_hessian_diag",
+)
 ORDERINGS = {  # ordering -> the column it sorts by (largest first)
     "singular_value": "singular_value",
     "exact_importance": "exact",
@@ -57,8 +67,15 @@ ORDERINGS = {  # ordering -> the column it sorts by (largest first)
 FAILURE_CLASSES = ("sign", "cancellation", "saturation", "underestimate", "magnitude")
 
 
-def classify(estimate: np.ndarray, exact: np.ndarray, grad: np.ndarray, *, floor: float, ratio: float = 3.0,
-             cancel_frac: float = 0.1) -> np.ndarray:
+def classify(
+    estimate: np.ndarray,
+    exact: np.ndarray,
+    grad: np.ndarray,
+    *,
+    floor: float,
+    ratio: float = 3.0,
+    cancel_frac: float = 0.1,
+) -> np.ndarray:
     """The kind of error of each estimate (``""`` where ``|estimate - exact| <= floor``):
 
     - ``sign``: estimate and exact effect of opposite signs, both larger than ``floor``;
@@ -87,7 +104,8 @@ def classify(estimate: np.ndarray, exact: np.ndarray, grad: np.ndarray, *, floor
 
 
 def symlog(x: np.ndarray, scale: float) -> np.ndarray:
-    """``sign(x) log10(1 + |x| / scale)``: a log axis for values of both signs (linear below ``scale``)."""
+    """``sign(x) log10(1 + |x| / scale)``: a log axis for values of both signs (linear below
+    ``scale``)."""
     x = np.asarray(x, dtype=np.float64)
     return np.sign(x) * np.log10(1 + np.abs(x) / scale)
 
@@ -105,9 +123,21 @@ class HessianRankingResult(ExperimentResult):
         return int(t[t.ordering == ordering].k.iloc[0])
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: self.meta[k] for k in (
-            "n_directions", "n_hvp", "n_backward", "effective_tolerance", "noise_floor", "curvature_value_minus_baseline",
-            "grad_minus_first_order_max_abs", "lanczos_max_rel_error", "path_a0_minus_exact_max_abs") if k in self.meta}
+        out: dict[str, Any] = {
+            k: self.meta[k]
+            for k in (
+                "n_directions",
+                "n_hvp",
+                "n_backward",
+                "effective_tolerance",
+                "noise_floor",
+                "curvature_value_minus_baseline",
+                "grad_minus_first_order_max_abs",
+                "lanczos_max_rel_error",
+                "path_a0_minus_exact_max_abs",
+            )
+            if k in self.meta
+        }
         for r in self.tables["estimators"].itertuples():
             out[f"{r.estimator}_spearman"] = float(r.spearman_with_exact)
             out[f"{r.estimator}_top10_recall"] = float(r.top10_recall)
@@ -128,29 +158,68 @@ class HessianRankingResult(ExperimentResult):
 
         t = self.directions
         scale = float(self.settings.get("symlog_scale", 1e-3))
-        long = pd.concat([
-            pd.DataFrame({"direction": t.direction, "estimator": name, "exact": symlog(t.exact, scale),
-                          "estimate": symlog(t[name], scale), "sv_rank": t.sv_rank})
-            for name in VALUE_ESTIMATORS], ignore_index=True)
+        long = pd.concat(
+            [
+                pd.DataFrame(
+                    {
+                        "direction": t.direction,
+                        "estimator": name,
+                        "exact": symlog(t.exact, scale),
+                        "estimate": symlog(t[name], scale),
+                        "sv_rank": t.sv_rank,
+                    }
+                )
+                for name in VALUE_ESTIMATORS
+            ],
+            ignore_index=True,
+        )
         model = self.meta["model"]["name"]
         figs = {
             "estimate_vs_exact": px.scatter(
-                long, x="exact", y="estimate", facet_col="estimator", hover_data=["direction", "sv_rank"],
+                long,
+                x="exact",
+                y="estimate",
+                facet_col="estimator",
+                hover_data=["direction", "sv_rank"],
                 render_mode="svg",
-                title=f"{model}: estimated vs exact single-direction importance (symlog: sign(x) log10(1 + |x|/{scale:g}))",
-            ).update_layout(xaxis_title="exact (symlog nats)", yaxis_title="estimate (symlog nats)"),
+                title=(
+                    f"{model}: estimated vs exact single-direction importance (symlog: sign(x) "
+                    f"log10(1 + |x|/{scale:g}))"
+                ),
+            ).update_layout(
+                xaxis_title="exact (symlog nats)", yaxis_title="estimate (symlog nats)"
+            ),
             "minimal_k": px.bar(
-                self.tables["minimal_k"], x="ordering", y="k_frac", hover_data=["k", "evaluations"],
-                title=f"{model}: minimal k / d by inclusion order (tolerance {self.meta.get('effective_tolerance', 0):.2g} nats)",
+                self.tables["minimal_k"],
+                x="ordering",
+                y="k_frac",
+                hover_data=["k", "evaluations"],
+                title=(
+                    f"{model}: minimal k / d by inclusion order (tolerance "
+                    f"{self.meta.get('effective_tolerance', 0):.2g} nats)"
+                ),
             ).update_layout(yaxis_title="minimal k / d_model"),
         }
         paths = self.tables.get("paths")
         if paths is not None and len(paths):
-            p = paths.melt(id_vars=["direction", "a"], value_vars=["exact", "first_order", "second_order"],
-                           var_name="curve", value_name="change")
+            p = paths.melt(
+                id_vars=["direction", "a"],
+                value_vars=["exact", "first_order", "second_order"],
+                var_name="curve",
+                value_name="change",
+            )
             figs["removal_paths"] = px.line(
-                p, x="a", y="change", color="curve", facet_col="direction", facet_col_wrap=4, markers=True,
-                render_mode="svg", title=f"{model}: logp(a_i) - logp along the removal of the worst-estimated directions",
+                p,
+                x="a",
+                y="change",
+                color="curve",
+                facet_col="direction",
+                facet_col_wrap=4,
+                markers=True,
+                render_mode="svg",
+                title=(
+                    f"{model}: logp(a_i) - logp along the removal of the worst-estimated directions"
+                ),
             )
         return figs
 
@@ -180,19 +249,47 @@ class Curvature:
     value: float
 
 
-def exact_importance_table(model: Any, text: Text, exact: Any, *, n_fisher: int, seed: int, chunk_size: int | None,
-                           progress: bool) -> pd.DataFrame:
+def exact_importance_table(
+    model: Any,
+    text: Text,
+    exact: Any,
+    *,
+    n_fisher: int,
+    seed: int,
+    chunk_size: int | None,
+    progress: bool,
+) -> pd.DataFrame:
     """The text's exact single-direction importances: ``exact``'s when it holds every direction,
     else an exhaustive ``run_single_direction`` (d ablation rows)."""
     imp = _exact_table(exact, text.d_model)
     if imp is None:
-        imp = run_single_direction(model, text, exhaustive=True, n_fisher=n_fisher, seed=seed, chunk_size=chunk_size,
-                                   progress=progress).importance.sort_values("direction").reset_index(drop=True)
+        imp = (
+            run_single_direction(
+                model,
+                text,
+                exhaustive=True,
+                n_fisher=n_fisher,
+                seed=seed,
+                chunk_size=chunk_size,
+                progress=progress,
+            )
+            .importance.sort_values("direction")
+            .reset_index(drop=True)
+        )
     return imp
 
 
-def measure_curvature(model: Any, text: Text, *, diagonal: str, n_probes: int, n_eig: int, n_iter: int | None,
-                      seed: int, hvp_chunk: int) -> Curvature:
+def measure_curvature(
+    model: Any,
+    text: Text,
+    *,
+    diagonal: str,
+    n_probes: int,
+    n_eig: int,
+    n_iter: int | None,
+    seed: int,
+    hvp_chunk: int,
+) -> Curvature:
     """One forward and backward pass with its graph kept, then the Hessian-vector products: the
     diagonal (exact: d HVPs, the full Hessian; or Hutchinson: ``n_probes``) and ``n_eig``
     eigenpairs by Lanczos."""
@@ -205,7 +302,9 @@ def measure_curvature(model: Any, text: Text, *, diagonal: str, n_probes: int, n
             full = hessian_matrix(curv.hvp, d, chunk_size=hvp_chunk)
             hdiag = torch.diagonal(full).numpy().copy()
         else:
-            hdiag = hutchinson_diagonal(curv.hvp, d, n_probes=n_probes, seed=seed, chunk_size=hvp_chunk).numpy()
+            hdiag = hutchinson_diagonal(
+                curv.hvp, d, n_probes=n_probes, seed=seed, chunk_size=hvp_chunk
+            ).numpy()
         pairs = lanczos(curv.hvp, d, n_eig, n_iter, seed=seed)
     finally:
         curv.close()
@@ -213,19 +312,34 @@ def measure_curvature(model: Any, text: Text, *, diagonal: str, n_probes: int, n
 
 
 def directions_table(imp: pd.DataFrame, curv: Curvature) -> pd.DataFrame:
-    """Per direction: singular value, exact importance, every estimate and its rank (no model call)."""
+    """Per direction: singular value, exact importance, every estimate and its rank (no model
+    call)."""
     ex = imp.importance.to_numpy(dtype=np.float64)
     s = imp.singular_value.to_numpy(dtype=np.float64)
     g, hdiag = curv.grad, curv.hdiag
-    t = pd.DataFrame({
-        "direction": np.arange(len(ex)), "singular_value": s, "sv_rank": ranks_descending(s),
-        "exact": ex, "exact_rank": ranks_descending(ex),
-        "first_order": imp.first_order.to_numpy(dtype=np.float64), "fisher": imp.fisher.to_numpy(dtype=np.float64),
-        "fisher_second_order": imp.second_order.to_numpy(dtype=np.float64),
-        "grad": g, "hessian_diag": hdiag, "hessian_second_order": second_order_importance(g, hdiag),
-        "minus_half_hessian_diag": -hdiag / 2, "hessian_eigen_loading": eigen_loading(curv.pairs),
-    })
-    for name in ("first_order", "fisher_second_order", "hessian_second_order", "hessian_eigen_loading"):
+    t = pd.DataFrame(
+        {
+            "direction": np.arange(len(ex)),
+            "singular_value": s,
+            "sv_rank": ranks_descending(s),
+            "exact": ex,
+            "exact_rank": ranks_descending(ex),
+            "first_order": imp.first_order.to_numpy(dtype=np.float64),
+            "fisher": imp.fisher.to_numpy(dtype=np.float64),
+            "fisher_second_order": imp.second_order.to_numpy(dtype=np.float64),
+            "grad": g,
+            "hessian_diag": hdiag,
+            "hessian_second_order": second_order_importance(g, hdiag),
+            "minus_half_hessian_diag": -hdiag / 2,
+            "hessian_eigen_loading": eigen_loading(curv.pairs),
+        }
+    )
+    for name in (
+        "first_order",
+        "fisher_second_order",
+        "hessian_second_order",
+        "hessian_eigen_loading",
+    ):
         t[f"{name}_rank"] = ranks_descending(t[name].to_numpy())
     return t
 
@@ -239,13 +353,22 @@ def estimators_table(t: pd.DataFrame, err_floor: float) -> pd.DataFrame:
     for name in ESTIMATORS:
         est = t[name].to_numpy()
         q = estimator_quality(est, ex)
-        row = {"estimator": name, "spearman_with_exact": q["spearman"], "top10_recall": q["top10_recall"],
-               "top100_recall": q["top100_recall"],
-               "spearman_with_abs_exact": float(stats.spearmanr(est, np.abs(ex)).statistic),
-               "sign_agreement": np.nan, "median_abs_error": np.nan, "n_significant": int(significant.sum())}
+        row = {
+            "estimator": name,
+            "spearman_with_exact": q["spearman"],
+            "top10_recall": q["top10_recall"],
+            "top100_recall": q["top100_recall"],
+            "spearman_with_abs_exact": float(stats.spearmanr(est, np.abs(ex)).statistic),
+            "sign_agreement": np.nan,
+            "median_abs_error": np.nan,
+            "n_significant": int(significant.sum()),
+        }
         if name in VALUE_ESTIMATORS:
-            row["sign_agreement"] = float((np.sign(est[significant]) == np.sign(ex[significant])).mean()) \
-                if significant.any() else np.nan
+            row["sign_agreement"] = (
+                float((np.sign(est[significant]) == np.sign(ex[significant])).mean())
+                if significant.any()
+                else np.nan
+            )
             row["median_abs_error"] = float(np.median(np.abs(est - ex)))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -263,42 +386,81 @@ def eigen_table(curv: Curvature, sv_rank: pd.Series) -> tuple[pd.DataFrame, floa
     vec = pairs.vectors.numpy()
     for k in range(len(pairs.values)):
         top = np.argsort(-np.abs(vec[:, k]))[:5]
-        eig_rows.append({"index": k, "eigenvalue": float(pairs.values[k]), "residual": float(pairs.residuals[k]),
-                         "full_hessian_eigenvalue": float(full_vals[k]) if full_vals is not None else np.nan,
-                         "top_directions": " ".join(str(int(i)) for i in top),
-                         "top_loadings": " ".join(f"{vec[i, k]:+.3f}" for i in top),
-                         "top_sv_ranks": " ".join(str(int(sv_rank[i])) for i in top)})
+        eig_rows.append(
+            {
+                "index": k,
+                "eigenvalue": float(pairs.values[k]),
+                "residual": float(pairs.residuals[k]),
+                "full_hessian_eigenvalue": float(full_vals[k]) if full_vals is not None else np.nan,
+                "top_directions": " ".join(str(int(i)) for i in top),
+                "top_loadings": " ".join(f"{vec[i, k]:+.3f}" for i in top),
+                "top_sv_ranks": " ".join(str(int(sv_rank[i])) for i in top),
+            }
+        )
     eigen = pd.DataFrame(eig_rows)
-    lanczos_err = float(np.max(np.abs(eigen.eigenvalue - eigen.full_hessian_eigenvalue)
-                               / np.abs(eigen.full_hessian_eigenvalue).max())) if full_vals is not None else np.nan
+    lanczos_err = (
+        float(
+            np.max(
+                np.abs(eigen.eigenvalue - eigen.full_hessian_eigenvalue)
+                / np.abs(eigen.full_hessian_eigenvalue).max()
+            )
+        )
+        if full_vals is not None
+        else np.nan
+    )
     return eigen, lanczos_err
 
 
-def minimal_k_table(text: Text, t: pd.DataFrame, *, tolerance: float, band: float, tol: float) -> pd.DataFrame:
+def minimal_k_table(
+    text: Text, t: pd.DataFrame, *, tolerance: float, band: float, tol: float
+) -> pd.DataFrame:
     """The minimal k per inclusion order (the lazy band scan: exact where the curve nears the
     target); model calls through the text's evaluators."""
     d = text.d_model
     mk = []
     for ordering, column in ORDERINGS.items():
         order = np.argsort(-t[column].to_numpy(), kind="stable")
-        name = "singular_value" if ordering == "singular_value" else (
-            "importance" if ordering == "exact_importance" else f"hessian_ranking:{ordering}")
+        name = (
+            "singular_value"
+            if ordering == "singular_value"
+            else ("importance" if ordering == "exact_importance" else f"hessian_ranking:{ordering}")
+        )
         ev = text.evaluator(name, None if ordering == "singular_value" else order)
         before = ev.n_rows
         scan, _ = exact_min_k(ev, text, tolerance=tolerance, band=band)
-        mk.append({"ordering": ordering, "k": scan.k, "k_frac": scan.k / d, "tolerance": tol,
-                   "evaluations": scan.evaluations, "scanned": scan.scanned, "new_rows": ev.n_rows - before,
-                   "band": band})
+        mk.append(
+            {
+                "ordering": ordering,
+                "k": scan.k,
+                "k_frac": scan.k / d,
+                "tolerance": tol,
+                "evaluations": scan.evaluations,
+                "scanned": scan.scanned,
+                "new_rows": ev.n_rows - before,
+                "band": band,
+            }
+        )
     return pd.DataFrame(mk)
 
 
-FAILURE_COLUMNS = ["estimator", "direction", "sv_rank", "exact", "estimate", "error", "grad", "hessian_diag", "fisher",
-                   "failure"]
+FAILURE_COLUMNS = [
+    "estimator",
+    "direction",
+    "sv_rank",
+    "exact",
+    "estimate",
+    "error",
+    "grad",
+    "hessian_diag",
+    "fisher",
+    "failure",
+]
 PATH_COLUMNS = ["direction", "a", "exact", "first_order", "second_order", "fisher_second_order"]
 
 
-def failures_table(t: pd.DataFrame, *, err_floor: float, ratio: float, cancel_frac: float,
-                   n_failures: int) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
+def failures_table(
+    t: pd.DataFrame, *, err_floor: float, ratio: float, cancel_frac: float, n_failures: int
+) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
     """Per value estimate, the ``n_failures`` directions with the largest errors, classified
     (``classify``), and the count of each class (no model call)."""
     ex, g, hdiag = t.exact.to_numpy(), t.grad.to_numpy(), t.hessian_diag.to_numpy()
@@ -309,13 +471,26 @@ def failures_table(t: pd.DataFrame, *, err_floor: float, ratio: float, cancel_fr
         counts[name] = {c: int((cls == c).sum()) for c in FAILURE_CLASSES}
         worst = [i for i in np.argsort(-np.abs(est - ex), kind="stable") if cls[i]][:n_failures]
         for i in worst:
-            fails.append({"estimator": name, "direction": int(i), "sv_rank": int(t.sv_rank[i]), "exact": ex[i],
-                          "estimate": est[i], "error": est[i] - ex[i], "grad": g[i], "hessian_diag": hdiag[i],
-                          "fisher": float(t.fisher[i]), "failure": cls[i]})
+            fails.append(
+                {
+                    "estimator": name,
+                    "direction": int(i),
+                    "sv_rank": int(t.sv_rank[i]),
+                    "exact": ex[i],
+                    "estimate": est[i],
+                    "error": est[i] - ex[i],
+                    "grad": g[i],
+                    "hessian_diag": hdiag[i],
+                    "fisher": float(t.fisher[i]),
+                    "failure": cls[i],
+                }
+            )
     return pd.DataFrame(fails, columns=FAILURE_COLUMNS), counts
 
 
-def path_logprobs(model: Any, text: Text, dirs: list[int], points: list[float], chunk_size: int | None) -> np.ndarray:
+def path_logprobs(
+    model: Any, text: Text, dirs: list[int], points: list[float], chunk_size: int | None
+) -> np.ndarray:
     """The exact log-probability with direction i scaled to a, for every (i, a) of ``dirs`` x
     ``points`` (in that order)."""
     d = text.d_model
@@ -324,12 +499,19 @@ def path_logprobs(model: Any, text: Text, dirs: list[int], points: list[float], 
         a[j, i] = p
     batch = chunk_size or 16
     with torch.inference_mode():
-        return torch.cat([logprob_of_scales(model, text.completion, text.basis.vectors, a[s0:s0 + batch],
-                                            kinds=text.kinds) for s0 in range(0, len(a), batch)]).numpy()
+        return torch.cat(
+            [
+                logprob_of_scales(
+                    model, text.completion, text.basis.vectors, a[s0 : s0 + batch], kinds=text.kinds
+                )
+                for s0 in range(0, len(a), batch)
+            ]
+        ).numpy()
 
 
-def paths_table(t: pd.DataFrame, dirs: list[int], points: list[float], lp: np.ndarray | None,
-                baseline: float) -> pd.DataFrame:
+def paths_table(
+    t: pd.DataFrame, dirs: list[int], points: list[float], lp: np.ndarray | None, baseline: float
+) -> pd.DataFrame:
     """The exact path a_i: 1 -> 0 of each direction in ``dirs`` (``lp`` from ``path_logprobs``)
     beside the first- and second-order predictions (no model call)."""
     g, hdiag = t.grad.to_numpy(), t.hessian_diag.to_numpy()
@@ -337,17 +519,42 @@ def paths_table(t: pd.DataFrame, dirs: list[int], points: list[float], lp: np.nd
     if dirs:
         for j, (i, p) in enumerate((i, p) for i in dirs for p in points):
             step = 1.0 - p
-            path_rows.append({"direction": i, "a": p, "exact": lp[j] - baseline,
-                              "first_order": -g[i] * step, "second_order": -g[i] * step + hdiag[i] * step**2 / 2,
-                              "fisher_second_order": -t.first_order[i] * step - t.fisher[i] * step**2 / 2})
+            path_rows.append(
+                {
+                    "direction": i,
+                    "a": p,
+                    "exact": lp[j] - baseline,
+                    "first_order": -g[i] * step,
+                    "second_order": -g[i] * step + hdiag[i] * step**2 / 2,
+                    "fisher_second_order": -t.first_order[i] * step - t.fisher[i] * step**2 / 2,
+                }
+            )
         for i in dirs:
-            path_rows.append({"direction": i, "a": 1.0, "exact": 0.0, "first_order": 0.0, "second_order": 0.0,
-                              "fisher_second_order": 0.0})
-    return pd.DataFrame(path_rows, columns=PATH_COLUMNS).sort_values(["direction", "a"]).reset_index(drop=True)
+            path_rows.append(
+                {
+                    "direction": i,
+                    "a": 1.0,
+                    "exact": 0.0,
+                    "first_order": 0.0,
+                    "second_order": 0.0,
+                    "fisher_second_order": 0.0,
+                }
+            )
+    return (
+        pd.DataFrame(path_rows, columns=PATH_COLUMNS)
+        .sort_values(["direction", "a"])
+        .reset_index(drop=True)
+    )
 
 
-@register("hessian_ranking", result=HessianRankingResult, builtin=True,
-          help="directions ranked by the Hessian of log p in per-direction scales, against exact ablations")
+@register(
+    "hessian_ranking",
+    result=HessianRankingResult,
+    builtin=True,
+    help=(
+        "directions ranked by the Hessian of log p in per-direction scales, against exact ablations"
+    ),
+)
 def run_hessian_ranking(
     model: Any,
     completion: "Completion | Text",
@@ -387,10 +594,19 @@ def run_hessian_ranking(
     d = text.d_model
     if exact is None:
         exact = (results or {}).get("exact_importance")
-    imp = exact_importance_table(model, text, exact, n_fisher=n_fisher, seed=seed, chunk_size=chunk_size,
-                                 progress=progress)
-    curv = measure_curvature(model, text, diagonal=diagonal, n_probes=n_probes, n_eig=n_eig, n_iter=n_iter, seed=seed,
-                             hvp_chunk=hvp_chunk)
+    imp = exact_importance_table(
+        model, text, exact, n_fisher=n_fisher, seed=seed, chunk_size=chunk_size, progress=progress
+    )
+    curv = measure_curvature(
+        model,
+        text,
+        diagonal=diagonal,
+        n_probes=n_probes,
+        n_eig=n_eig,
+        n_iter=n_iter,
+        seed=seed,
+        hvp_chunk=hvp_chunk,
+    )
     t = directions_table(imp, curv)
     floor_noise = text.noise()
     err_floor = max(0.01, 10 * floor_noise)
@@ -398,30 +614,66 @@ def run_hessian_ranking(
     eigen, lanczos_err = eigen_table(curv, t.sv_rank)
     tol = effective_tolerance(tolerance, floor_noise)  # exact_min_k's, for the meta
     minimal_k = minimal_k_table(text, t, tolerance=tolerance, band=band, tol=tol)
-    failures, counts = failures_table(t, err_floor=err_floor, ratio=ratio, cancel_frac=cancel_frac,
-                                      n_failures=n_failures)
+    failures, counts = failures_table(
+        t, err_floor=err_floor, ratio=ratio, cancel_frac=cancel_frac, n_failures=n_failures
+    )
     dirs = sorted(set(failures.direction.tolist()))
     points = sorted({0.0, *map(float, path_points)})
     lp = path_logprobs(model, text, dirs, points, chunk_size) if dirs else None
     paths = paths_table(t, dirs, points, lp, text.baseline)
     a0 = paths[paths.a == 0.0]
     ex = t.exact.to_numpy()
-    a0_err = float(np.max(np.abs(-a0.exact.to_numpy() - ex[a0.direction.to_numpy()]))) if len(a0) else np.nan
-    settings = {"kinds": list(text.kinds), "n_eig": n_eig, "n_iter": curv.pairs.n_iter, "diagonal": diagonal,
-                "n_probes": n_probes if diagonal == "hutchinson" else None, "tolerance": tolerance, "band": band,
-                "seed": seed, "n_fisher": n_fisher, "hvp_chunk": hvp_chunk, "n_failures": n_failures, "ratio": ratio,
-                "cancel_frac": cancel_frac, "error_floor": err_floor, "path_points": points, "symlog_scale": 1e-3,
-                "exact_reused": exact is not None and _exact_table(exact, d) is not None}
+    a0_err = (
+        float(np.max(np.abs(-a0.exact.to_numpy() - ex[a0.direction.to_numpy()])))
+        if len(a0)
+        else np.nan
+    )
+    settings = {
+        "kinds": list(text.kinds),
+        "n_eig": n_eig,
+        "n_iter": curv.pairs.n_iter,
+        "diagonal": diagonal,
+        "n_probes": n_probes if diagonal == "hutchinson" else None,
+        "tolerance": tolerance,
+        "band": band,
+        "seed": seed,
+        "n_fisher": n_fisher,
+        "hvp_chunk": hvp_chunk,
+        "n_failures": n_failures,
+        "ratio": ratio,
+        "cancel_frac": cancel_frac,
+        "error_floor": err_floor,
+        "path_points": points,
+        "symlog_scale": 1e-3,
+        "exact_reused": exact is not None and _exact_table(exact, d) is not None,
+    }
     return HessianRankingResult(
-        tables={"directions": t, "estimators": estimators, "eigen": eigen, "minimal_k": minimal_k,
-                "failures": failures, "paths": paths},
+        tables={
+            "directions": t,
+            "estimators": estimators,
+            "eigen": eigen,
+            "minimal_k": minimal_k,
+            "failures": failures,
+            "paths": paths,
+        },
         settings=settings,
-        meta=text.meta(n_directions=d, n_hvp=curv.n_hvp, n_backward=curv.n_backward, effective_tolerance=tol,
-                       noise_floor=floor_noise, curvature_value_minus_baseline=curv.value - text.baseline,
-                       grad_minus_first_order_max_abs=float(np.max(np.abs(curv.grad - t.first_order.to_numpy()))),
-                       lanczos_max_rel_error=lanczos_err, path_a0_minus_exact_max_abs=a0_err,
-                       failure_counts=counts),
+        meta=text.meta(
+            n_directions=d,
+            n_hvp=curv.n_hvp,
+            n_backward=curv.n_backward,
+            effective_tolerance=tol,
+            noise_floor=floor_noise,
+            curvature_value_minus_baseline=curv.value - text.baseline,
+            grad_minus_first_order_max_abs=float(
+                np.max(np.abs(curv.grad - t.first_order.to_numpy()))
+            ),
+            lanczos_max_rel_error=lanczos_err,
+            path_a0_minus_exact_max_abs=a0_err,
+            failure_counts=counts,
+        ),
     )
 
 
-hessian_ranking_plugin = run_hessian_ranking  # the name it was registered under before it took ``results`` itself
+hessian_ranking_plugin = (
+    run_hessian_ranking  # the name it was registered under before it took ``results`` itself
+)

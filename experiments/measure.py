@@ -36,7 +36,9 @@ from interp.sweeps import clip_sweep, coarse_k_grid, jitter_pairs
 from .base import Text, param_dtype
 
 NOISE_FACTOR = 10.0  # the tolerance is at least this many times the text's float noise
-CONVERGED_NATS = 1.0  # the curve's convergence point: within this many nats of unclipped from there on
+CONVERGED_NATS = (
+    1.0  # the curve's convergence point: within this many nats of unclipped from there on
+)
 GAP_FRACTIONS = (0.5, 0.9, 0.99)  # share of the gap logp(d) - logp(0) closed
 WITHIN_NATS = (1.0, 5.0, 10.0)  # nats below the unclipped log-probability
 
@@ -85,17 +87,33 @@ def curve_figures(curve: pd.DataFrame, baseline: float, title: str) -> dict[str,
     surprise = curve.assign(log_surprise=curve.log_surprise.clip(lower=1e-3))
     figs = {
         "clipping_logprob": px.line(curve, y="logprob", **common).update_layout(
-            yaxis_title="log p(continuation) (nats)", xaxis_title="k (directions kept)"),
-        "clipping_log_surprise": px.line(surprise, y="log_surprise", log_y=True, **common).update_layout(
-            yaxis_title="-log p(continuation) (nats, log scale)", xaxis_title="k (directions kept)"),
+            yaxis_title="log p(continuation) (nats)", xaxis_title="k (directions kept)"
+        ),
+        "clipping_log_surprise": px.line(
+            surprise, y="log_surprise", log_y=True, **common
+        ).update_layout(
+            yaxis_title="-log p(continuation) (nats, log scale)", xaxis_title="k (directions kept)"
+        ),
     }
     figs["clipping_logprob"].add_hline(y=baseline, line_dash="dot", annotation_text="unclipped")
-    figs["clipping_log_surprise"].add_hline(y=-baseline, line_dash="dot", annotation_text="unclipped")
+    figs["clipping_log_surprise"].add_hline(
+        y=-baseline, line_dash="dot", annotation_text="unclipped"
+    )
     deltas = curve.melt(
-        id_vars=["ordering", "k"], value_vars=["orig_delta", "kept_delta"], var_name="norm", value_name="value"
+        id_vars=["ordering", "k"],
+        value_vars=["orig_delta", "kept_delta"],
+        var_name="norm",
+        value_name="value",
     )
     figs["clipping_deltas"] = px.line(
-        deltas, x="k", y="value", color="norm", line_dash="ordering", log_y=True, title=title, render_mode="svg"
+        deltas,
+        x="k",
+        y="value",
+        color="norm",
+        line_dash="ordering",
+        log_y=True,
+        title=title,
+        render_mode="svg",
     ).update_layout(yaxis_title="norm of all writes (Frobenius)", xaxis_title="k (directions kept)")
     return figs
 
@@ -103,8 +121,9 @@ def curve_figures(curve: pd.DataFrame, baseline: float, title: str) -> dict[str,
 # -------------------------------------------------------------------- minimal k
 
 
-def lazy_scan_first_crossing(evaluate: Any, target: float, d: int, known: Sequence[int], *, band: float = 5.0,
-                             step: int = 8) -> ScanResult:
+def lazy_scan_first_crossing(
+    evaluate: Any, target: float, d: int, known: Sequence[int], *, band: float = 5.0, step: int = 8
+) -> ScanResult:
     """``interp.search.scan_first_crossing``'s answer at a fraction of its cost.
 
     Evaluates the ``known`` points (with 0 and d); the scan's k are every k inside each interval
@@ -112,7 +131,8 @@ def lazy_scan_first_crossing(evaluate: Any, target: float, d: int, known: Sequen
     above it), as in ``scan_first_crossing``. Those below the smallest passing known k are
     evaluated in ascending order, ``step`` at a time, and the search stops at the first that
     passes: the smallest passing k of the scan and the known points, which is
-    ``scan_first_crossing``'s k (k >= d always passes). ``scanned`` counts the k evaluated by the scan.
+    ``scan_first_crossing``'s k (k >= d always passes). ``scanned`` counts the k evaluated by the
+    scan.
     """
     ks = sorted(set(int(k) for k in known) | {0, int(d)})
     values = np.asarray(evaluate(ks), dtype=float)
@@ -121,7 +141,7 @@ def lazy_scan_first_crossing(evaluate: Any, target: float, d: int, known: Sequen
     scan = [k for k in band_scan_ks(ks, values, target, band) if k < first_known]
     asked, found = set(ks), first_known
     for a in range(0, len(scan), max(int(step), 1)):
-        chunk = scan[a:a + max(int(step), 1)]
+        chunk = scan[a : a + max(int(step), 1)]
         asked |= set(chunk)
         passed = np.asarray(evaluate(chunk), dtype=float) >= target
         if passed.any():
@@ -130,16 +150,19 @@ def lazy_scan_first_crossing(evaluate: Any, target: float, d: int, known: Sequen
     return ScanResult(int(found), len(asked), scanned=len(asked) - len(ks), band=band)
 
 
-def exact_min_k(evaluate: Any, text: Text, *, tolerance: float = 1e-4, band: float = 5.0,
-                step: int = 8) -> tuple[ScanResult, float]:
+def exact_min_k(
+    evaluate: Any, text: Text, *, tolerance: float = 1e-4, band: float = 5.0, step: int = 8
+) -> tuple[ScanResult, float]:
     """The exact minimal k of one clipping order of a prepared text: the smallest k with
     ``logp(k) >= baseline - tol``, ``tol = effective_tolerance(tolerance, text.noise())``, by
     ``lazy_scan_first_crossing`` from the coarse grid ``curve_ks(d, jitter=False)``. ``evaluate``:
-    the order's memoized evaluator (``text.evaluator(...)`` or any k -> logp). Returns (scan, tol)."""
+    the order's memoized evaluator (``text.evaluator(...)`` or any k -> logp). Returns (scan,
+    tol)."""
     tol = effective_tolerance(tolerance, text.noise())
     d = text.d_model
-    return lazy_scan_first_crossing(evaluate, text.baseline - tol, d, curve_ks(d, jitter=False), band=band,
-                                    step=step), tol
+    return lazy_scan_first_crossing(
+        evaluate, text.baseline - tol, d, curve_ks(d, jitter=False), band=band, step=step
+    ), tol
 
 
 # ------------------------------------------------------------------ gap closure
@@ -174,7 +197,8 @@ def gap_closure(
 
     For each, ``k_first`` is that smallest k and ``k_stable`` the smallest k from which every
     larger k also satisfies it (equal on a monotone curve); k = d always counts as satisfying both
-    (the unclipped model, up to float error). ``k_frac_*`` are k / d. One row per criterion and level.
+    (the unclipped model, up to float error). ``k_frac_*`` are k / d. One row per criterion and
+    level.
     """
     curve = np.asarray(curve, dtype=float)
     if len(curve) != d + 1:
@@ -185,14 +209,23 @@ def gap_closure(
         ok = np.ones(d + 1, bool) if gap <= 0 else (curve - curve[0]) / gap >= f
         rows.append(("gap_closed", float(f), curve[0] + f * gap, *_first_and_stable(ok)))
     for n in nats:
-        rows.append(("within_nats", float(n), baseline - n, *_first_and_stable(curve >= baseline - n)))
-    out = pd.DataFrame(rows, columns=["criterion", "level", "threshold_logprob", "k_first", "k_stable"])
+        rows.append(
+            ("within_nats", float(n), baseline - n, *_first_and_stable(curve >= baseline - n))
+        )
+    out = pd.DataFrame(
+        rows, columns=["criterion", "level", "threshold_logprob", "k_first", "k_stable"]
+    )
     return out.assign(k_frac_first=out.k_first / d, k_frac_stable=out.k_stable / d)
 
 
-def gap_closure_evaluated(points: dict[int, float], baseline: float, d: int, *,
-                          fractions: Sequence[float] = GAP_FRACTIONS,
-                          nats: Sequence[float] = WITHIN_NATS) -> pd.DataFrame:
+def gap_closure_evaluated(
+    points: dict[int, float],
+    baseline: float,
+    d: int,
+    *,
+    fractions: Sequence[float] = GAP_FRACTIONS,
+    nats: Sequence[float] = WITHIN_NATS,
+) -> pd.DataFrame:
     """``gap_closure``'s criteria on the evaluated k only (``points``: k -> logp,
     with k = 0). One row per criterion and level: ``k_first`` (the smallest evaluated k meeting it;
     k = d always counts), ``k_prev`` (the evaluated k before it, -1 for k_first = 0),
@@ -205,17 +238,27 @@ def gap_closure_evaluated(points: dict[int, float], baseline: float, d: int, *,
     v = np.array([points[k] for k in ks], dtype=float)
     start, gap = points[0], baseline - points[0]
     rows = []
-    crits = [("gap_closed", float(f), (np.ones(len(ks), bool) if gap <= 0 else (v - start) / gap >= f))
-             for f in fractions]
+    crits = [
+        ("gap_closed", float(f), (np.ones(len(ks), bool) if gap <= 0 else (v - start) / gap >= f))
+        for f in fractions
+    ]
     crits += [("within_nats", float(n), v >= baseline - n) for n in nats]
     for criterion, level, ok in crits:
         ok = ok | (ks >= d)
         j = int(np.argmax(ok)) if ok.any() else len(ks) - 1
         k_first = int(ks[j])
         k_prev = int(ks[j - 1]) if j > 0 else -1
-        rows.append({"criterion": criterion, "level": level, "k_first": k_first, "k_prev": k_prev,
-                     "resolution": k_first - k_prev, "exact": bool(k_first - k_prev == 1),
-                     "k_frac_first": k_first / d})
+        rows.append(
+            {
+                "criterion": criterion,
+                "level": level,
+                "k_first": k_first,
+                "k_prev": k_prev,
+                "resolution": k_first - k_prev,
+                "exact": bool(k_first - k_prev == 1),
+                "k_frac_first": k_first / d,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -271,16 +314,25 @@ def cast_copy(model: Any, dtype: str) -> Any:
     return out
 
 
-def score_unclipped(model: Any, completion: Completion, batch_size: int) -> Float[np.ndarray, " batch"]:
+def score_unclipped(
+    model: Any, completion: Completion, batch_size: int
+) -> Float[np.ndarray, " batch"]:
     """Total log-probability of the continuation, no hooks, in a batch of ``batch_size`` copies."""
     with torch.inference_mode():
-        lp = continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens,
-                                  batch_size=batch_size)
+        lp = continuation_logprob(
+            model, completion.prompt_tokens, completion.continuation_tokens, batch_size=batch_size
+        )
     return lp.total.double().cpu().numpy()
 
 
-def score_clipped(model: Any, completion: Completion, directions: torch.Tensor, ks: Sequence[int], *,
-                  kinds: Sequence[str]) -> Float[np.ndarray, " batch"]:
+def score_clipped(
+    model: Any,
+    completion: Completion,
+    directions: torch.Tensor,
+    ks: Sequence[int],
+    *,
+    kinds: Sequence[str],
+) -> Float[np.ndarray, " batch"]:
     """Row i clipped to the first ``ks[i]`` columns of ``directions``, all rows in ONE forward pass
     (``interp.sweeps.clip_sweep``: the projection computed in float32, written back in the model's
     dtype)."""
@@ -288,8 +340,16 @@ def score_clipped(model: Any, completion: Completion, directions: torch.Tensor, 
     return out.logprob.numpy()
 
 
-def real_bisection(model: Any, completion: Completion, directions: torch.Tensor, target: float, *,
-                   batch_size: int, kinds: Sequence[str], rng: np.random.Generator) -> tuple[SearchResult, list[dict]]:
+def real_bisection(
+    model: Any,
+    completion: Completion,
+    directions: torch.Tensor,
+    target: float,
+    *,
+    batch_size: int,
+    kinds: Sequence[str],
+    rng: np.random.Generator,
+) -> tuple[SearchResult, list[dict]]:
     """``study_bisection`` on the model itself (in its dtype), every probe k scored as one row of a
     batch of ``batch_size``: alone for 1, else at a random position among ``batch_size - 1`` rows
     clipped to random k in 0..d (fresh for every probe, drawn from ``rng``). Returns the search
@@ -339,11 +399,15 @@ COMPROMISES: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
     # smaller score = included earlier
     "rank_product": lambda t: (t.sv_rank.to_numpy() + 1.0) * (t.importance_rank.to_numpy() + 1.0),
     "rank_sum": lambda t: t.sv_rank.to_numpy() + t.importance_rank.to_numpy() + 0.0,
-    "sv_times_importance": lambda t: -(t.singular_value.to_numpy() * np.clip(t.importance.to_numpy(), 0, None)),
+    "sv_times_importance": lambda t: (
+        -(t.singular_value.to_numpy() * np.clip(t.importance.to_numpy(), 0, None))
+    ),
 }
 
 
-def orders_from_importance(importance: pd.DataFrame, compromise: str = "rank_product") -> dict[str, np.ndarray]:
+def orders_from_importance(
+    importance: pd.DataFrame, compromise: str = "rank_product"
+) -> dict[str, np.ndarray]:
     """Permutations of the directions for every ordering (from the single-direction table)."""
     if compromise not in COMPROMISES:
         raise ValueError(f"unknown compromise {compromise!r}; choose one of {sorted(COMPROMISES)}")

@@ -18,8 +18,8 @@ from interp import Completion
 
 from .base import ExperimentResult, Text, as_text
 from .measure import clipping_curve, curve_figures, curve_ks, order_in_table, orders_from_importance
-from .single_direction import SingleDirectionResult, run_single_direction
 from .registry import register
+from .single_direction import SingleDirectionResult, run_single_direction
 
 
 @dataclass
@@ -40,13 +40,17 @@ class OrderingsResult(ExperimentResult):
             out[ordering] = {
                 "logprob_at_quarter_d": float(c.iloc[(c.k_frac - 0.25).abs().argmin()].logprob),
                 "logprob_at_half_d": float(c.iloc[(c.k_frac - 0.5).abs().argmin()].logprob),
-                "logprob_at_three_quarters_d": float(c.iloc[(c.k_frac - 0.75).abs().argmin()].logprob),
+                "logprob_at_three_quarters_d": float(
+                    c.iloc[(c.k_frac - 0.75).abs().argmin()].logprob
+                ),
                 "max_gap_to_unclipped": float(base - c.logprob.min()),
             }
         return out
 
     def figures(self) -> dict[str, Any]:
-        return curve_figures(self.curve, self.meta["baseline_logprob"], f"{self.meta['model']['name']}: orderings")
+        return curve_figures(
+            self.curve, self.meta["baseline_logprob"], f"{self.meta['model']['name']}: orderings"
+        )
 
 
 def run_orderings(
@@ -54,7 +58,8 @@ def run_orderings(
     completion: "Completion | Text",
     *,
     single: SingleDirectionResult | None = None,
-    kinds: tuple[str, ...] | None = None,  # default: the prepared text's (attention + MLP for a completion)
+    kinds: tuple[str, ...]
+    | None = None,  # default: the prepared text's (attention + MLP for a completion)
     compromise: str = "rank_product",
     ks: list[int] | None = None,
     exhaustive: bool = False,
@@ -63,8 +68,9 @@ def run_orderings(
 ) -> OrderingsResult:
     """Clipping curves in singular-value, importance and compromise order (same k grid)."""
     text = as_text(model, completion, kinds=kinds, chunk_size=chunk_size, progress=progress)
-    single = single or run_single_direction(model, text, exhaustive=exhaustive, chunk_size=chunk_size,
-                                            progress=progress)
+    single = single or run_single_direction(
+        model, text, exhaustive=exhaustive, chunk_size=chunk_size, progress=progress
+    )
     orders = orders_from_importance(single.importance, compromise)
     ks = ks if ks is not None else curve_ks(text.d_model, exhaustive=exhaustive, jitter=False)
     curves = [clipping_curve(text, name, order, ks=ks) for name, order in orders.items()]
@@ -74,16 +80,39 @@ def run_orderings(
     )
     return OrderingsResult(
         tables={"curve": pd.concat(curves, ignore_index=True), "orders": order_table},
-        settings={"kinds": list(text.kinds), "compromise": compromise, "n_k": len(ks), "exhaustive": exhaustive},
+        settings={
+            "kinds": list(text.kinds),
+            "compromise": compromise,
+            "n_k": len(ks),
+            "exhaustive": exhaustive,
+        },
         meta=text.meta(importance_exact_fraction=float(single.importance.exact.mean())),
     )
 
 
-@register("orderings", result=OrderingsResult, builtin=True, stage="default", order=40,
-          help="clipping curves under other orderings of the directions (importance, compromise)")
-def orderings_experiment(model: Any, text: "Completion | Text", *, results: Any = None,
-                         compromise: str = "rank_product", ks: list[int] | None = None,
-                         exhaustive: bool = False) -> OrderingsResult:
+@register(
+    "orderings",
+    result=OrderingsResult,
+    builtin=True,
+    stage="default",
+    order=40,
+    help="clipping curves under other orderings of the directions (importance, compromise)",
+)
+def orderings_experiment(
+    model: Any,
+    text: "Completion | Text",
+    *,
+    results: Any = None,
+    compromise: str = "rank_product",
+    ks: list[int] | None = None,
+    exhaustive: bool = False,
+) -> OrderingsResult:
     """``run_orderings``, reusing the text's ``single_direction`` result when the run has one."""
-    return run_orderings(model, text, single=(results or {}).get("single_direction"), compromise=compromise, ks=ks,
-                         exhaustive=exhaustive)
+    return run_orderings(
+        model,
+        text,
+        single=(results or {}).get("single_direction"),
+        compromise=compromise,
+        ks=ks,
+        exhaustive=exhaustive,
+    )

@@ -35,7 +35,9 @@ def overlap(q_i: Float[Tensor, "d ki"], q_j: Float[Tensor, "d kj"]) -> float:
     return float((q_i.double().T @ q_j.double()).pow(2).sum())
 
 
-def principal_cosines(q_i: Float[Tensor, "d ki"], q_j: Float[Tensor, "d kj"]) -> Float[Tensor, " m"]:
+def principal_cosines(
+    q_i: Float[Tensor, "d ki"], q_j: Float[Tensor, "d kj"]
+) -> Float[Tensor, " m"]:
     """Cosines of the principal angles, descending (min(k_i, k_j) of them); float32 SVD of the
     float64 product (cosines to ~1e-6)."""
     return torch.linalg.svdvals((q_i.double().T @ q_j.double()).float()).double().clamp(0, 1)
@@ -49,7 +51,9 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def random_basis(d: int, k: int, generator: torch.Generator, device: torch.device | str = "cpu") -> Float[Tensor, "d k"]:
+def random_basis(
+    d: int, k: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> Float[Tensor, "d k"]:
     """Haar-random orthonormal d x k basis (numbers drawn on the CPU from ``generator``, so a seed
     gives the same basis on any device; the QR runs on ``device``)."""
     q, r = torch.linalg.qr(torch.randn(d, k, generator=generator, dtype=torch.float64).to(device))
@@ -57,10 +61,15 @@ def random_basis(d: int, k: int, generator: torch.Generator, device: torch.devic
 
 
 def spectral_basis(
-    vectors: Float[Tensor, "d r"], singular_values: Float[Tensor, " r"], k: int, generator: torch.Generator
+    vectors: Float[Tensor, "d r"],
+    singular_values: Float[Tensor, " r"],
+    k: int,
+    generator: torch.Generator,
 ) -> Float[Tensor, "d k"]:
     """Random k-dim subspace drawn from N(0, V diag(s^2) V^T) (the writes' own anisotropy)."""
-    z = torch.randn(vectors.shape[1], k, generator=generator, dtype=torch.float64).to(vectors.device)
+    z = torch.randn(vectors.shape[1], k, generator=generator, dtype=torch.float64).to(
+        vectors.device
+    )
     sample = vectors.double() @ (singular_values.double().to(vectors.device)[:, None] * z)
     return torch.linalg.qr(sample).Q
 
@@ -71,7 +80,11 @@ def random_overlap_sd(k_i: int, k_j: int, d: int) -> float:
 
 
 def haar_pair_overlaps(
-    d: int, sizes: list[tuple[int, int]], draws: int, generator: torch.Generator, device: torch.device | str = "cpu"
+    d: int,
+    sizes: list[tuple[int, int]],
+    draws: int,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """(draws, len(sizes)): for each draw and size pair (a, b), the overlap of a random b-dim
     subspace with a fixed a-dim one, read off one Haar-random orthogonal d x d matrix per draw
@@ -90,7 +103,8 @@ def haar_pair_overlaps(
 def monte_carlo_overlap(
     sizes: tuple[int, int], d: int, *, draws: int, generator: torch.Generator, sampler: Any = None
 ) -> np.ndarray:
-    """Overlaps of ``draws`` pairs of random subspaces (uniform unless ``sampler(k, gen, which)``)."""
+    """Overlaps of ``draws`` pairs of random subspaces (uniform unless ``sampler(k, gen,
+    which)``)."""
     if sampler is None:
         return haar_pair_overlaps(d, [sizes], draws, generator)[:, 0]
     out = np.empty(draws)
@@ -130,7 +144,10 @@ class OverlapResult(ExperimentResult):
                 out[f"mean_abs_rel_err_{null}"] = float(cross[col].abs().mean())
                 expected = float(cross[f"null_{null}"].sum())  # 0 when every subspace is empty
                 out[f"overall_rel_err_{null}"] = (
-                    float((cross.observed.sum() - expected) / expected) if expected else float("nan"))
+                    float((cross.observed.sum() - expected) / expected)
+                    if expected
+                    else float("nan")
+                )
         if len(cross):
             out["median_z_analytic"] = float(cross.z_analytic.median())
             out["mean_k_frac"] = float(np.mean(np.r_[cross.k_a, cross.k_b]) / cross.d_model.iloc[0])
@@ -141,13 +158,25 @@ class OverlapResult(ExperimentResult):
 
         figs = {
             "stacked_spectrum": px.line(
-                self.tables["stacked_spectrum"], x="index", y="singular_value", color="source", render_mode="svg",
-                title="SVD of all subspaces' bases stacked: observed vs random subspaces of the same sizes",
+                self.tables["stacked_spectrum"],
+                x="index",
+                y="singular_value",
+                color="source",
+                render_mode="svg",
+                title=(
+                    "SVD of all subspaces' bases stacked: observed vs random subspaces of the "
+                    "same sizes"
+                ),
             ).update_layout(xaxis_title="singular direction", yaxis_title="singular value"),
         }
-        p = self.pairs.assign(kind=np.where(self.pairs.same_prompt, "same text, other ordering", "different texts"))
+        p = self.pairs.assign(
+            kind=np.where(self.pairs.same_prompt, "same text, other ordering", "different texts")
+        )
         figs["pairwise_overlap"] = pairwise_overlap_figure(
-            p, "Pairwise overlap ||Q_i^T Q_j||_F^2 against the random-subspace prediction k_i k_j / d", color="kind")
+            p,
+            "Pairwise overlap ||Q_i^T Q_j||_F^2 against the random-subspace prediction k_i k_j / d",
+            color="kind",
+        )
         return figs
 
 
@@ -158,13 +187,25 @@ def pairwise_overlap_figure(pairs: pd.DataFrame, title: str, *, color: str | Non
     import plotly.graph_objects as go
 
     fig = px.scatter(
-        pairs, x="null_analytic", y="observed", color=color, hover_data=["pair", "z_analytic"], render_mode="svg",
+        pairs,
+        x="null_analytic",
+        y="observed",
+        color=color,
+        hover_data=["pair", "z_analytic"],
+        render_mode="svg",
         title=title,
     ).update_layout(xaxis_title="k_i k_j / d (random subspaces)", yaxis_title="observed overlap")
     lo = float(pairs[["null_analytic", "observed"]].min().min())
     hi = float(pairs[["null_analytic", "observed"]].max().max())
-    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="gray"),
-                             name="observed = k_i k_j / d"))
+    fig.add_trace(
+        go.Scatter(
+            x=[lo, hi],
+            y=[lo, hi],
+            mode="lines",
+            line=dict(dash="dot", color="gray"),
+            name="observed = k_i k_j / d",
+        )
+    )
     return fig
 
 
@@ -194,9 +235,12 @@ def run_overlap(
     sizes = [(bases[i].shape[1], bases[j].shape[1]) for i, j in pair_index]
     uniform = haar_pair_overlaps(d, sizes, draws, gen, device) if draws else None
     spectral = {  # each subspace's own random draws from its spectrum
-        i: [spectral_basis(s.spectrum_vectors.to(device), s.spectrum_values, s.basis.shape[1], gen)
-            for _ in range(spectral_draws)]
-        for i, s in enumerate(subspaces) if s.spectrum_vectors is not None and spectral_draws
+        i: [
+            spectral_basis(s.spectrum_vectors.to(device), s.spectrum_values, s.basis.shape[1], gen)
+            for _ in range(spectral_draws)
+        ]
+        for i, s in enumerate(subspaces)
+        if s.spectrum_vectors is not None and spectral_draws
     }
     rows, angles = [], []
     for n_pair, (ia, ib) in enumerate(pair_index):
@@ -205,17 +249,30 @@ def run_overlap(
         obs = overlap(bases[ia], bases[ib])
         analytic, sd = expected_random_overlap(ki, kj, d), random_overlap_sd(ki, kj, d)
         row = {
-            "pair": f"{a.name} | {b.name}", "a": a.name, "b": b.name, "k_a": ki, "k_b": kj, "d_model": d,
+            "pair": f"{a.name} | {b.name}",
+            "a": a.name,
+            "b": b.name,
+            "k_a": ki,
+            "k_b": kj,
+            "d_model": d,
             "same_prompt": bool(a.prompt and a.prompt == b.prompt),
-            "observed": obs, "null_analytic": analytic, "null_analytic_sd": sd,
+            "observed": obs,
+            "null_analytic": analytic,
+            "null_analytic_sd": sd,
             "z_analytic": (obs - analytic) / sd if sd > 0 else 0.0,
         }
         if uniform is not None:
             mc = uniform[:, n_pair]
-            row.update(null_monte_carlo=mc.mean(), null_monte_carlo_std=mc.std(ddof=1) if draws > 1 else float("nan"))
+            row.update(
+                null_monte_carlo=mc.mean(),
+                null_monte_carlo_std=mc.std(ddof=1) if draws > 1 else float("nan"),
+            )
         if ia in spectral and ib in spectral:
-            sp = np.array([overlap(x, y) for x, y in zip(spectral[ia], spectral[ib])])
-            row.update(null_spectral=sp.mean(), null_spectral_std=sp.std(ddof=1) if len(sp) > 1 else float("nan"))
+            sp = np.array([overlap(x, y) for x, y in zip(spectral[ia], spectral[ib], strict=False)])
+            row.update(
+                null_spectral=sp.mean(),
+                null_spectral_std=sp.std(ddof=1) if len(sp) > 1 else float("nan"),
+            )
         for null in ("analytic", "monte_carlo", "spectral"):
             if f"null_{null}" in row:
                 expected = row[f"null_{null}"]
@@ -223,7 +280,12 @@ def run_overlap(
         rows.append(row)
         cos = principal_cosines(bases[ia], bases[ib]).cpu().numpy()
         angles += [
-            {"pair": row["pair"], "index": i, "cosine": c, "angle_deg": float(np.degrees(np.arccos(c)))}
+            {
+                "pair": row["pair"],
+                "index": i,
+                "cosine": c,
+                "angle_deg": float(np.degrees(np.arccos(c))),
+            }
             for i, c in enumerate(cos)
         ]
     stacked = torch.cat([b.double() for b in bases], dim=1)
@@ -232,14 +294,42 @@ def run_overlap(
     random_sv = torch.linalg.svdvals(rand).cpu().numpy()
     spectrum = pd.concat(
         [
-            pd.DataFrame({"source": "observed", "index": np.arange(len(observed)), "singular_value": observed}),
-            pd.DataFrame({"source": "random", "index": np.arange(len(random_sv)), "singular_value": random_sv}),
+            pd.DataFrame(
+                {
+                    "source": "observed",
+                    "index": np.arange(len(observed)),
+                    "singular_value": observed,
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "source": "random",
+                    "index": np.arange(len(random_sv)),
+                    "singular_value": random_sv,
+                }
+            ),
         ],
         ignore_index=True,
     )
-    sizes = pd.DataFrame([{"name": s.name, "prompt": s.prompt, "source": s.source, "k": s.basis.shape[1]} for s in subspaces])
+    sizes = pd.DataFrame(
+        [
+            {"name": s.name, "prompt": s.prompt, "source": s.source, "k": s.basis.shape[1]}
+            for s in subspaces
+        ]
+    )
     return OverlapResult(
-        tables={"pairs": pd.DataFrame(rows), "angles": pd.DataFrame(angles), "stacked_spectrum": spectrum, "subspaces": sizes},
-        settings={"draws": draws, "spectral_draws": spectral_draws, "seed": seed, "d_model": d, "device": str(device)},
+        tables={
+            "pairs": pd.DataFrame(rows),
+            "angles": pd.DataFrame(angles),
+            "stacked_spectrum": spectrum,
+            "subspaces": sizes,
+        },
+        settings={
+            "draws": draws,
+            "spectral_draws": spectral_draws,
+            "seed": seed,
+            "d_model": d,
+            "device": str(device),
+        },
         meta=meta or {},
     )

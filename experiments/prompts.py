@@ -11,7 +11,10 @@ from interp import Completion, sample_continuation, sample_continuations, tokeni
 PROMPTS: dict[str, str] = {
     "meaning_of_life": "I believe the meaning of life is",
     "relativity": "Simply put, the theory of relativity states that ",
-    "launch": "A brief message congratulating the team on the launch:\n\n        Hi everyone,\n\n        I just ",
+    "launch": (
+        "A brief message congratulating the team on the launch:\n\n        Hi everyone,\n"
+        "\n        I just "
+    ),
     "translate": (
         "Translate English to French:\n\n"
         "        sea otter => loutre de mer\n"
@@ -27,7 +30,7 @@ REPLICATION_PROMPTS: dict[str, str] = {
     **PROMPTS,
     "recipe": "To make a simple tomato soup, you will need",
     "history": "The Roman Empire fell in the West in 476 AD because",
-    "python_code": "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "python_code": 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n',
     "sql_code": "-- Find the ten customers who spent the most last year\nSELECT",
     "dialogue": "Customer: Hi, my order arrived damaged.\nAgent: I'm sorry to hear that. Could you",
     "shopping_list": "Shopping list for the week:\n1. Eggs\n2. Milk\n3.",
@@ -47,7 +50,8 @@ SAMPLING = {"max_new_tokens": 64, "temperature": 0.6, "top_p": 0.9}
 
 def load_prompts_file(path: str | Path) -> dict[str, str]:
     """Prompts from a file: JSONL (objects with ``text`` or ``prompt``, optional ``name``) or plain
-    text, one prompt per line (``\\n`` in a line stands for a newline). Names default to p01, p02..."""
+    text, one prompt per line (``\\n`` in a line stands for a newline). Names default to p01,
+    p02..."""
     return {name: text for _, name, text in read_prompts_file(path)}
 
 
@@ -58,7 +62,9 @@ def read_prompts_file(path: str | Path) -> list[tuple[int, str, str]]:
     text = Path(path).read_text(encoding="utf-8")
     lines = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
-        raise ValueError(f"{path} holds no prompts: give one per line, or JSONL objects with a 'text' field.")
+        raise ValueError(
+            f"{path} holds no prompts: give one per line, or JSONL objects with a 'text' field."
+        )
     names: set[str] = set()
     for n, (i, line) in enumerate(lines, 1):
         name = f"p{n:02d}"
@@ -66,11 +72,15 @@ def read_prompts_file(path: str | Path) -> list[tuple[int, str, str]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {i}: not valid JSON ({err.msg}); use one JSON object per line, "
-                                 "or plain text lines") from err
+                raise ValueError(
+                    f"{path}, line {i}: not valid JSON ({err.msg}); use one JSON object per line, "
+                    "or plain text lines"
+                ) from err
             text = obj.get("text", obj.get("prompt"))
             if text is None:
-                raise ValueError(f"{path}, line {i}: a JSON object needs a 'text' (or 'prompt') field")
+                raise ValueError(
+                    f"{path}, line {i}: a JSON object needs a 'text' (or 'prompt') field"
+                )
             name = str(obj.get("name", name))
         else:
             text = line.replace("\\n", "\n")
@@ -100,10 +110,16 @@ def sample_missing(model: Any, items: list[tuple[str, int, Path]], **sampling: A
     """
     for seed in sorted({seed for _, seed, _ in items}):
         settings = {**SAMPLING, **sampling, "seed": seed}
-        todo = [(t, p) for t, sd, p in items if sd == seed and _stored(model, p, t, settings) is None]
+        todo = [
+            (t, p) for t, sd, p in items if sd == seed and _stored(model, p, t, settings) is None
+        ]
         if not todo:
             continue
-        for (t, path), comp in zip(todo, sample_continuations(model, [t for t, _ in todo], use_cache=True, **settings)):
+        for (_t, path), comp in zip(
+            todo,
+            sample_continuations(model, [t for t, _ in todo], use_cache=True, **settings),
+            strict=False,
+        ):
             comp.meta["sample"] = 0
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(comp.to_dict(), indent=2, ensure_ascii=False))

@@ -28,8 +28,8 @@ needed or wanted). Of the run's settings (``CONTEXT``: ``seed``, ``exhaustive``,
 e.g. ``results["exact_importance"]``, to reuse; an empty mapping when run alone) the function
 receives those it names. Any other declared option is set from the command line with
 ``run NAME --opt key=value`` (repeatable), parsed by its annotation (``int``, ``float``, ``bool``,
-``str``, ``Optional``, ``Literal`` and tuples, lists or sequences of these, comma-separated) or, when
-unannotated, by its default's type; an unknown key or a value of the wrong type is refused
+``str``, ``Optional``, ``Literal`` and tuples, lists or sequences of these, comma-separated) or,
+when unannotated, by its default's type; an unknown key or a value of the wrong type is refused
 (``OptionError``) before the model loads.
 
 How the CLI finds a plug-in's module (it must be imported for ``register`` to run), either:
@@ -64,16 +64,41 @@ from .base import ExperimentResult
 ENV = "RESID_WRITES_PLUGINS"
 ENTRY_POINT_GROUP = "resid_writes.experiments"
 # The run's settings a pipeline hands to every experiment that names them (not user options).
-CONTEXT = ("seed", "exhaustive", "tolerance", "band", "chunk_size", "progress", "prompt_name", "n_exact", "n_fisher",
-           "n_samples", "random_draws", "generation_tokens", "results")
+CONTEXT = (
+    "seed",
+    "exhaustive",
+    "tolerance",
+    "band",
+    "chunk_size",
+    "progress",
+    "prompt_name",
+    "n_exact",
+    "n_fisher",
+    "n_samples",
+    "random_draws",
+    "generation_tokens",
+    "results",
+)
 OPTIONS = CONTEXT  # the name plug-ins knew it by
-# Where an experiment runs: ``exact`` first on the exact stage's texts, ``default`` on every text
-# (by ``order``), ``extension`` when named by --with / --exact-with / extend, ``alone`` only by ``run``.
+# Where an experiment runs: ``exact`` first on the exact stage's texts, ``default`` on every
+# text (by ``order``), ``extension`` when named by --with / --exact-with / extend, ``alone``
+# only by ``run``.
 STAGES = ("exact", "default", "extension", "alone")
 # The package's own experiments: a plug-in cannot take these names.
-BUILTIN = ("spectrum", "clipping", "single_direction", "orderings", "minimal_subspace", "clipped_generation",
-           "exact_importance", "method_sensitivity", "clip_variants", "hessian_ranking", "study_procedure",
-           "text_length")
+BUILTIN = (
+    "spectrum",
+    "clipping",
+    "single_direction",
+    "orderings",
+    "minimal_subspace",
+    "clipped_generation",
+    "exact_importance",
+    "method_sensitivity",
+    "clip_variants",
+    "hessian_ranking",
+    "study_procedure",
+    "text_length",
+)
 
 
 class OptionError(ValueError):
@@ -82,7 +107,13 @@ class OptionError(ValueError):
 
 _NONE = ("none", "null")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-_SEQUENCES = (tuple, list, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection)
+_SEQUENCES = (
+    tuple,
+    list,
+    collections.abc.Sequence,
+    collections.abc.Iterable,
+    collections.abc.Collection,
+)
 
 
 def _type_name(tp: Any) -> str:
@@ -92,14 +123,19 @@ def _type_name(tp: Any) -> str:
 
 
 def parse_value(tp: Any, raw: str) -> Any:
-    """``raw`` (a command-line string) as a value of the annotation ``tp``; ValueError when it is not one."""
+    """``raw`` (a command-line string) as a value of the annotation ``tp``; ValueError when it is
+    not one."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any or tp is inspect.Parameter.empty:
-        raise ValueError("an undeclared type (Any) cannot be given on the command line: pass it from Python")
+        raise ValueError(
+            "an undeclared type (Any) cannot be given on the command line: pass it from Python"
+        )
     if origin in (typing.Union, types.UnionType):
         if type(None) in args and raw.strip().lower() in _NONE:
             return None
-        members = sorted((a for a in args if a is not type(None)), key=lambda a: a is str)  # str last
+        members = sorted(
+            (a for a in args if a is not type(None)), key=lambda a: a is str
+        )  # str last
         for member in members:
             try:
                 return parse_value(member, raw)
@@ -177,7 +213,9 @@ def declared_options(fn: Callable) -> dict[str, Option]:
     params = list(inspect.signature(fn).parameters.values())
     for i, p in enumerate(params):
         positional = p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and i >= 2
-        if p.default is inspect.Parameter.empty or not (p.kind is inspect.Parameter.KEYWORD_ONLY or positional):
+        if p.default is inspect.Parameter.empty or not (
+            p.kind is inspect.Parameter.KEYWORD_ONLY or positional
+        ):
             continue
         tp = hints.get(p.name, inspect.Parameter.empty)
         if tp is inspect.Parameter.empty and p.default is not None:
@@ -225,24 +263,39 @@ class Plugin:
             key, sep, raw = pair.partition("=")
             key = key.strip()
             if not sep or not key:
-                raise OptionError(f"--opt {pair!r} is not KEY=VALUE (e.g. --opt {next(iter(declared), 'key')}=...)")
+                raise OptionError(
+                    f"--opt {pair!r} is not KEY=VALUE (e.g. --opt "
+                    f"{next(iter(declared), 'key')}=...)"
+                )
             if key not in declared:
-                raise OptionError(f"--opt {key}: {self.name} has no option {key!r} (its options: "
-                                  f"{', '.join(declared) or 'none'})")
+                raise OptionError(
+                    f"--opt {key}: {self.name} has no option {key!r} (its options: "
+                    f"{', '.join(declared) or 'none'})"
+                )
             try:
                 out[key] = declared[key].parse(raw)
             except ValueError as err:
-                raise OptionError(f"--opt {key}={raw}: {err} ({self.name}'s {key} is "
-                                  f"{declared[key].type_name}, default {declared[key].default!r})") from None
+                raise OptionError(
+                    f"--opt {key}={raw}: {err} ({self.name}'s {key} is "
+                    f"{declared[key].type_name}, default {declared[key].default!r})"
+                ) from None
         return out
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         unknown = [k for k in options if k not in self.options]
         if unknown:
-            raise OptionError(f"{self.name} has no option {unknown[0]!r} (its options: {', '.join(self.options) or 'none'})")
+            raise OptionError(
+                f"{self.name} has no option {unknown[0]!r} (its options: "
+                f"{', '.join(self.options) or 'none'})"
+            )
 
-    def run(self, model: Any, text: Any, context: Mapping[str, Any] | None = None,
-            options: Mapping[str, Any] | None = None) -> ExperimentResult:
+    def run(
+        self,
+        model: Any,
+        text: Any,
+        context: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> ExperimentResult:
         """Run on a prepared text: of ``context`` (the run's settings, ``CONTEXT``) the entries
         ``fn`` names, then ``options`` (checked against the declaration: an undeclared one is an
         ``OptionError``); the result must be an instance of ``result``."""
@@ -254,8 +307,11 @@ class Plugin:
             kwargs.update(options)
         out = self.fn(model, text, **kwargs)
         if not isinstance(out, self.result):
-            raise TypeError(f"plug-in {self.name!r} returned {type(out).__name__}, not its registered result class "
-                            f"{self.result.__name__}: return a {self.result.__name__} (or register the class it returns)")
+            raise TypeError(
+                f"plug-in {self.name!r} returned {type(out).__name__}, not its registered "
+                f"result class {self.result.__name__}: return a {self.result.__name__} (or "
+                "register the class it returns)"
+            )
         return out
 
     def __call__(self, model: Any, text: Any, **context: Any) -> ExperimentResult:
@@ -267,12 +323,24 @@ _REGISTRY: dict[str, Plugin] = {}
 _SKIPPED: dict[str, str] = {}  # plug-in module -> why it was skipped (warned once)
 
 
-def register(name: str, *, result: type[ExperimentResult], help: str = "", builtin: bool = False,
-             stage: str = "extension", order: int = 0, generation: bool = False) -> Callable[[Callable], Callable]:
+def register(
+    name: str,
+    *,
+    result: type[ExperimentResult],
+    help: str = "",
+    builtin: bool = False,
+    stage: str = "extension",
+    order: int = 0,
+    generation: bool = False,
+) -> Callable[[Callable], Callable]:
     """Decorator: register ``fn(model, text, *, options...)`` as the experiment ``name``
-    (``builtin``, ``stage``, ``order``, ``generation``: the package's own experiments; see ``Plugin``)."""
+    (``builtin``, ``stage``, ``order``, ``generation``: the package's own experiments; see
+    ``Plugin``)."""
     if not name.isidentifier():
-        raise ValueError(f"plug-in name {name!r} must be a Python identifier (it names the CLI choice and a folder)")
+        raise ValueError(
+            f"plug-in name {name!r} must be a Python identifier (it names the CLI choice "
+            "and a folder)"
+        )
     if not builtin and (name in BUILTIN or getattr(_REGISTRY.get(name), "builtin", False)):
         raise ValueError(f"plug-in name {name!r} is a built-in experiment's: choose another name")
     if stage not in STAGES:
@@ -281,16 +349,38 @@ def register(name: str, *, result: type[ExperimentResult], help: str = "", built
         raise TypeError(f"result= must be an ExperimentResult subclass, got {result!r}")
 
     def decorator(fn: Callable) -> Callable:
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()) and builtin:
-            raise TypeError(f"built-in experiment {name!r} must declare its options, not take **kwargs")
+        if (
+            any(
+                p.kind is inspect.Parameter.VAR_KEYWORD
+                for p in inspect.signature(fn).parameters.values()
+            )
+            and builtin
+        ):
+            raise TypeError(
+                f"built-in experiment {name!r} must declare its options, not take **kwargs"
+            )
         old = _REGISTRY.get(name)
-        same = old is not None and (old.fn.__code__.co_filename, old.fn.__qualname__) == (fn.__code__.co_filename,
-                                                                                          fn.__qualname__)
-        if old is not None and not same:  # the same file imported twice (by path and by name) is no conflict
-            raise ValueError(f"plug-in name {name!r} is already registered by {old.fn.__module__}.{old.fn.__qualname__}: "
-                             "choose another name")
-        _REGISTRY[name] = Plugin(name, fn, result, help or (inspect.getdoc(fn) or "").split("\n")[0], builtin=builtin,
-                                 stage=stage, order=order, generation=generation)
+        same = old is not None and (old.fn.__code__.co_filename, old.fn.__qualname__) == (
+            fn.__code__.co_filename,
+            fn.__qualname__,
+        )
+        if (
+            old is not None and not same
+        ):  # the same file imported twice (by path and by name) is no conflict
+            raise ValueError(
+                f"plug-in name {name!r} is already registered by "
+                f"{old.fn.__module__}.{old.fn.__qualname__}: choose another name"
+            )
+        _REGISTRY[name] = Plugin(
+            name,
+            fn,
+            result,
+            help or (inspect.getdoc(fn) or "").split("\n")[0],
+            builtin=builtin,
+            stage=stage,
+            order=order,
+            generation=generation,
+        )
         return fn
 
     return decorator
@@ -307,7 +397,10 @@ def load_module(spec: str) -> Any:
     if spec.endswith(".py") or os.sep in spec:
         path = Path(spec).expanduser().resolve()
         if not path.is_file():
-            raise FileNotFoundError(f"plug-in file {path} does not exist (set ${ENV} to existing .py files or module names)")
+            raise FileNotFoundError(
+                f"plug-in file {path} does not exist (set ${ENV} to existing .py files or "
+                "module names)"
+            )
         name = f"resid_writes_plugin_{path.stem}"
         if name in sys.modules:
             return sys.modules[name]
@@ -329,8 +422,11 @@ def _skip(source: str, err: BaseException) -> None:
         return
     why = " ".join(f"{type(err).__name__}: {err}".split())[:200]
     _SKIPPED[source] = why
-    print(f"warning: plug-in {source} skipped ({why}); fix it, or take it out of ${ENV} or uninstall "
-          "its package", file=sys.stderr)
+    print(
+        f"warning: plug-in {source} skipped ({why}); fix it, or take it out of ${ENV} or uninstall "
+        "its package",
+        file=sys.stderr,
+    )
 
 
 def discover(strict: bool = True) -> dict[str, Plugin]:
@@ -343,7 +439,9 @@ def discover(strict: bool = True) -> dict[str, Plugin]:
             obj = ep.load()
             if isinstance(obj, Plugin):
                 if obj.name in BUILTIN and _REGISTRY.get(obj.name) is not obj:
-                    raise ValueError(f"plug-in name {obj.name!r} is a built-in experiment's: choose another name")
+                    raise ValueError(
+                        f"plug-in name {obj.name!r} is a built-in experiment's: choose another name"
+                    )
                 _REGISTRY.setdefault(obj.name, obj)
         except Exception as err:  # noqa: BLE001
             if strict:
@@ -366,24 +464,32 @@ def builtins() -> dict[str, Plugin]:
 
 def stage(name: str) -> list[str]:
     """The built-in experiments of a pipeline stage, in the order they run."""
-    found = sorted((p for p in builtins().values() if p.stage == name), key=lambda p: (p.order, p.name))
+    found = sorted(
+        (p for p in builtins().values() if p.stage == name), key=lambda p: (p.order, p.name)
+    )
     return [p.name for p in found]
 
 
 def experiment_names() -> list[str]:
-    """Every experiment ``run NAME`` takes: the built-ins (by stage and order), then the plug-ins found."""
+    """Every experiment ``run NAME`` takes: the built-ins (by stage and order), then the plug-ins
+    found."""
     found = discover(strict=False)
-    own = sorted((p for p in found.values() if p.builtin), key=lambda p: (STAGES.index(p.stage), p.order, p.name))
+    own = sorted(
+        (p for p in found.values() if p.builtin),
+        key=lambda p: (STAGES.index(p.stage), p.order, p.name),
+    )
     return [p.name for p in own] + sorted(n for n, p in found.items() if not p.builtin)
 
 
 def plugin_names() -> list[str]:
-    """The extensions (``--with``, ``--exact-with``: the package's and the plug-ins found), sorted."""
+    """The extensions (``--with``, ``--exact-with``: the package's and the plug-ins found),
+    sorted."""
     return sorted(n for n, p in discover(strict=False).items() if p.stage == "extension")
 
 
 class LazyNames(collections.abc.Sequence):
-    """``plugin_names()`` looked up when first needed (an argparse ``choices``: ``--help`` imports no plug-in)."""
+    """``plugin_names()`` looked up when first needed (an argparse ``choices``: ``--help`` imports
+    no plug-in)."""
 
     def __init__(self, names: Callable[[], list[str]] = plugin_names) -> None:
         self._names = names
@@ -407,8 +513,10 @@ def get_plugin(name: str) -> Plugin:
     found = _REGISTRY if name in BUILTIN else discover(strict=False)
     if name not in found:
         plugins = sorted(n for n, p in found.items() if not p.builtin)
-        raise KeyError(f"no plug-in experiment {name!r} (built-in: {', '.join(sorted(builtins()))}; plug-ins found: "
-                       f"{', '.join(plugins) or 'none'}); register it with experiments.registry.register and point "
-                       f"${ENV} at its module or file, or install it with an entry point in the group "
-                       f"{ENTRY_POINT_GROUP!r}")
+        raise KeyError(
+            f"no plug-in experiment {name!r} (built-in: {', '.join(sorted(builtins()))}; "
+            f"plug-ins found: {', '.join(plugins) or 'none'}); register it with "
+            f"experiments.registry.register and point ${ENV} at its module or file, or "
+            f"install it with an entry point in the group {ENTRY_POINT_GROUP!r}"
+        )
     return found[name]

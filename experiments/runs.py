@@ -57,8 +57,12 @@ def _experiment_of(directory: Path) -> str | None:
 def _is_result_folder(directory: Path) -> bool:
     """A result's folder: tables or settings.json, not ``figures`` nor a save under way
     (``<name>.partial``, reproduce's)."""
-    return (directory.is_dir() and directory.name != "figures" and not directory.name.endswith(PARTIAL)
-            and ((directory / SETTINGS).is_file() or any(directory.glob("*.csv"))))
+    return (
+        directory.is_dir()
+        and directory.name != "figures"
+        and not directory.name.endswith(PARTIAL)
+        and ((directory / SETTINGS).is_file() or any(directory.glob("*.csv")))
+    )
 
 
 class Run:
@@ -69,29 +73,43 @@ class Run:
     result of every text that has it; ``table(experiment, table)``: those results' table, every
     text's rows together; ``groups``: the run-wide results (``overlap``, ``overlap~s<seed>``)."""
 
-    def __init__(self, folder: str | Path, classes: Mapping[str, type[ExperimentResult]] | None = None) -> None:
+    def __init__(
+        self, folder: str | Path, classes: Mapping[str, type[ExperimentResult]] | None = None
+    ) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise FileNotFoundError(f"{self.folder} is not a folder: give load_run the folder a run wrote "
-                                    "(reproduce/replicate --out)")
+            raise FileNotFoundError(
+                f"{self.folder} is not a folder: give load_run the folder a run wrote "
+                "(reproduce/replicate --out)"
+            )
         known = result_classes()
         asked = dict(classes or {})
         self._folders: dict[str, dict[str, tuple[Path, type[ExperimentResult]]]] = {}
         self._group_folders: dict[str, tuple[Path, type[ExperimentResult]]] = {}
         self._loaded: dict[Path, ExperimentResult] = {}
-        children = sorted(p for p in self.folder.iterdir() if p.is_dir() and not p.name.endswith(PARTIAL))
+        children = sorted(
+            p for p in self.folder.iterdir() if p.is_dir() and not p.name.endswith(PARTIAL)
+        )
         for child in children:
             if (child / SETTINGS).is_file():  # a run-wide result (overlap)
-                self._group_folders[child.name] = (child, _class_for(child, child.name, known, asked))
+                self._group_folders[child.name] = (
+                    child,
+                    _class_for(child, child.name, known, asked),
+                )
                 continue
-            found = {sub.name: (sub, _class_for(sub, sub.name, known, asked))
-                     for sub in sorted(child.iterdir()) if _is_result_folder(sub)}
+            found = {
+                sub.name: (sub, _class_for(sub, sub.name, known, asked))
+                for sub in sorted(child.iterdir())
+                if _is_result_folder(sub)
+            }
             if found:
                 self._folders[child.name] = found
 
     def __repr__(self) -> str:
-        return (f"Run({str(self.folder)!r}: {len(self.texts)} texts, experiments {self.experiments}, "
-                f"groups {list(self._group_folders)})")
+        return (
+            f"Run({str(self.folder)!r}: {len(self.texts)} texts, experiments {self.experiments}, "
+            f"groups {list(self._group_folders)})"
+        )
 
     @property
     def texts(self) -> list[str]:
@@ -122,10 +140,16 @@ class Run:
         found = self._folders.get(text, {}).get(experiment)
         return None if found is None else self._load(*found)
 
-    def results(self, experiment: str, texts: list[str] | None = None) -> dict[str, ExperimentResult]:
+    def results(
+        self, experiment: str, texts: list[str] | None = None
+    ) -> dict[str, ExperimentResult]:
         """{text: result} of every text (of ``texts``, in that order) that has ``experiment``."""
         order = self.texts if texts is None else [t for t in texts if t in self._folders]
-        return {t: self._load(*self._folders[t][experiment]) for t in order if experiment in self._folders[t]}
+        return {
+            t: self._load(*self._folders[t][experiment])
+            for t in order
+            if experiment in self._folders[t]
+        }
 
     @property
     def groups(self) -> dict[str, ExperimentResult]:
@@ -133,9 +157,9 @@ class Run:
         return {name: self._load(path, cls) for name, (path, cls) in self._group_folders.items()}
 
     def table(self, experiment: str, table: str, texts: list[str] | None = None) -> pd.DataFrame:
-        """Table ``table`` of ``experiment`` of every text that has it (of ``texts``, in that order),
-        in one tidy frame: ``text`` (the text's folder) and ``model`` (the model's name) first, then
-        the table's columns. A table's own ``text`` or ``model`` column is kept, renamed
+        """Table ``table`` of ``experiment`` of every text that has it (of ``texts``, in that
+        order), in one tidy frame: ``text`` (the text's folder) and ``model`` (the model's name)
+        first, then the table's columns. A table's own ``text`` or ``model`` column is kept, renamed
         ``<table>_<column>`` (clipped_generation's samples: ``samples_text``, ``samples_model``).
         Empty (no columns) when no text has it."""
         frames = []
@@ -158,14 +182,19 @@ class Run:
         if path not in self._loaded:
             if (path / SETTINGS).is_file():
                 self._loaded[path] = cls.load(path)
-            else:  # tables alone (a folder written by hand, or a save cut short): no settings, no meta
+            # tables alone (a folder written by hand, or a save cut short): no settings, no meta
+            else:
                 tables = {p.stem: _read_table(p) for p in sorted(path.glob("*.csv"))}
                 self._loaded[path] = cls(tables=tables, settings={}, meta={})
         return self._loaded[path]
 
 
-def _class_for(directory: Path, key: str, known: Mapping[str, type[ExperimentResult]],
-               asked: Mapping[str, type[ExperimentResult]]) -> type[ExperimentResult]:
+def _class_for(
+    directory: Path,
+    key: str,
+    known: Mapping[str, type[ExperimentResult]],
+    asked: Mapping[str, type[ExperimentResult]],
+) -> type[ExperimentResult]:
     """The class that loads ``directory``: the one asked for under ``key`` (refused unless it is
     the experiment ``settings.json`` names), else the named experiment's, else the folder name's,
     else the plain ``ExperimentResult``."""
@@ -178,14 +207,18 @@ def _class_for(directory: Path, key: str, known: Mapping[str, type[ExperimentRes
             theirs = known.get(made_by)
             their_name = theirs.__name__ if theirs else "no registered class"
             raise ValueError(
-                f"{directory}: its settings.json says it holds a {made_by!r} result ({their_name}), not "
-                f"{cls.__name__} ({cls.name!r}): load it with {their_name if theirs else 'the class that made it'} "
-                "or leave it out of classes")
+                f"{directory}: its settings.json says it holds a {made_by!r} result "
+                f"({their_name}), not {cls.__name__} ({cls.name!r}): load it with "
+                f"{their_name if theirs else 'the class that made it'} or leave it out of "
+                "classes"
+            )
         return cls
     return known.get(made_by or key, ExperimentResult)
 
 
-def load_run(folder: str | Path, *, classes: Mapping[str, type[ExperimentResult]] | None = None) -> Run:
+def load_run(
+    folder: str | Path, *, classes: Mapping[str, type[ExperimentResult]] | None = None
+) -> Run:
     """Every result of the run folder ``folder`` (see ``Run``), each loaded by its experiment's
     result class; ``classes`` ({experiment: class}) overrides it, and a class that is not the
     experiment a folder's ``settings.json`` names is refused (``ValueError`` naming the folder

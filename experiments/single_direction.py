@@ -38,9 +38,15 @@ class SingleDirectionResult(ExperimentResult):
         out = {
             "n_directions": len(t),
             "n_exact": int(t.exact.sum()),
-            "spearman_sv_importance": float(stats.spearmanr(t.singular_value, t.importance).statistic),
-            "pearson_sv_importance": float(stats.pearsonr(t.singular_value, t.importance).statistic),
-            "spearman_sv_abs_importance": float(stats.spearmanr(t.singular_value, t.importance.abs()).statistic),
+            "spearman_sv_importance": float(
+                stats.spearmanr(t.singular_value, t.importance).statistic
+            ),
+            "pearson_sv_importance": float(
+                stats.pearsonr(t.singular_value, t.importance).statistic
+            ),
+            "spearman_sv_abs_importance": float(
+                stats.spearmanr(t.singular_value, t.importance.abs()).statistic
+            ),
             "median_importance": float(t.importance.median()),
             "n_helpful_removals": int((t.importance < 0).sum()),
             "most_important_direction": int(top.direction.iloc[0]),
@@ -59,10 +65,18 @@ class SingleDirectionResult(ExperimentResult):
         ex = t[(t.singular_value > 0) & t.exact]
         if len(ex) and "second_order" in t:
             figs["estimate_vs_exact"] = px.scatter(
-                ex.assign(second_order=ex.second_order), x="importance", y="second_order", hover_data=["direction"],
-                title=f"{self.meta['model']['name']}: second-order (Fisher) estimate vs exact importance",
+                ex.assign(second_order=ex.second_order),
+                x="importance",
+                y="second_order",
+                hover_data=["direction"],
+                title=(
+                    f"{self.meta['model']['name']}: second-order (Fisher) estimate vs exact "
+                    "importance"
+                ),
                 render_mode="svg",
-            ).update_layout(xaxis_title="exact importance (nats)", yaxis_title="first order + Fisher / 2")
+            ).update_layout(
+                xaxis_title="exact importance (nats)", yaxis_title="first order + Fisher / 2"
+            )
         return figs
 
 
@@ -79,9 +93,19 @@ def importance_figure(importance: pd.DataFrame, title: str, *, floor: float = 1e
         how=lambda d: np.where(d.exact, "exact", "estimated"),
     )
     return px.scatter(
-        t, x="singular_value", y="abs_importance", color="sign", symbol="how", log_x=True, log_y=True,
-        hover_data=["direction", "importance"], title=title, render_mode="svg",
-    ).update_layout(yaxis_title="|logp - logp(direction removed)| (nats)", xaxis_title="singular value")
+        t,
+        x="singular_value",
+        y="abs_importance",
+        color="sign",
+        symbol="how",
+        log_x=True,
+        log_y=True,
+        hover_data=["direction", "importance"],
+        title=title,
+        render_mode="svg",
+    ).update_layout(
+        yaxis_title="|logp - logp(direction removed)| (nats)", xaxis_title="singular value"
+    )
 
 
 def default_screen(d: int, n_exact: int | None = None) -> tuple[int, int, int]:
@@ -98,7 +122,8 @@ def run_single_direction(
     model: Any,
     completion: "Completion | Text",
     *,
-    kinds: tuple[str, ...] | None = None,  # default: the prepared text's (attention + MLP for a completion)
+    kinds: tuple[str, ...]
+    | None = None,  # default: the prepared text's (attention + MLP for a completion)
     exhaustive: bool = False,
     n_exact: int | None = None,
     n_fisher: int = 8,
@@ -120,12 +145,21 @@ def run_single_direction(
     base, basis = text.baseline, text.basis
     s = basis.singular_values.numpy()
     d = len(s)
-    estimate = taylor_importance(model, text.completion, basis.vectors, kinds=text.kinds, n_fisher=n_fisher, seed=seed)
+    estimate = taylor_importance(
+        model, text.completion, basis.vectors, kinds=text.kinds, n_fisher=n_fisher, seed=seed
+    )
     rows = {"n": 0, "passes": 0}
 
     def exact_fn(columns: np.ndarray) -> np.ndarray:
-        sweep = ablation_sweep(model, text.completion, basis.vectors, columns=columns.tolist(), kinds=text.kinds,
-                               chunk_size=chunk_size, progress=progress)
+        sweep = ablation_sweep(
+            model,
+            text.completion,
+            basis.vectors,
+            columns=columns.tolist(),
+            kinds=text.kinds,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
         rows["n"] += len(columns)
         rows["passes"] += sweep.n_passes
         return base - sweep.logprob.numpy()
@@ -135,14 +169,27 @@ def run_single_direction(
     if exhaustive:
         importance = exact_fn(np.arange(d))
         exact = np.ones(d, dtype=bool)
-        screened = screened_importance(estimate, s, lambda c: importance[c], n_score=n_score,
-                                       n_top_sv=n_top_sv, n_calibration=n_cal)
-        for name, values in (("first_order", estimate.first_order), ("second_order", estimate.second_order),
-                             ("screened", screened.importance)):
-            quality.update({f"{name}_{k}": v for k, v in estimator_quality(values, importance).items()})
+        screened = screened_importance(
+            estimate,
+            s,
+            lambda c: importance[c],
+            n_score=n_score,
+            n_top_sv=n_top_sv,
+            n_calibration=n_cal,
+        )
+        for name, values in (
+            ("first_order", estimate.first_order),
+            ("second_order", estimate.second_order),
+            ("screened", screened.importance),
+        ):
+            quality.update(
+                {f"{name}_{k}": v for k, v in estimator_quality(values, importance).items()}
+            )
         quality["screened_exact_rows"] = screened.n_exact_rows
     else:
-        screened = screened_importance(estimate, s, exact_fn, n_score=n_score, n_top_sv=n_top_sv, n_calibration=n_cal)
+        screened = screened_importance(
+            estimate, s, exact_fn, n_score=n_score, n_top_sv=n_top_sv, n_calibration=n_cal
+        )
         importance, exact = screened.importance, screened.exact
     table = pd.DataFrame(
         {
@@ -168,18 +215,49 @@ def run_single_direction(
     )
     return SingleDirectionResult(
         tables={"importance": table, "deviations": deviations},
-        settings={"kinds": list(text.kinds), "exhaustive": exhaustive, "n_fisher": n_fisher, "seed": seed,
-                  "screen": {"n_score": n_score, "n_top_sv": n_top_sv, "n_calibration": n_cal}},
-        meta=text.meta(estimator_quality=quality, forward_rows=rows["n"], forward_passes=rows["passes"],
-                       backward_passes=estimate.n_backward, score_weights=screened.coefficients[1:].tolist()),
+        settings={
+            "kinds": list(text.kinds),
+            "exhaustive": exhaustive,
+            "n_fisher": n_fisher,
+            "seed": seed,
+            "screen": {"n_score": n_score, "n_top_sv": n_top_sv, "n_calibration": n_cal},
+        },
+        meta=text.meta(
+            estimator_quality=quality,
+            forward_rows=rows["n"],
+            forward_passes=rows["passes"],
+            backward_passes=estimate.n_backward,
+            score_weights=screened.coefficients[1:].tolist(),
+        ),
     )
 
 
-@register("single_direction", result=SingleDirectionResult, builtin=True, stage="default", order=30,
-          help="each direction's importance: exact ablations where screened, Taylor estimates elsewhere")
-def single_direction_experiment(model: Any, text: "Completion | Text", *, exhaustive: bool = False,
-                                n_exact: int | None = None, n_fisher: int = 8, seed: int = 0,
-                                n_deviations: int = 15) -> SingleDirectionResult:
-    """``run_single_direction`` as the pipeline runs it (its own chunk size: the run's is not passed)."""
-    return run_single_direction(model, text, exhaustive=exhaustive, n_exact=n_exact, n_fisher=n_fisher, seed=seed,
-                                n_deviations=n_deviations)
+@register(
+    "single_direction",
+    result=SingleDirectionResult,
+    builtin=True,
+    stage="default",
+    order=30,
+    help="each direction's importance: exact ablations where screened, Taylor estimates elsewhere",
+)
+def single_direction_experiment(
+    model: Any,
+    text: "Completion | Text",
+    *,
+    exhaustive: bool = False,
+    n_exact: int | None = None,
+    n_fisher: int = 8,
+    seed: int = 0,
+    n_deviations: int = 15,
+) -> SingleDirectionResult:
+    """``run_single_direction`` as the pipeline runs it (its own chunk size: the run's is not
+    passed)."""
+    return run_single_direction(
+        model,
+        text,
+        exhaustive=exhaustive,
+        n_exact=n_exact,
+        n_fisher=n_fisher,
+        seed=seed,
+        n_deviations=n_deviations,
+    )

@@ -48,9 +48,20 @@ class SpectrumResult(ExperimentResult):
 # key -> (column drawn, log x, log y, x title, y title)
 SPECTRUM_FIGURES = {
     "spectrum_linear": ("singular_value", False, False, "direction (descending)", "singular value"),
-    "spectrum_log": ("singular_value", False, True, "direction (descending)", "singular value (log)"),
-    "spectrum_cumulative": ("cumulative_singular_value", True, False, "number of directions (log)",
-                            "cumulative sum of singular values"),
+    "spectrum_log": (
+        "singular_value",
+        False,
+        True,
+        "direction (descending)",
+        "singular value (log)",
+    ),
+    "spectrum_cumulative": (
+        "cumulative_singular_value",
+        True,
+        False,
+        "number of directions (log)",
+        "cumulative sum of singular values",
+    ),
 }
 
 
@@ -62,12 +73,19 @@ def spectrum_figure(singular_values: pd.DataFrame, key: str, title: str) -> Any:
     y, log_x, log_y, x_title, y_title = SPECTRUM_FIGURES[key]
     sv = singular_values.assign(rank=lambda t: t.direction + 1)
     sv = sv[sv.singular_value > 0]
-    return px.line(sv, x="rank", y=y, color="variant", log_x=log_x, log_y=log_y, title=title,
-                   render_mode="svg").update_layout(xaxis_title=x_title, yaxis_title=y_title)
+    return px.line(
+        sv, x="rank", y=y, color="variant", log_x=log_x, log_y=log_y, title=title, render_mode="svg"
+    ).update_layout(xaxis_title=x_title, yaxis_title=y_title)
 
 
-@register("spectrum", result=SpectrumResult, builtin=True, stage="default", order=10,
-          help="the singular values of every write, by kind and with or without BOS")
+@register(
+    "spectrum",
+    result=SpectrumResult,
+    builtin=True,
+    stage="default",
+    order=10,
+    help="the singular values of every write, by kind and with or without BOS",
+)
 def run_spectrum(
     model: Any,
     completion: "Completion | Text",
@@ -82,7 +100,9 @@ def run_spectrum(
     for kinds, exclude_bos in product(kinds_variants, bos_variants):
         kinds = normalize_kinds(kinds)
         writes = text.writes.select(text.writes.index.kind.isin(kinds))
-        basis = write_basis(writes, exclude_positions=(0,) if exclude_bos else (), device=_linalg_device(model))
+        basis = write_basis(
+            writes, exclude_positions=(0,) if exclude_bos else (), device=_linalg_device(model)
+        )
         table = basis.table()
         name = variant_name(kinds, exclude_bos)
         table.insert(0, "variant", name)
@@ -109,7 +129,13 @@ def run_spectrum(
             }
         )
     return SpectrumResult(
-        tables={"singular_values": pd.concat(rows, ignore_index=True), "summary": pd.DataFrame(summaries)},
-        settings={"kinds_variants": [list(k) for k in kinds_variants], "bos_variants": list(bos_variants)},
+        tables={
+            "singular_values": pd.concat(rows, ignore_index=True),
+            "summary": pd.DataFrame(summaries),
+        },
+        settings={
+            "kinds_variants": [list(k) for k in kinds_variants],
+            "bos_variants": list(bos_variants),
+        },
         meta=text.meta(),
     )

@@ -50,7 +50,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 import torch
 
 from interp import Completion, model_info
@@ -59,10 +58,24 @@ from interp.search import Crossings, ScanResult, curve_crossings, scan_down, stu
 from interp.sweeps import clip_sweep
 
 from .base import ExperimentResult, Text, as_text, run_meta
-from .facts import (STUDY_BAND, STUDY_D_MODEL, STUDY_KNOWN_TOKENS, STUDY_MAX_NEW_TOKENS, STUDY_MIN_K,
-                    STUDY_N_TOKENS, STUDY_WRITES_PER_DIM, study_band_pct)
-from .measure import (NOISE_FACTOR, curve_ks, effective_tolerance, gap_closure, gap_closure_evaluated,
-                      lazy_scan_first_crossing)
+from .facts import (
+    STUDY_BAND,
+    STUDY_D_MODEL,
+    STUDY_KNOWN_TOKENS,
+    STUDY_MAX_NEW_TOKENS,
+    STUDY_MIN_K,
+    STUDY_N_TOKENS,
+    STUDY_WRITES_PER_DIM,
+    study_band_pct,
+)
+from .measure import (
+    NOISE_FACTOR,
+    curve_ks,
+    effective_tolerance,
+    gap_closure,
+    gap_closure_evaluated,
+    lazy_scan_first_crossing,
+)
 from .registry import register
 from .texts import cut_continuation, scaled_length
 
@@ -72,7 +85,11 @@ CONVERGED_NATS = 1.0  # converged_k: the curve stays within this many nats of th
 
 
 def _gap_label(criterion: str, level: float) -> str:
-    return f"gap{round(level * 100):d}_k_frac" if criterion == "gap_closed" else f"within{level:g}_k_frac"
+    return (
+        f"gap{round(level * 100):d}_k_frac"
+        if criterion == "gap_closed"
+        else f"within{level:g}_k_frac"
+    )
 
 
 def study_points(prompt_tokens: dict[str, int] | None = None) -> pd.DataFrame:
@@ -91,9 +108,19 @@ def study_points(prompt_tokens: dict[str, int] | None = None) -> pd.DataFrame:
             lo, hi, x = p + 1, p + STUDY_MAX_NEW_TOKENS, p + STUDY_MAX_NEW_TOKENS
         else:
             lo = hi = x = np.nan
-        rows.append({"prompt_name": name, "min_k": k, "min_k_frac": k / STUDY_D_MODEL, "d_model": STUDY_D_MODEL,
-                     "n_tokens": x, "n_tokens_known": n is not None, "tokens_per_dim": x / STUDY_D_MODEL,
-                     "tokens_per_dim_lo": lo / STUDY_D_MODEL, "tokens_per_dim_hi": hi / STUDY_D_MODEL})
+        rows.append(
+            {
+                "prompt_name": name,
+                "min_k": k,
+                "min_k_frac": k / STUDY_D_MODEL,
+                "d_model": STUDY_D_MODEL,
+                "n_tokens": x,
+                "n_tokens_known": n is not None,
+                "tokens_per_dim": x / STUDY_D_MODEL,
+                "tokens_per_dim_lo": lo / STUDY_D_MODEL,
+                "tokens_per_dim_hi": hi / STUDY_D_MODEL,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -107,7 +134,9 @@ def noise_ks(d: int, rank: int) -> list[int]:
     return sorted(k for k in ks if 0 < k < d)
 
 
-def noise_across_k(text: Text, ks: Sequence[int], *, ordering: str = "singular_value") -> pd.DataFrame:
+def noise_across_k(
+    text: Text, ks: Sequence[int], *, ordering: str = "singular_value"
+) -> pd.DataFrame:
     """The float noise of the clipped pass at several k, not only at k = d.
 
     Per k: the clip scored in the evaluator's batch (``logprob_batched``) and alone
@@ -117,19 +146,37 @@ def noise_across_k(text: Text, ks: Sequence[int], *, ordering: str = "singular_v
     ev = text.evaluator(ordering)
     ks = sorted({int(k) for k in ks})
     if not ks:
-        return pd.DataFrame(columns=["k", "logprob_batched", "logprob_alone", "batch_noise", "identity",
-                                     "identity_noise", "noise"])
+        return pd.DataFrame(
+            columns=[
+                "k",
+                "logprob_batched",
+                "logprob_alone",
+                "batch_noise",
+                "identity",
+                "identity_noise",
+                "noise",
+            ]
+        )
     batched = ev(ks)
-    alone = clip_sweep(text.model, text.completion, ev.directions, ks, kinds=text.kinds, chunk_size=1,
-                       desc="noise").logprob.numpy()
+    alone = clip_sweep(
+        text.model, text.completion, ev.directions, ks, kinds=text.kinds, chunk_size=1, desc="noise"
+    ).logprob.numpy()
     rank = int(text.basis.rank)
     rows = []
-    for k, b, a in zip(ks, batched, alone):
+    for k, b, a in zip(ks, batched, alone, strict=False):
         ident = k >= rank
         idn = max(abs(b - text.baseline), abs(a - text.baseline)) if ident else float("nan")
-        rows.append({"k": k, "logprob_batched": float(b), "logprob_alone": float(a), "batch_noise": abs(float(b - a)),
-                     "identity": ident, "identity_noise": idn,
-                     "noise": max(abs(float(b - a)), 0.0 if np.isnan(idn) else idn)})
+        rows.append(
+            {
+                "k": k,
+                "logprob_batched": float(b),
+                "logprob_alone": float(a),
+                "batch_noise": abs(float(b - a)),
+                "identity": ident,
+                "identity_noise": idn,
+                "noise": max(abs(float(b - a)), 0.0 if np.isnan(idn) else idn),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -137,7 +184,9 @@ def noise_floor(text: Text, tolerance: float) -> tuple[pd.DataFrame, float, floa
     """The text's ``noise_across_k`` table (memoized on the text), its noise at k = d and the
     tolerance ``max(tolerance, 10 x the larger of the two)``."""
     if "_noise_across_k" not in text.__dict__:
-        text.__dict__["_noise_across_k"] = noise_across_k(text, noise_ks(text.d_model, int(text.basis.rank)))
+        text.__dict__["_noise_across_k"] = noise_across_k(
+            text, noise_ks(text.d_model, int(text.basis.rank))
+        )
     table = text.__dict__["_noise_across_k"]
     across = float(table.noise.max()) if len(table) else 0.0
     return table, across, effective_tolerance(tolerance, max(text.noise(), across))
@@ -150,12 +199,22 @@ def text_size(model: Any, text: Text) -> dict[str, Any]:
     d = text.d_model
     n_tok = int(c.tokens.numel())
     n_writes = int(b.n_rows)
-    return {"n_prompt_tokens": int(c.n_prompt), "n_continuation_tokens": int(c.continuation_tokens.numel()),
-            "n_scored": int(c.continuation_tokens.numel()), "n_tokens": n_tok, "d_model": d,
-            "n_layers": int(model.cfg.n_layers), "n_writes": n_writes, "rank": int(b.rank),
-            "rank_rtol": float(np.sqrt(max(n_writes, d) * np.finfo(np.float64).eps)),
-            "writes_per_dim": n_writes / d, "tokens_per_dim": n_tok / d, "rank_limited": n_writes < d,
-            "span_frac": min(n_writes, d) / d, "rank_frac": int(b.rank) / d}
+    return {
+        "n_prompt_tokens": int(c.n_prompt),
+        "n_continuation_tokens": int(c.continuation_tokens.numel()),
+        "n_scored": int(c.continuation_tokens.numel()),
+        "n_tokens": n_tok,
+        "d_model": d,
+        "n_layers": int(model.cfg.n_layers),
+        "n_writes": n_writes,
+        "rank": int(b.rank),
+        "rank_rtol": float(np.sqrt(max(n_writes, d) * np.finfo(np.float64).eps)),
+        "writes_per_dim": n_writes / d,
+        "tokens_per_dim": n_tok / d,
+        "rank_limited": n_writes < d,
+        "span_frac": min(n_writes, d) / d,
+        "rank_frac": int(b.rank) / d,
+    }
 
 
 def crossing_columns(c: Crossings, d: int, rank: int, prefix: str = "") -> dict[str, Any]:
@@ -174,8 +233,17 @@ def crossing_columns(c: Crossings, d: int, rank: int, prefix: str = "") -> dict[
     return out
 
 
-def settle(evaluate: Any, target: float, baseline: float, d: int, known: Sequence[int], *, band: float,
-           step: int, scan: bool = True) -> tuple[ScanResult, Crossings]:
+def settle(
+    evaluate: Any,
+    target: float,
+    baseline: float,
+    d: int,
+    known: Sequence[int],
+    *,
+    band: float,
+    step: int,
+    scan: bool = True,
+) -> tuple[ScanResult, Crossings]:
     """First crossing (band scan from ``known``), then every k from d down to where the curve leaves
     the convergence band below it (``scan_down``), then the three crossings of everything evaluated.
     ``evaluate`` must expose ``points`` (k -> value) after the calls."""
@@ -186,9 +254,17 @@ def settle(evaluate: Any, target: float, baseline: float, d: int, known: Sequenc
     return first, curve_crossings(pts, target, baseline, d, within=CONVERGED_NATS)
 
 
-def measure_text(model: Any, text: Text, *, tolerance: float = 1e-4, band: float = 5.0, step: int = 8,
-                 bisection: bool = True, scan: bool = True, full_curve: bool = False,
-                 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+def measure_text(
+    model: Any,
+    text: Text,
+    *,
+    tolerance: float = 1e-4,
+    band: float = 5.0,
+    step: int = 8,
+    bisection: bool = True,
+    scan: bool = True,
+    full_curve: bool = False,
+) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """One prepared text's row (``text_size``, noise, tolerance, the three crossings, the study's
     bisection, gap closure columns), its gap-closure table and its noise table."""
     d = text.d_model
@@ -201,27 +277,48 @@ def measure_text(model: Any, text: Text, *, tolerance: float = 1e-4, band: float
     bis = study_bisection(ev, text.baseline, d) if bisection else None
     if full_curve:
         ev.evaluate(range(d + 1))
-    _, cross = settle(ev, text.baseline - tol, text.baseline, d, grid, band=band, step=step, scan=scan)
+    _, cross = settle(
+        ev, text.baseline - tol, text.baseline, d, grid, band=band, step=step, scan=scan
+    )
     points = {k: v[0] for k, v in ev.points.items()}
     if full_curve:
         gc = gap_closure(ev.evaluate(range(d + 1)), text.baseline, d)
         gc = gc.assign(k_prev=gc.k_first - 1, resolution=1, exact=True)[
-            ["criterion", "level", "k_first", "k_prev", "resolution", "exact", "k_frac_first"]]
+            ["criterion", "level", "k_first", "k_prev", "resolution", "exact", "k_frac_first"]
+        ]
     else:
         gc = gap_closure_evaluated(points, text.baseline, d)
-    row = {**size, "baseline_logprob": text.baseline, "logprob_k0": float(ev([0])[0]),
-           **crossing_columns(cross, d, size["rank"]),
-           "min_k": cross.first, "min_k_frac": cross.first / d,
-           "bisection_k": bis.k if bis else np.nan, "bisection_k_frac": bis.k / d if bis else np.nan,
-           "tolerance": tol, "noise_at_d": noise_d, "noise_across_k": noise_k, "noise_floor": max(noise_d, noise_k),
-           "band": band, "forward_rows": ev.n_rows + len(noise_t)}
+    row = {
+        **size,
+        "baseline_logprob": text.baseline,
+        "logprob_k0": float(ev([0])[0]),
+        **crossing_columns(cross, d, size["rank"]),
+        "min_k": cross.first,
+        "min_k_frac": cross.first / d,
+        "bisection_k": bis.k if bis else np.nan,
+        "bisection_k_frac": bis.k / d if bis else np.nan,
+        "tolerance": tol,
+        "noise_at_d": noise_d,
+        "noise_across_k": noise_k,
+        "noise_floor": max(noise_d, noise_k),
+        "band": band,
+        "forward_rows": ev.n_rows + len(noise_t),
+    }
     for r in gc.itertuples():
         row[_gap_label(r.criterion, r.level)] = float(r.k_frac_first)
     return row, gc, noise_t
 
 
-def target_subsets(model: Any, text: Text, ms: Sequence[int] = SUBSETS, *, tolerance: float = 1e-4,
-                   band: float = 5.0, step: int = 8, scan: bool = True) -> pd.DataFrame:
+def target_subsets(
+    model: Any,
+    text: Text,
+    ms: Sequence[int] = SUBSETS,
+    *,
+    tolerance: float = 1e-4,
+    band: float = 5.0,
+    step: int = 8,
+    scan: bool = True,
+) -> pd.DataFrame:
     """Target size apart from the basis: ONE text, its own basis, every write clipped, the score
     restricted to its first or last ``m`` continuation tokens (m > the continuation: skipped).
 
@@ -232,7 +329,9 @@ def target_subsets(model: Any, text: Text, ms: Sequence[int] = SUBSETS, *, toler
     d = text.d_model
     n = int(text.completion.continuation_tokens.numel())
     with torch.inference_mode():
-        plain = continuation_logprob(model, text.completion.prompt_tokens, text.completion.continuation_tokens)
+        plain = continuation_logprob(
+            model, text.completion.prompt_tokens, text.completion.continuation_tokens
+        )
     per_token = plain.per_token[0].double().cpu().numpy()
     ev = text.evaluator("singular_value")
     grid = curve_ks(d, jitter=False)
@@ -249,10 +348,19 @@ def target_subsets(model: Any, text: Text, ms: Sequence[int] = SUBSETS, *, toler
             base = float(per_token[list(pos)].sum())
             _, cross = settle(sub, base - tol, base, d, grid, band=band, step=step, scan=scan)
             bis = study_bisection(sub, base, d)
-            rows.append({"m": m, "which": which, "basis": "full text", "n_scored": m,
-                         "baseline_logprob": base, "tolerance": tol,
-                         **crossing_columns(cross, d, int(text.basis.rank)),
-                         "bisection_k": bis.k, "bisection_k_frac": bis.k / d})
+            rows.append(
+                {
+                    "m": m,
+                    "which": which,
+                    "basis": "full text",
+                    "n_scored": m,
+                    "baseline_logprob": base,
+                    "tolerance": tol,
+                    **crossing_columns(cross, d, int(text.basis.rank)),
+                    "bisection_k": bis.k,
+                    "bisection_k_frac": bis.k / d,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -276,13 +384,28 @@ class TextLengthResult(ExperimentResult):
 
     def summary(self) -> dict[str, Any]:
         t = self.table
-        out: dict[str, Any] = {"n_texts": int(t.groupby(["model", "prompt_name"], dropna=False).ngroups),
-                               "n_rows": len(t)}
+        out: dict[str, Any] = {
+            "n_texts": int(t.groupby(["model", "prompt_name"], dropna=False).ngroups),
+            "n_rows": len(t),
+        }
         for r in t.itertuples():
             label = getattr(r, "length_label", str(int(r.n_continuation_tokens)))
-            for col in ("first_k_frac", "stable_k_frac", "converged_k_frac", "frac_fail_above_first",
-                        "rank_frac", "span_frac", "writes_per_dim", "tokens_per_dim", "bisection_k_frac",
-                        "n_continuation_tokens", "n_writes", "rank", "noise_floor", "tolerance"):
+            for col in (
+                "first_k_frac",
+                "stable_k_frac",
+                "converged_k_frac",
+                "frac_fail_above_first",
+                "rank_frac",
+                "span_frac",
+                "writes_per_dim",
+                "tokens_per_dim",
+                "bisection_k_frac",
+                "n_continuation_tokens",
+                "n_writes",
+                "rank",
+                "noise_floor",
+                "tolerance",
+            ):
                 out[f"{col}[{label}]"] = float(getattr(r, col))
         if len(t):
             dev = (t.stable_k_frac - t.span_frac).abs()
@@ -296,68 +419,175 @@ class TextLengthResult(ExperimentResult):
         from plotly.subplots import make_subplots
 
         t = self.table
-        fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
-                            subplot_titles=("against writes per dimension (2 L T / d)",
-                                            "against tokens per dimension (T / d)"))
+        fig = make_subplots(
+            rows=1,
+            cols=2,
+            shared_yaxes=True,
+            horizontal_spacing=0.06,
+            subplot_titles=(
+                "against writes per dimension (2 L T / d)",
+                "against tokens per dimension (T / d)",
+            ),
+        )
         xs = np.linspace(0.05, max(2.0, float(t.writes_per_dim.max()) if len(t) else 2.0), 200)
-        fig.add_trace(go.Scatter(x=xs, y=np.minimum(1.0, xs), mode="lines", name="span of the writes: min(1, 2LT/d)",
-                                 line={"color": "grey", "dash": "dash"}), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=np.minimum(1.0, xs),
+                mode="lines",
+                name="span of the writes: min(1, 2LT/d)",
+                line={"color": "grey", "dash": "dash"},
+            ),
+            row=1,
+            col=1,
+        )
         for c in (1, 2):
-            fig.add_hrect(y0=STUDY_BAND[0], y1=STUDY_BAND[1], fillcolor="grey", opacity=0.12, line_width=0,
-                          row=1, col=c)
-        styles = {"stable_k_frac": ("stable crossing", "circle"), "first_k_frac": ("first crossing", "x"),
-                  "converged_k_frac": ("within 1 nat for good", "triangle-up")}
-        palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
-        for i, ((model, prompt), g) in enumerate(t.groupby(["model", "prompt_name"], sort=False, dropna=False)):
+            fig.add_hrect(
+                y0=STUDY_BAND[0],
+                y1=STUDY_BAND[1],
+                fillcolor="grey",
+                opacity=0.12,
+                line_width=0,
+                row=1,
+                col=c,
+            )
+        styles = {
+            "stable_k_frac": ("stable crossing", "circle"),
+            "first_k_frac": ("first crossing", "x"),
+            "converged_k_frac": ("within 1 nat for good", "triangle-up"),
+        }
+        palette = (
+            "#1f77b4",
+            "#d62728",
+            "#2ca02c",
+            "#9467bd",
+            "#ff7f0e",
+            "#8c564b",
+            "#e377c2",
+            "#17becf",
+        )
+        for i, ((model, prompt), g) in enumerate(
+            t.groupby(["model", "prompt_name"], sort=False, dropna=False)
+        ):
             g = g.sort_values("writes_per_dim")
             color = palette[i % len(palette)]
-            hover = [f"{int(n)} tokens ({int(c)} scored), {int(w)} writes, rank {int(rk)}" for n, c, w, rk in
-                     zip(g.n_tokens, g.n_scored, g.n_writes, g["rank"])]
+            hover = [
+                f"{int(n)} tokens ({int(c)} scored), {int(w)} writes, rank {int(rk)}"
+                for n, c, w, rk in zip(g.n_tokens, g.n_scored, g.n_writes, g["rank"], strict=False)
+            ]
             for col, (what, symbol) in styles.items():
                 for c, x in ((1, g.writes_per_dim), (2, g.tokens_per_dim)):
-                    fig.add_trace(go.Scatter(
-                        x=x, y=g[col], mode="lines+markers" if col == "stable_k_frac" else "markers",
-                        name=f"{model}: {prompt}, {what}", legendgroup=f"{model}{prompt}{col}",
-                        showlegend=c == 1, text=hover, marker={"symbol": symbol, "color": color, "size": 8},
-                        line={"color": color},
-                        hovertemplate="%{text}<br>x %{x:.3f}<br>k/d %{y:.3f}"), row=1, col=c)
+                    fig.add_trace(
+                        go.Scatter(
+                            x=x,
+                            y=g[col],
+                            mode="lines+markers" if col == "stable_k_frac" else "markers",
+                            name=f"{model}: {prompt}, {what}",
+                            legendgroup=f"{model}{prompt}{col}",
+                            showlegend=c == 1,
+                            text=hover,
+                            marker={"symbol": symbol, "color": color, "size": 8},
+                            line={"color": color},
+                            hovertemplate="%{text}<br>x %{x:.3f}<br>k/d %{y:.3f}",
+                        ),
+                        row=1,
+                        col=c,
+                    )
         sp = study_points()
         known = sp[sp.n_tokens_known]
-        fig.add_trace(go.Scatter(x=[STUDY_WRITES_PER_DIM] * len(known), y=known.min_k_frac, mode="markers+text",
-                                 text=known.prompt_name, textposition="top left", name=(
-                                     f"study (Llama-3-8B), {STUDY_KNOWN_TOKENS} tokens: {STUDY_WRITES_PER_DIM:.2f} "
-                                     "writes/dim, bisection in bf16"),
-                                 marker={"symbol": "star", "size": 14, "color": "black"}), row=1, col=1)
-        fig.add_trace(go.Scatter(x=known.tokens_per_dim, y=known.min_k_frac, mode="markers", showlegend=False,
-                                 marker={"symbol": "star", "size": 14, "color": "black"}), row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=[STUDY_WRITES_PER_DIM] * len(known),
+                y=known.min_k_frac,
+                mode="markers+text",
+                text=known.prompt_name,
+                textposition="top left",
+                name=(
+                    f"study (Llama-3-8B), {STUDY_KNOWN_TOKENS} tokens: {STUDY_WRITES_PER_DIM:.2f} "
+                    "writes/dim, bisection in bf16"
+                ),
+                marker={"symbol": "star", "size": 14, "color": "black"},
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=known.tokens_per_dim,
+                y=known.min_k_frac,
+                mode="markers",
+                showlegend=False,
+                marker={"symbol": "star", "size": 14, "color": "black"},
+            ),
+            row=1,
+            col=2,
+        )
         fig.update_xaxes(type="log", title_text="writes per residual dimension", row=1, col=1)
         fig.update_xaxes(type="log", title_text="tokens per residual dimension", row=1, col=2)
         fig.update_yaxes(title_text="k / d_model", range=[0, 1.05], row=1, col=1)
-        fig.update_layout(title=f"minimal subspace against the span of the writes (grey band: the study's {study_band_pct()})",
-                          height=520, width=1100)
+        fig.update_layout(
+            title=(
+                "minimal subspace against the span of the writes (grey band: the study's "
+                f"{study_band_pct()})"
+            ),
+            height=520,
+            width=1100,
+        )
         gap = self.tables["gap_closure"]
         gfig = go.Figure()
-        for (model, prompt, crit, level), g in gap.groupby(["model", "prompt_name", "criterion", "level"], sort=False,
-                                                           dropna=False):
-            gfig.add_trace(go.Scatter(x=g.writes_per_dim, y=g.k_frac_first, mode="lines+markers",
-                                      name=f"{model}: {prompt}, {_gap_label(crit, level)[:-7]}"))
-        gfig.update_layout(title="where the clipping curve closes its gap, against writes per dimension",
-                           xaxis_title="writes per residual dimension", xaxis_type="log",
-                           yaxis_title="k / d_model (first evaluated k)", yaxis_range=[0, 1.05])
+        for (model, prompt, crit, level), g in gap.groupby(
+            ["model", "prompt_name", "criterion", "level"], sort=False, dropna=False
+        ):
+            gfig.add_trace(
+                go.Scatter(
+                    x=g.writes_per_dim,
+                    y=g.k_frac_first,
+                    mode="lines+markers",
+                    name=f"{model}: {prompt}, {_gap_label(crit, level)[:-7]}",
+                )
+            )
+        gfig.update_layout(
+            title="where the clipping curve closes its gap, against writes per dimension",
+            xaxis_title="writes per residual dimension",
+            xaxis_type="log",
+            yaxis_title="k / d_model (first evaluated k)",
+            yaxis_range=[0, 1.05],
+        )
         figs = {"min_k_vs_writes_per_dim": fig, "gap_closure_vs_writes_per_dim": gfig}
         sub = self.tables.get("subsets")
         if sub is not None and len(sub):
             sfig = go.Figure()
-            for (model, prompt, which, basis), g in sub.groupby(["model", "prompt_name", "which", "basis"], sort=False,
-                                                                dropna=False):
+            for (model, prompt, which, basis), g in sub.groupby(
+                ["model", "prompt_name", "which", "basis"], sort=False, dropna=False
+            ):
                 g = g.sort_values("m")
-                sfig.add_trace(go.Scatter(x=g.m, y=g.stable_k_frac, mode="lines+markers",
-                                          name=f"{model}: {prompt}, {which} m, {basis} (stable)"))
-                sfig.add_trace(go.Scatter(x=g.m, y=g.first_k_frac, mode="markers", marker={"symbol": "x"},
-                                          name=f"{model}: {prompt}, {which} m, {basis} (first)"))
-            sfig.update_layout(title="target or basis: the score on m tokens, full text's basis vs the cut text's own",
-                               xaxis_title="scored continuation tokens m", xaxis_type="log",
-                               yaxis_title="k / d_model", yaxis_range=[0, 1.05])
+                sfig.add_trace(
+                    go.Scatter(
+                        x=g.m,
+                        y=g.stable_k_frac,
+                        mode="lines+markers",
+                        name=f"{model}: {prompt}, {which} m, {basis} (stable)",
+                    )
+                )
+                sfig.add_trace(
+                    go.Scatter(
+                        x=g.m,
+                        y=g.first_k_frac,
+                        mode="markers",
+                        marker={"symbol": "x"},
+                        name=f"{model}: {prompt}, {which} m, {basis} (first)",
+                    )
+                )
+            sfig.update_layout(
+                title=(
+                    "target or basis: the score on m tokens, full text's basis vs the cut "
+                    "text's own"
+                ),
+                xaxis_title="scored continuation tokens m",
+                xaxis_type="log",
+                yaxis_title="k / d_model",
+                yaxis_range=[0, 1.05],
+            )
             figs["target_subsets"] = sfig
         return figs
 
@@ -368,14 +598,26 @@ class TextLengthResult(ExperimentResult):
         if not results:
             raise ValueError("nothing to concatenate")
         keys = dict.fromkeys(k for r in results for k in r.tables)
-        tables = {key: pd.concat([r.tables[key] for r in results if key in r.tables], ignore_index=True)
-                  for key in keys}
-        return cls(tables=tables, settings={"texts": [r.settings for r in results]},
-                   meta={"texts": [r.meta for r in results]})
+        tables = {
+            key: pd.concat([r.tables[key] for r in results if key in r.tables], ignore_index=True)
+            for key in keys
+        }
+        return cls(
+            tables=tables,
+            settings={"texts": [r.settings for r in results]},
+            meta={"texts": [r.meta for r in results]},
+        )
 
 
-@register("text_length", result=TextLengthResult, builtin=True,
-          help="minimal subspace (first, stable, converged) against writes per dimension, the text cut to --lengths")
+@register(
+    "text_length",
+    result=TextLengthResult,
+    builtin=True,
+    help=(
+        "minimal subspace (first, stable, converged) against writes per dimension, the text "
+        "cut to --lengths"
+    ),
+)
 def run_text_length(
     model: Any,
     completion: "Completion | Text",
@@ -427,26 +669,70 @@ def run_text_length(
         if n == n_full and prepared is not None:
             text = prepared
         else:
-            text = as_text(model, cut_continuation(model, full, n), kinds=kinds, chunk_size=chunk_size,
-                           progress=progress)
+            text = as_text(
+                model,
+                cut_continuation(model, full, n),
+                kinds=kinds,
+                chunk_size=chunk_size,
+                progress=progress,
+            )
         if n == n_full:
             whole = text
-        row, gc, noise_t = measure_text(model, text, tolerance=tolerance, band=band, step=chunk_size or 8,
-                                        bisection=bisection, scan=scan, full_curve=full_curve)
-        base = {"model": name, "prompt_name": prompt_name, "length_label": _length_label(n, n_full, d),
-                **{k: row[k] for k in ("n_prompt_tokens", "n_continuation_tokens", "n_tokens", "d_model",
-                                       "tokens_per_dim", "writes_per_dim")}}
+        row, gc, noise_t = measure_text(
+            model,
+            text,
+            tolerance=tolerance,
+            band=band,
+            step=chunk_size or 8,
+            bisection=bisection,
+            scan=scan,
+            full_curve=full_curve,
+        )
+        base = {
+            "model": name,
+            "prompt_name": prompt_name,
+            "length_label": _length_label(n, n_full, d),
+            **{
+                k: row[k]
+                for k in (
+                    "n_prompt_tokens",
+                    "n_continuation_tokens",
+                    "n_tokens",
+                    "d_model",
+                    "tokens_per_dim",
+                    "writes_per_dim",
+                )
+            },
+        }
         rows.append({**base, **row})
         gaps.append(gc.assign(**base))
         noises.append(noise_t.assign(**base))
-        curves.append(text.evaluator("singular_value").table().assign(
-            **{k: base[k] for k in ("model", "prompt_name", "n_continuation_tokens")}))
+        curves.append(
+            text.evaluator("singular_value")
+            .table()
+            .assign(**{k: base[k] for k in ("model", "prompt_name", "n_continuation_tokens")})
+        )
         used_kinds = list(text.kinds)
-        metas.append({"n_continuation_tokens": n, "continuation_text": text.completion.continuation_text,
-                      "baseline_logprob": text.baseline, "effective_tolerance": row["tolerance"],
-                      "noise_floor": row["noise_floor"]})
-    lead = ["model", "prompt_name", "length_label", "n_prompt_tokens", "n_continuation_tokens", "n_tokens",
-            "d_model", "tokens_per_dim", "writes_per_dim"]
+        metas.append(
+            {
+                "n_continuation_tokens": n,
+                "continuation_text": text.completion.continuation_text,
+                "baseline_logprob": text.baseline,
+                "effective_tolerance": row["tolerance"],
+                "noise_floor": row["noise_floor"],
+            }
+        )
+    lead = [
+        "model",
+        "prompt_name",
+        "length_label",
+        "n_prompt_tokens",
+        "n_continuation_tokens",
+        "n_tokens",
+        "d_model",
+        "tokens_per_dim",
+        "writes_per_dim",
+    ]
     lengths_t = pd.DataFrame(rows)
     if len(lengths_t):
         lengths_t = lengths_t[lead + [c for c in lengths_t.columns if c not in lead]]
@@ -456,25 +742,63 @@ def run_text_length(
     sub_t = pd.DataFrame()
     if target_subsets_m:
         if whole is None:
-            whole = prepared or as_text(model, full, kinds=kinds, chunk_size=chunk_size, progress=progress)
-        sub = target_subsets(model, whole, target_subsets_m, tolerance=tolerance, band=band, step=chunk_size or 8,
-                             scan=scan)
-        own = lengths_t[lengths_t.n_continuation_tokens.isin(sub.m)] if len(lengths_t) else lengths_t
-        own_rows = own.assign(m=own.n_continuation_tokens, which="first", basis="cut text's own")[
-            [c for c in sub.columns if c in own.columns or c in ("m", "which", "basis")]] if len(own) else own
-        sub_t = pd.concat([sub, own_rows], ignore_index=True).assign(model=name, prompt_name=prompt_name,
-                                                                     n_continuation_tokens_full=n_full)
-        sub_t = sub_t[["model", "prompt_name", "n_continuation_tokens_full"] +
-                      [c for c in sub_t.columns if c not in ("model", "prompt_name", "n_continuation_tokens_full")]]
+            whole = prepared or as_text(
+                model, full, kinds=kinds, chunk_size=chunk_size, progress=progress
+            )
+        sub = target_subsets(
+            model,
+            whole,
+            target_subsets_m,
+            tolerance=tolerance,
+            band=band,
+            step=chunk_size or 8,
+            scan=scan,
+        )
+        own = (
+            lengths_t[lengths_t.n_continuation_tokens.isin(sub.m)] if len(lengths_t) else lengths_t
+        )
+        own_rows = (
+            own.assign(m=own.n_continuation_tokens, which="first", basis="cut text's own")[
+                [c for c in sub.columns if c in own.columns or c in ("m", "which", "basis")]
+            ]
+            if len(own)
+            else own
+        )
+        sub_t = pd.concat([sub, own_rows], ignore_index=True).assign(
+            model=name, prompt_name=prompt_name, n_continuation_tokens_full=n_full
+        )
+        sub_t = sub_t[
+            ["model", "prompt_name", "n_continuation_tokens_full"]
+            + [
+                c
+                for c in sub_t.columns
+                if c not in ("model", "prompt_name", "n_continuation_tokens_full")
+            ]
+        ]
     return TextLengthResult(
-        tables={"lengths": lengths_t, "gap_closure": gap_t,
-                "noise": pd.concat(noises, ignore_index=True) if noises else pd.DataFrame(),
-                "subsets": sub_t,
-                "curve": pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()},
-        settings={"lengths": wanted_sorted, "skipped_lengths": skipped, "total_lengths": [int(t) for t in total_lengths],
-                  "scaled": scaled, "target_subsets_m": [int(m) for m in target_subsets_m], "tolerance": tolerance,
-                  "noise_factor": NOISE_FACTOR, "band": band, "seed": seed, "bisection": bisection,
-                  "full_curve": full_curve, "scan": scan, "kinds": used_kinds, "converged_nats": CONVERGED_NATS,
-                  "grid": "experiments.clipping.curve_ks(d, jitter=False)"},
+        tables={
+            "lengths": lengths_t,
+            "gap_closure": gap_t,
+            "noise": pd.concat(noises, ignore_index=True) if noises else pd.DataFrame(),
+            "subsets": sub_t,
+            "curve": pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
+        },
+        settings={
+            "lengths": wanted_sorted,
+            "skipped_lengths": skipped,
+            "total_lengths": [int(t) for t in total_lengths],
+            "scaled": scaled,
+            "target_subsets_m": [int(m) for m in target_subsets_m],
+            "tolerance": tolerance,
+            "noise_factor": NOISE_FACTOR,
+            "band": band,
+            "seed": seed,
+            "bisection": bisection,
+            "full_curve": full_curve,
+            "scan": scan,
+            "kinds": used_kinds,
+            "converged_nats": CONVERGED_NATS,
+            "grid": "experiments.clipping.curve_ks(d, jitter=False)",
+        },
         meta=run_meta(model, full, prompt_name=prompt_name, lengths=metas),
     )

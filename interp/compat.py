@@ -21,7 +21,9 @@ import torch
 
 
 def _reads_cache_kwarg(update: Any) -> Any:
-    def update_kv_cache(k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update_kv_cache(
+        k: torch.Tensor, v: torch.Tensor, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
             kwargs["past_key_values"] = kwargs["cache"]
         return update(k, v, **kwargs)
@@ -51,7 +53,9 @@ def cached_decoding_error(model: Any, tokens: torch.Tensor) -> float:
     ids = tokens.reshape(1, -1).to(next(hf.parameters()).device)
     full = hf(input_ids=ids).logits[:, -1].float()
     past = hf(input_ids=ids[:, :-1], use_cache=True).past_key_values
-    with warnings.catch_warnings():  # transformers >= 5.24 prefers `cache=`; older ones know only this name
+    with (
+        warnings.catch_warnings()
+    ):  # transformers >= 5.24 prefers `cache=`; older ones know only this name
         warnings.simplefilter("ignore", FutureWarning)
         step = hf(input_ids=ids[:, -1:], past_key_values=past, use_cache=True).logits[:, -1].float()
     return float((full - step).abs().max())

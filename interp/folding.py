@@ -24,7 +24,8 @@ _COMPONENT = {"attn": ("attn", "o"), "mlp": ("mlp", "out")}
 
 
 def output_layer(model: Any, layer: int, kind: str) -> nn.Module:
-    """The module whose output is the write (``blocks.L.attn.o`` / ``blocks.L.mlp.out`` of a bridge)."""
+    """The module whose output is the write (``blocks.L.attn.o`` / ``blocks.L.mlp.out`` of a
+    bridge)."""
     comp = model.blocks[layer]
     for attr in _COMPONENT[kind]:
         comp = getattr(comp, attr, None)
@@ -44,7 +45,9 @@ def _fold(module: nn.Module, p: Tensor) -> None:
     elif w.shape[-1] == p.shape[0]:  # Conv1D-style weight (in, out): y = x W + b
         w.copy_((w.float() @ pw).to(w.dtype))
     else:
-        raise NotImplementedError(f"cannot fold into {type(module).__name__} with weight {tuple(w.shape)}")
+        raise NotImplementedError(
+            f"cannot fold into {type(module).__name__} with weight {tuple(w.shape)}"
+        )
     if getattr(module, "bias", None) is not None:
         module.bias.copy_((pw @ module.bias.float()).to(module.bias.dtype))
 
@@ -63,13 +66,27 @@ def folded_projection(
     check_orthonormal(directions, d_model=int(model.cfg.d_model))
     v = directions.to(model_device(model), torch.float32)
     p = v @ v.T
-    modules = [output_layer(model, layer, kind) for layer in range(int(model.cfg.n_layers)) for kind in kinds]
-    saved = [(m.weight.detach().clone(), None if getattr(m, "bias", None) is None else m.bias.detach().clone())
-             for m in modules]
-    probe = torch.arange(min(8, int(model.cfg.n_ctx)), device=model_device(model))[None] % int(model.cfg.d_vocab)
+    modules = [
+        output_layer(model, layer, kind)
+        for layer in range(int(model.cfg.n_layers))
+        for kind in kinds
+    ]
+    saved = [
+        (
+            m.weight.detach().clone(),
+            None if getattr(m, "bias", None) is None else m.bias.detach().clone(),
+        )
+        for m in modules
+    ]
+    probe = torch.arange(min(8, int(model.cfg.n_ctx)), device=model_device(model))[None] % int(
+        model.cfg.d_vocab
+    )
     try:
         if verify:
-            with torch.inference_mode(), project_writes(model, v, kinds=kinds, record=False, check=False):
+            with (
+                torch.inference_mode(),
+                project_writes(model, v, kinds=kinds, record=False, check=False),
+            ):
                 hooked = final_residual(model, probe).float()
         with torch.no_grad():
             for m in modules:
@@ -85,7 +102,7 @@ def folded_projection(
         yield model
     finally:
         with torch.no_grad():
-            for m, (w, b) in zip(modules, saved):
+            for m, (w, b) in zip(modules, saved, strict=False):
                 m.weight.copy_(w)
                 if b is not None:
                     m.bias.copy_(b)

@@ -5,7 +5,8 @@ sequence at every step (no KV cache: right under any hooks, on any hooked model)
 runs transformers' own ``generate`` on the HF model inside a bridge (KV cache, left padding). Tokens
 are drawn on the CPU from a seeded generator, so a seed gives the same text on any device up to
 floating-point ties, and every completion records the log-probability its sampler saw for each
-token (``meta["token_logprobs"]``), which ``experiments.study.checks`` compares with the scoring pass.
+token (``meta["token_logprobs"]``), which ``experiments.study.checks`` compares with the scoring
+pass.
 """
 
 from collections.abc import Sequence
@@ -16,8 +17,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .tokens import Completion, check_sequence, decode, encode_prompt, tokenizer_fingerprint
 from .scoring import final_residual, unembed
+from .tokens import Completion, check_sequence, decode, encode_prompt, tokenizer_fingerprint
 from .writes import model_device
 
 
@@ -96,13 +97,21 @@ def sample_continuations(
         raise ValueError("prompts of different lengths are left-padded, which needs use_cache=True")
     eos = model.tokenizer.eos_token_id if stop_at_eos else None
     pad = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else 0
-    sampler = PairedSampler(temperature=temperature, top_p=top_p, seed=seed,
-                            noise_rows=torch.arange(len(encoded) * num_samples) % num_samples)
+    sampler = PairedSampler(
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        noise_rows=torch.arange(len(encoded) * num_samples) % num_samples,
+    )
     rows = [t for t in encoded for _ in range(num_samples)]
     if use_cache:
-        seq = _generate_cached(model, rows, sampler, max_new_tokens=max_new_tokens, eos=eos, pad=pad, progress=progress)
+        seq = _generate_cached(
+            model, rows, sampler, max_new_tokens=max_new_tokens, eos=eos, pad=pad, progress=progress
+        )
     else:
-        seq = _generate_uncached(model, rows, sampler, max_new_tokens=max_new_tokens, eos=eos, pad=pad, progress=progress)
+        seq = _generate_uncached(
+            model, rows, sampler, max_new_tokens=max_new_tokens, eos=eos, pad=pad, progress=progress
+        )
     logprobs = sampler.token_logprobs()
     out = []
     settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
@@ -117,9 +126,13 @@ def sample_continuations(
                 prompt_tokens=encoded[j].clone(),
                 continuation_tokens=cont,
                 continuation_text=decode(model, cont),
-                meta={**settings, "sample": i % num_samples, "tokenizer": tokenizer_fingerprint(model.tokenizer),
-                      "token_logprobs": [round(float(x), 6) for x in logprobs[i, : cont.numel()]],
-                      "sampler": "cached" if use_cache else "uncached"},
+                meta={
+                    **settings,
+                    "sample": i % num_samples,
+                    "tokenizer": tokenizer_fingerprint(model.tokenizer),
+                    "token_logprobs": [round(float(x), 6) for x in logprobs[i, : cont.numel()]],
+                    "sampler": "cached" if use_cache else "uncached",
+                },
             )
         )
     return out
@@ -131,15 +144,22 @@ class PairedSampler:
     temperature 1) that the logits gave each chosen token: ``reproduce`` checks those against its
     scoring pass, which catches any cache, padding or position bug in the decoding path."""
 
-    def __init__(self, *, temperature: float | int, top_p: float | int, seed: int, noise_rows: Tensor) -> None:
+    def __init__(
+        self, *, temperature: float | int, top_p: float | int, seed: int, noise_rows: Tensor
+    ) -> None:
         self.temperature, self.top_p, self.noise_rows = temperature, top_p, noise_rows
         self.generator = torch.Generator().manual_seed(seed)
         self.logprobs: list[Tensor] = []
 
     def __call__(self, logits: Float[Tensor, "batch vocab"]) -> Int[Tensor, " batch"]:
         logits = logits.detach().float().cpu()
-        nxt = sample_token(logits, temperature=self.temperature, top_p=self.top_p, generator=self.generator,
-                           noise_rows=self.noise_rows)
+        nxt = sample_token(
+            logits,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            generator=self.generator,
+            noise_rows=self.noise_rows,
+        )
         self.logprobs.append(torch.log_softmax(logits, -1).gather(-1, nxt[:, None])[:, 0])
         return nxt
 
@@ -147,8 +167,16 @@ class PairedSampler:
         return torch.stack(self.logprobs, dim=1)
 
 
-def _generate_uncached(model: Any, rows: list[Tensor], sampler: PairedSampler, *, max_new_tokens: int,
-                       eos: int | None, pad: int, progress: bool) -> Int[Tensor, "batch new"]:
+def _generate_uncached(
+    model: Any,
+    rows: list[Tensor],
+    sampler: PairedSampler,
+    *,
+    max_new_tokens: int,
+    eos: int | None,
+    pad: int,
+    progress: bool,
+) -> Int[Tensor, "batch new"]:
     """Runs the blocks on the whole sequence at every step (no KV cache: right under any hooks,
     on any model with HookedTransformer hook names). Rows must have equal lengths."""
     device = model_device(model)
@@ -166,8 +194,16 @@ def _generate_uncached(model: Any, rows: list[Tensor], sampler: PairedSampler, *
     return seq[:, n_prompt:].cpu()
 
 
-def _generate_cached(model: Any, rows: list[Tensor], sampler: PairedSampler, *, max_new_tokens: int,
-                     eos: int | None, pad: int, progress: bool) -> Int[Tensor, "batch new"]:
+def _generate_cached(
+    model: Any,
+    rows: list[Tensor],
+    sampler: PairedSampler,
+    *,
+    max_new_tokens: int,
+    eos: int | None,
+    pad: int,
+    progress: bool,
+) -> Int[Tensor, "batch new"]:
     """transformers' own ``generate`` on the HF model inside a bridge (its KV cache, attention
     mask and positions for left-padded rows). Our sampler picks each token from the raw logits
     (``_SampleWith``): greedy decoding then takes exactly that token, so every row's randomness is
@@ -176,21 +212,44 @@ def _generate_cached(model: Any, rows: list[Tensor], sampler: PairedSampler, *, 
 
     hf = getattr(model, "original_model", None)
     if hf is None:
-        raise ValueError("use_cache=True needs a TransformerBridge (an HF model inside); use use_cache=False.")
+        raise ValueError(
+            "use_cache=True needs a TransformerBridge (an HF model inside); use use_cache=False."
+        )
     device = next(hf.parameters()).device
     longest = max(t.numel() for t in rows)
-    ids = torch.stack([torch.cat([torch.full((longest - t.numel(),), pad), t]) for t in rows]).to(device)
-    mask = torch.stack([torch.cat([torch.zeros(longest - t.numel()), torch.ones(t.numel())]) for t in rows]).long()
-    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=0, use_cache=True,
-                              eos_token_id=eos, pad_token_id=pad, num_beams=1, temperature=None, top_p=None,
-                              top_k=None, repetition_penalty=None)
+    ids = torch.stack([torch.cat([torch.full((longest - t.numel(),), pad), t]) for t in rows]).to(
+        device
+    )
+    mask = torch.stack(
+        [torch.cat([torch.zeros(longest - t.numel()), torch.ones(t.numel())]) for t in rows]
+    ).long()
+    config = GenerationConfig(
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=0,
+        use_cache=True,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        num_beams=1,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        repetition_penalty=None,
+    )
     bar = tqdm(total=max_new_tokens, desc="sampling", disable=not progress, leave=False)
-    out = hf.generate(input_ids=ids, attention_mask=mask.to(device), generation_config=config,
-                      logits_processor=LogitsProcessorList([_SampleWith(sampler, bar)]))
+    out = hf.generate(
+        input_ids=ids,
+        attention_mask=mask.to(device),
+        generation_config=config,
+        logits_processor=LogitsProcessorList([_SampleWith(sampler, bar)]),
+    )
     bar.close()
     new = out[:, longest:].cpu()
     if new.shape[1] < max_new_tokens and eos is None:
-        raise RuntimeError(f"generate stopped after {new.shape[1]} of {max_new_tokens} tokens without an EOS to stop at")
+        raise RuntimeError(
+            f"generate stopped after {new.shape[1]} of {max_new_tokens} tokens without an "
+            "EOS to stop at"
+        )
     return new
 
 

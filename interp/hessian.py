@@ -45,7 +45,9 @@ from .writes import KINDS, model_device, normalize_kinds, write_hook_names
 
 
 def scale_writes(
-    w: Float[Tensor, "*batch pos d_model"], directions: Float[Tensor, "d_model r"], a: Float[Tensor, "*rows r"]
+    w: Float[Tensor, "*batch pos d_model"],
+    directions: Float[Tensor, "d_model r"],
+    a: Float[Tensor, "*rows r"],
 ) -> Float[Tensor, "*batch pos d_model"]:
     """``w + V diag(a - 1) V^T w``: the component of every write along column i of V scaled by
     ``a_i``. ``a`` is ``(r,)`` for every batch element or ``(batch, r)``, one per batch element
@@ -72,12 +74,16 @@ def scaling_directions(
     kinds = normalize_kinds(kinds)
     device = model_device(model)
     if compute_dtype is None:
-        compute_dtype = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+        compute_dtype = (
+            torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+        )
     v = directions.to(device=device, dtype=compute_dtype)
     scales = a.to(device=device, dtype=compute_dtype)
     if v.shape[0] != int(model.cfg.d_model) or v.shape[1] != scales.shape[-1]:
-        raise ValueError(f"directions {tuple(v.shape)} and scales {tuple(scales.shape)} do not fit d_model "
-                         f"{int(model.cfg.d_model)}")
+        raise ValueError(
+            f"directions {tuple(v.shape)} and scales {tuple(scales.shape)} do not fit d_model "
+            f"{int(model.cfg.d_model)}"
+        )
 
     def hook(x: Tensor, *, hook: Any) -> Tensor:
         if scales.ndim == 2 and x.shape[0] != scales.shape[0]:
@@ -137,11 +143,19 @@ class ScaleCurvature:
 
     One forward pass and one backward pass with ``create_graph=True`` at construction; each HVP
     (or batch of HVPs) is one more backward pass through the gradient's graph (``retain_graph``).
-    Made by ``scale_curvature``; ``n_hvp`` counts the products computed. ``close()`` frees the graph.
+    Made by ``scale_curvature``; ``n_hvp`` counts the products computed. ``close()`` frees the
+    graph.
     """
 
-    def __init__(self, model: Any, completion: Completion, directions: Tensor, *, kinds: Sequence[str] = KINDS,
-                 batched: bool = True) -> None:
+    def __init__(
+        self,
+        model: Any,
+        completion: Completion,
+        directions: Tensor,
+        *,
+        kinds: Sequence[str] = KINDS,
+        batched: bool = True,
+    ) -> None:
         self.r = int(directions.shape[1])
         dtype = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
         self._a = torch.ones(self.r, dtype=dtype, device=model_device(model), requires_grad=True)
@@ -153,28 +167,37 @@ class ScaleCurvature:
         self._g: Tensor | None = g
         self.batched = batched
         self.n_hvp = 0
-        self.n_backward = 1  # the gradient's; one more per HVP call (a batch of vectors is one vmapped call)
+        self.n_backward = (
+            1  # the gradient's; one more per HVP call (a batch of vectors is one vmapped call)
+        )
 
     def hvp(self, u: Float[Tensor, "*n r"]) -> Float[Tensor, "*n r"]:
         """``H u`` for a vector ``(r,)`` or each row of ``(n, r)`` (float64, on the CPU). Rows go
         through one vmapped backward (``is_grads_batched``) when every op has a batching rule,
         else one backward each."""
         if self._g is None:
-            raise RuntimeError("this ScaleCurvature was closed; build another with scale_curvature(...)")
+            raise RuntimeError(
+                "this ScaleCurvature was closed; build another with scale_curvature(...)"
+            )
         single = u.ndim == 1
         rows = u[None] if single else u
         rows = rows.to(device=self._a.device, dtype=self._a.dtype)
         out = None
         if self.batched and len(rows) > 1:
             try:
-                (out,) = torch.autograd.grad(self._g, self._a, grad_outputs=rows, retain_graph=True,
-                                             is_grads_batched=True)
+                (out,) = torch.autograd.grad(
+                    self._g, self._a, grad_outputs=rows, retain_graph=True, is_grads_batched=True
+                )
                 self.n_backward += 1
             except RuntimeError:  # an op without a batching rule: fall back to one backward per row
                 self.batched = False
         if out is None:
-            out = torch.stack([torch.autograd.grad(self._g, self._a, grad_outputs=row, retain_graph=True)[0]
-                               for row in rows])
+            out = torch.stack(
+                [
+                    torch.autograd.grad(self._g, self._a, grad_outputs=row, retain_graph=True)[0]
+                    for row in rows
+                ]
+            )
             self.n_backward += len(rows)
         self.n_hvp += len(rows)
         out = out.detach().to("cpu", torch.float64)
@@ -187,7 +210,11 @@ class ScaleCurvature:
 
 
 def scale_curvature(
-    model: Any, completion: Completion, directions: Float[Tensor, "d_model r"], *, kinds: Sequence[str] = KINDS,
+    model: Any,
+    completion: Completion,
+    directions: Float[Tensor, "d_model r"],
+    *,
+    kinds: Sequence[str] = KINDS,
     batched: bool = True,
 ) -> ScaleCurvature:
     """Value, gradient and HVPs of f(a) (the continuation's log-probability under
@@ -195,33 +222,46 @@ def scale_curvature(
     return ScaleCurvature(model, completion, directions, kinds=kinds, batched=batched)
 
 
-def hessian_matrix(hvp: Callable[[Tensor], Tensor], r: int, *, chunk_size: int = 32,
-                   progress: Callable[[int], Any] | None = None) -> Float[Tensor, "r r"]:
+def hessian_matrix(
+    hvp: Callable[[Tensor], Tensor],
+    r: int,
+    *,
+    chunk_size: int = 32,
+    progress: Callable[[int], Any] | None = None,
+) -> Float[Tensor, "r r"]:
     """The full Hessian from ``r`` HVPs with unit vectors, ``chunk_size`` per batched call;
     symmetrized (float64). Cost: r HVPs, i.e. r backward passes through the gradient's graph (each
     about two to three forward passes' work) after one forward and one backward pass."""
     eye = torch.eye(r, dtype=torch.float64)
     cols = []
     for start in range(0, r, chunk_size):
-        cols.append(hvp(eye[start:start + chunk_size]))
+        cols.append(hvp(eye[start : start + chunk_size]))
         if progress is not None:
             progress(min(start + chunk_size, r))
     h = torch.cat(cols).to(torch.float64)
     return (h + h.T) / 2
 
 
-def hessian_diagonal(hvp: Callable[[Tensor], Tensor], r: int, *, chunk_size: int = 32) -> Float[Tensor, " r"]:
+def hessian_diagonal(
+    hvp: Callable[[Tensor], Tensor], r: int, *, chunk_size: int = 32
+) -> Float[Tensor, " r"]:
     """The exact diagonal ``H_ii`` (r HVPs with unit vectors; ``hessian_matrix``'s cost)."""
     return torch.diagonal(hessian_matrix(hvp, r, chunk_size=chunk_size)).clone()
 
 
-def hutchinson_diagonal(hvp: Callable[[Tensor], Tensor], r: int, *, n_probes: int = 16, seed: int = 0,
-                        chunk_size: int = 32) -> Float[Tensor, " r"]:
+def hutchinson_diagonal(
+    hvp: Callable[[Tensor], Tensor],
+    r: int,
+    *,
+    n_probes: int = 16,
+    seed: int = 0,
+    chunk_size: int = 32,
+) -> Float[Tensor, " r"]:
     """Hutchinson's estimate ``mean_z z * (H z)`` over ``n_probes`` Rademacher vectors z (unbiased;
     its variance is the sum of the squared off-diagonal entries of each row, over n_probes)."""
     gen = torch.Generator().manual_seed(seed)
     z = torch.randint(0, 2, (n_probes, r), generator=gen).to(torch.float64) * 2 - 1
-    hz = torch.cat([hvp(z[s:s + chunk_size]) for s in range(0, n_probes, chunk_size)])
+    hz = torch.cat([hvp(z[s : s + chunk_size]) for s in range(0, n_probes, chunk_size)])
     return (z * hz).mean(0)
 
 
@@ -235,8 +275,14 @@ class EigenPairs:
     n_iter: int
 
 
-def lanczos(hvp: Callable[[Tensor], Tensor], r: int, n_eig: int = 10, n_iter: int | None = None, *,
-            seed: int = 0) -> EigenPairs:
+def lanczos(
+    hvp: Callable[[Tensor], Tensor],
+    r: int,
+    n_eig: int = 10,
+    n_iter: int | None = None,
+    *,
+    seed: int = 0,
+) -> EigenPairs:
     """The ``n_eig`` eigenpairs of largest |eigenvalue| of a symmetric operator given by ``hvp``
     (``(r,) -> (r,)``), by ``n_iter`` Lanczos steps (default ``min(r, max(2 n_eig + 10, 3 n_eig))``;
     one HVP each) from a seeded random start, with full reorthogonalization (twice, classical

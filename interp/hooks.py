@@ -58,7 +58,9 @@ class WriteNorms:
             for h, (layer, kind) in enumerate(self.hooks):
                 for b in range(orig.shape[2]):
                     rows.append((p, b, layer, kind, orig[p, h, b].item(), kept[p, h, b].item()))
-        return pd.DataFrame(rows, columns=["pass", "batch", "layer", "kind", "orig_norm", "kept_norm"])
+        return pd.DataFrame(
+            rows, columns=["pass", "batch", "layer", "kind", "orig_norm", "kept_norm"]
+        )
 
 
 def _prepare(
@@ -72,7 +74,9 @@ def _prepare(
     if check:
         check_orthonormal(directions, d_model=d_model)
     elif directions.shape[-2] != d_model:
-        raise ValueError(f"directions have width {directions.shape[-2]}, model d_model is {d_model}")
+        raise ValueError(
+            f"directions have width {directions.shape[-2]}, model d_model is {d_model}"
+        )
     device = model_device(model)
     directions = directions.to(device=device, dtype=compute_dtype)
     batch = directions.shape[0] if directions.ndim == 3 else None
@@ -120,7 +124,9 @@ def project_writes(
     hooks = write_hook_names(model, kinds)
     norms = WriteNorms(hooks=[(layer, kind) for layer, kind, _ in hooks])
     complement = False
-    if directions.ndim == 2 and mask is not None:  # fewer columns, same result (see projection.compact)
+    if (
+        directions.ndim == 2 and mask is not None
+    ):  # fewer columns, same result (see projection.compact)
         complete = directions.shape[1] == directions.shape[0]
         directions, mask, complement = compact(directions, mask, complete=complete)
     op = project if (mode == "project") != complement else ablate

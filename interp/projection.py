@@ -30,7 +30,9 @@ def check_orthonormal(
             "length d_model (e.g. Basis.vectors[:, :k], not its transpose)."
         )
     if r > d:
-        raise ValueError(f"{r} directions cannot be orthonormal in {d} dimensions (k must be 0..{d}).")
+        raise ValueError(
+            f"{r} directions cannot be orthonormal in {d} dimensions (k must be 0..{d})."
+        )
     if r == 0:
         return
     gram = directions.transpose(-1, -2).double() @ directions.double()
@@ -76,7 +78,10 @@ def ablate(
 
 
 def compact(
-    directions: Float[Tensor, "d_model r"], mask: Float[Tensor, "batch r"], *, complete: bool = False
+    directions: Float[Tensor, "d_model r"],
+    mask: Float[Tensor, "batch r"],
+    *,
+    complete: bool = False,
 ) -> tuple[Float[Tensor, "d_model c"], Float[Tensor, "batch c"], bool]:
     """The same masked projection with fewer columns: ``(directions', mask', complement)``.
 
@@ -93,7 +98,9 @@ def compact(
     return directions[:, keep_any], mask[:, keep_any], False
 
 
-def prefix_masks(ks: Sequence[int], r: int, *, device: torch.device | str = "cpu") -> Float[Tensor, "n r"]:
+def prefix_masks(
+    ks: Sequence[int], r: int, *, device: torch.device | str = "cpu"
+) -> Float[Tensor, "n r"]:
     """Row i keeps the first ``ks[i]`` of ``r`` directions (clipping to top-k, many k at once)."""
     ks_t = torch.as_tensor(list(ks), device=device)
     if ks_t.numel() and (ks_t.min() < 0 or ks_t.max() > r):

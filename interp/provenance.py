@@ -20,7 +20,8 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def versions() -> dict[str, str]:
-    """Installed versions of python and the libraries whose numerics or internals results depend on."""
+    """Installed versions of python and the libraries whose numerics or internals results depend
+    on."""
     out = {"python": platform.python_version()}
     for dist in PACKAGES:
         try:
@@ -35,19 +36,31 @@ def versions_line() -> str:
 
 
 def git_commit(root: Path = _REPO_ROOT) -> str | None:
-    """The checkout's commit (with ``+dirty`` when tracked files differ from it), or None outside git."""
+    """The checkout's commit (with ``+dirty`` when tracked files differ from it), or None outside
+    git."""
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("+dirty" if dirty else "") if sha else None
 
 
 def model_provenance(model: Any) -> dict[str, Any] | None:
-    """The cache's ``provenance.json`` of a named or GGUF model (packages, files, sha256), if any."""
+    """The cache's ``provenance.json`` of a named or GGUF model (packages, files, sha256), if
+    any."""
     path = getattr(model, "_resid_writes_meta", {}).get("path")
     if not path:
         return None
@@ -56,9 +69,14 @@ def model_provenance(model: Any) -> dict[str, Any] | None:
 
 
 def environment(model: Any | None = None) -> dict[str, Any]:
-    """Versions, platform, device and dtype, the model (name, path, provenance) and the git commit."""
-    env: dict[str, Any] = {"versions": versions(), "platform": platform.platform(), "commit": git_commit(),
-                           "torch_threads": torch.get_num_threads()}
+    """Versions, platform, device and dtype, the model (name, path, provenance) and the git
+    commit."""
+    env: dict[str, Any] = {
+        "versions": versions(),
+        "platform": platform.platform(),
+        "commit": git_commit(),
+        "torch_threads": torch.get_num_threads(),
+    }
     if model is not None:
         from .models import model_info
 
@@ -68,8 +86,11 @@ def environment(model: Any | None = None) -> dict[str, Any]:
         if param.device.type == "cuda":
             env["device_name"] = torch.cuda.get_device_name(param.device)
         env["dtype"] = info["dtype"]
-        env["model"] = {**info, "path": getattr(model, "_resid_writes_meta", {}).get("path"),
-                        "provenance": model_provenance(model)}
+        env["model"] = {
+            **info,
+            "path": getattr(model, "_resid_writes_meta", {}).get("path"),
+            "provenance": model_provenance(model),
+        }
     return env
 
 
@@ -82,15 +103,27 @@ def environment_lines(env: dict[str, Any]) -> list[str]:
         prov = m.get("provenance") or {}
         packages = ", ".join(f"{p['name']}=={p['version']}" for p in prov.get("packages", []))
         src = f"{prov.get('source', '')} {packages}".strip() or m.get("path")
-        lines.append(f"model: {m['name']} ({m['architecture']}), {env.get('dtype')} on {env.get('device')}"
-                     + (f" ({env['device_name']})" if env.get("device_name") else "")
-                     + (f"; from {src}" if src else ""))
+        lines.append(
+            f"model: {m['name']} ({m['architecture']}), {env.get('dtype')} on {env.get('device')}"
+            + (f" ({env['device_name']})" if env.get("device_name") else "")
+            + (f"; from {src}" if src else "")
+        )
         gguf = prov.get("gguf", {})
         if gguf.get("sha256"):
-            lines.append(f"weights: {gguf.get('file')} sha256 {gguf['sha256']}; {prov.get('quantization', '')}".rstrip("; "))
+            lines.append(
+                f"weights: {gguf.get('file')} sha256 {gguf['sha256']}; "
+                f"{prov.get('quantization', '')}".rstrip("; ")
+            )
     earlier = env.get("earlier_commits") or []
-    resumed = f" (resumed; earlier runs in this folder: {', '.join(c[:8] for c in earlier)})" if earlier else ""
-    lines.append(f"commit: {env.get('commit') or 'not a git checkout'}{resumed}; platform {env.get('platform')}")
+    resumed = (
+        f" (resumed; earlier runs in this folder: {', '.join(c[:8] for c in earlier)})"
+        if earlier
+        else ""
+    )
+    lines.append(
+        f"commit: {env.get('commit') or 'not a git checkout'}{resumed}; platform "
+        f"{env.get('platform')}"
+    )
     return lines
 
 
@@ -101,9 +134,16 @@ def run_key(env: dict[str, Any], settings: dict[str, Any]) -> str:
     m = env.get("model", {})
     prov = m.get("provenance") or {}
     key = {
-        "model": [m.get("name"), m.get("architecture"), m.get("d_model"), m.get("processing"),
-                  prov.get("files") or m.get("path")],
-        "dtype": env.get("dtype"), "device": str(env.get("device", "")).split(":")[0],
-        "versions": env.get("versions"), "settings": settings,
+        "model": [
+            m.get("name"),
+            m.get("architecture"),
+            m.get("d_model"),
+            m.get("processing"),
+            prov.get("files") or m.get("path"),
+        ],
+        "dtype": env.get("dtype"),
+        "device": str(env.get("device", "")).split(":")[0],
+        "versions": env.get("versions"),
+        "settings": settings,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -54,4 +54,6 @@ def llama_tiny(model_dirs: dict):
 @pytest.fixture(scope="session")
 def completion(gpt2_tiny):
     """An 8-token continuation of the tiny GPT-2 (seed 0)."""
-    return sample_continuation(gpt2_tiny, "I believe the meaning of life is", max_new_tokens=8, seed=0)
+    return sample_continuation(
+        gpt2_tiny, "I believe the meaning of life is", max_new_tokens=8, seed=0
+    )

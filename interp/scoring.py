@@ -22,7 +22,8 @@ class _StopForward(Exception):
 
 @dataclass
 class LogProbs:
-    """Per-token and total log-probabilities (nats) of the continuation, one row per batch element."""
+    """Per-token and total log-probabilities (nats) of the continuation, one row per batch
+    element."""
 
     per_token: Float[Tensor, "batch cont_pos"]
 
@@ -51,7 +52,9 @@ def final_residual(model: Any, tokens: Tensor) -> Float[Tensor, "batch pos d_mod
     except _StopForward:
         pass
     if "resid" not in store:
-        raise RuntimeError(f"{name} did not fire; the model does not expose HookedTransformer hooks")
+        raise RuntimeError(
+            f"{name} did not fire; the model does not expose HookedTransformer hooks"
+        )
     return store["resid"]
 
 

@@ -128,9 +128,12 @@ class ScanResult(SearchResult):
 
 def band_scan_ks(ks: Sequence[int], values: np.ndarray, target: float, band: float) -> list[int]:
     """Every k strictly inside each interval between neighbouring known ``ks`` (sorted) where
-    either end's value is within ``band`` nats of ``target`` or above it: what a band scan evaluates."""
+    either end's value is within ``band`` nats of ``target`` or above it: what a band scan
+    evaluates."""
     near = np.asarray(values, dtype=float) >= target - band
-    return [k for j in range(len(ks) - 1) if near[j] or near[j + 1] for k in range(ks[j] + 1, ks[j + 1])]
+    return [
+        k for j in range(len(ks) - 1) if near[j] or near[j + 1] for k in range(ks[j] + 1, ks[j + 1])
+    ]
 
 
 def scan_first_crossing(
@@ -184,9 +187,11 @@ class Crossings:
     frac_exact: bool
 
 
-def curve_crossings(points: "dict[int, float]", target: float, baseline: float, d: int, *,
-                    within: float = 1.0) -> Crossings:
-    """First, stable and convergence points of a curve given as ``{k: logp(k)}`` (see ``Crossings``).
+def curve_crossings(
+    points: "dict[int, float]", target: float, baseline: float, d: int, *, within: float = 1.0
+) -> Crossings:
+    """First, stable and convergence points of a curve given as ``{k: logp(k)}`` (see
+    ``Crossings``).
 
     k >= d always counts as passing and as converged (the unclipped model). Pure: no evaluation."""
     ks = np.array(sorted(int(k) for k in points if 0 <= int(k) <= d))
@@ -205,25 +210,35 @@ def curve_crossings(points: "dict[int, float]", target: float, baseline: float, 
     above = ks > first
     n_above = int(above.sum())
     frac = float((~ok[above]).mean()) if n_above else 0.0
-    return Crossings(first=first, stable=stable, converged=converged, frac_fail_above_first=frac,
-                     n_above_first=n_above, known_from=known_from,
-                     stable_exact=known_from <= max(stable - 1, 0),
-                     converged_exact=known_from <= max(converged - 1, 0),
-                     frac_exact=known_from <= first + 1)
+    return Crossings(
+        first=first,
+        stable=stable,
+        converged=converged,
+        frac_fail_above_first=frac,
+        n_above_first=n_above,
+        known_from=known_from,
+        stable_exact=known_from <= max(stable - 1, 0),
+        converged_exact=known_from <= max(converged - 1, 0),
+        frac_exact=known_from <= first + 1,
+    )
 
 
-def scan_down(evaluate: Evaluate, d: int, first: int, baseline: float, *, within: float = 1.0,
-              step: int = 16) -> int:
+def scan_down(
+    evaluate: Evaluate, d: int, first: int, baseline: float, *, within: float = 1.0, step: int = 16
+) -> int:
     """Evaluate every k from d down, ``step`` at a time, until a k below ``first`` lies more than
     ``within`` nats below ``baseline``: then every k the first, stable and convergence points
     depend on is known (``curve_crossings`` exact). Returns the number of k asked for. Costs
-    ``d - k_stop`` rows, where k_stop is the last k below both ``first`` and the convergence point."""
+    ``d - k_stop`` rows, where k_stop is the last k below both ``first`` and the convergence
+    point."""
     asked, hi, step = 0, int(d), max(int(step), 1)
     while hi > 0:
         chunk = list(range(hi - 1, max(hi - 1 - step, -1), -1))
         values = np.asarray(evaluate(chunk), dtype=float)
         asked += len(chunk)
-        if any(k < first and val < baseline - within for k, val in zip(chunk, values)):
+        if any(
+            k < first and val < baseline - within for k, val in zip(chunk, values, strict=False)
+        ):
             break
         hi = chunk[-1]
     return asked

@@ -1,7 +1,8 @@
 """Batched sweeps: many clippings or ablations per forward pass, chunked to fit memory.
 
 Two exact sweeps over one basis ``V`` (columns in the order to test):
-- ``clip_sweep``: for each k, keep span(V[:, :k]) in every write (prefix masks, one batch row per k);
+- ``clip_sweep``: for each k, keep span(V[:, :k]) in every write (prefix masks, one batch row per
+  k);
 - ``ablation_sweep``: for each column i, remove v_i from every write (one direction per row);
 and ``ClipEvaluator``, which memoizes a clip sweep by k for every consumer of one curve.
 Estimates that avoid a pass per direction are in ``interp.importance``.
@@ -53,10 +54,14 @@ def auto_chunk_size(
     cfg = model.cfg
     d, heads = int(cfg.d_model), int(getattr(cfg, "n_heads", 8))
     d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * d)
-    per_row = 4 * seq_len * (12 * d + 3 * d_mlp + 3 * heads * seq_len) + 8 * n_cont * int(cfg.d_vocab)
+    per_row = 4 * seq_len * (12 * d + 3 * d_mlp + 3 * heads * seq_len) + 8 * n_cont * int(
+        cfg.d_vocab
+    )
     device = model_device(model)
     chunk = int(fraction * free_memory_bytes(device)) // max(per_row, 1)
-    if max_chunk is None:  # on a CPU a row costs the same in any batch from ~8 up: keep memory small
+    if (
+        max_chunk is None
+    ):  # on a CPU a row costs the same in any batch from ~8 up: keep memory small
         max_chunk = 1024 if device.type == "cuda" else 16
     return max(1, min(chunk, max_chunk))
 
@@ -107,9 +112,14 @@ def _run_chunks(
         stop = min(start + chunk, n_items)
         directions, mask = make(start, stop)
         with torch.inference_mode():
-            with project_writes(model, directions, mask=mask, kinds=kinds, mode=mode, check=False) as norms:
+            with project_writes(
+                model, directions, mask=mask, kinds=kinds, mode=mode, check=False
+            ) as norms:
                 lp = continuation_logprob(
-                    model, completion.prompt_tokens, completion.continuation_tokens, batch_size=stop - start
+                    model,
+                    completion.prompt_tokens,
+                    completion.continuation_tokens,
+                    batch_size=stop - start,
                 )
         count_rows(stop - start, completion.tokens.numel())
         out["lp"].append(lp.total.double().cpu())
@@ -118,8 +128,14 @@ def _run_chunks(
         out["orig"].append(norms.orig_delta()[0].double())
         out["kept"].append(norms.kept_delta()[0].double())
     cat = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in out.items()}
-    return SweepOutput(cat["lp"], cat["mean"], cat["orig"], cat["kept"], n_passes=len(starts),
-                       per_token=cat["tok"] if out["tok"] else None)
+    return SweepOutput(
+        cat["lp"],
+        cat["mean"],
+        cat["orig"],
+        cat["kept"],
+        n_passes=len(starts),
+        per_token=cat["tok"] if out["tok"] else None,
+    )
 
 
 def clip_sweep(
@@ -139,8 +155,15 @@ def clip_sweep(
     ks = [int(k) for k in ks]
     masks = prefix_masks(ks, v.shape[1], device=device)
     return _run_chunks(
-        model, completion, len(ks), lambda a, b: (v, masks[a:b]),
-        kinds=kinds, mode="project", chunk_size=chunk_size, progress=progress, desc=desc,
+        model,
+        completion,
+        len(ks),
+        lambda a, b: (v, masks[a:b]),
+        kinds=kinds,
+        mode="project",
+        chunk_size=chunk_size,
+        progress=progress,
+        desc=desc,
     )
 
 
@@ -157,19 +180,35 @@ def ablation_sweep(
     """Remove one column of ``directions`` at a time from every write (each a batch row)."""
     device = model_device(model)
     v = directions.to(device=device, dtype=torch.float32)
-    cols = torch.as_tensor(list(range(v.shape[1])) if columns is None else list(columns), device=device)
+    cols = torch.as_tensor(
+        list(range(v.shape[1])) if columns is None else list(columns), device=device
+    )
     per_row = rearrange(v[:, cols], "d n -> n d 1")
     return _run_chunks(
-        model, completion, len(cols), lambda a, b: (per_row[a:b], None),
-        kinds=kinds, mode="ablate", chunk_size=chunk_size, progress=progress, desc="ablations",
+        model,
+        completion,
+        len(cols),
+        lambda a, b: (per_row[a:b], None),
+        kinds=kinds,
+        mode="ablate",
+        chunk_size=chunk_size,
+        progress=progress,
+        desc="ablations",
     )
 
 
 def naive_ablation_loop(
-    model: Any, completion: Completion, directions: Tensor, columns: Sequence[int], *, kinds: Sequence[str] = KINDS
+    model: Any,
+    completion: Completion,
+    directions: Tensor,
+    columns: Sequence[int],
+    *,
+    kinds: Sequence[str] = KINDS,
 ) -> Tensor:
     """The study's method, kept for benchmarks and tests: one forward pass per direction."""
-    return ablation_sweep(model, completion, directions, columns=columns, kinds=kinds, chunk_size=1).logprob
+    return ablation_sweep(
+        model, completion, directions, columns=columns, kinds=kinds, chunk_size=1
+    ).logprob
 
 
 class ClipEvaluator:
@@ -193,8 +232,12 @@ class ClipEvaluator:
         self.model, self.completion, self.directions = model, completion, directions
         self.kinds, self.chunk_size, self.progress, self.desc = kinds, chunk_size, progress, desc
         self.d = int(directions.shape[1])
-        self.points: dict[int, tuple[float, float, float, float]] = {}  # k -> logprob, mean, orig, kept
-        self.per_token: dict[int, np.ndarray] = {}  # k -> log-probability of each continuation token
+        self.points: dict[
+            int, tuple[float, float, float, float]
+        ] = {}  # k -> logprob, mean, orig, kept
+        self.per_token: dict[
+            int, np.ndarray
+        ] = {}  # k -> log-probability of each continuation token
         self.n_passes = 0
         self.n_rows = 0
 
@@ -203,11 +246,23 @@ class ClipEvaluator:
         ks = [int(k) for k in ks]
         new = sorted(set(ks) - set(self.points))
         if new:
-            out = clip_sweep(self.model, self.completion, self.directions, new, kinds=self.kinds,
-                             chunk_size=self.chunk_size, progress=self.progress, desc=self.desc)
+            out = clip_sweep(
+                self.model,
+                self.completion,
+                self.directions,
+                new,
+                kinds=self.kinds,
+                chunk_size=self.chunk_size,
+                progress=self.progress,
+                desc=self.desc,
+            )
             for i, k in enumerate(new):
-                self.points[k] = (float(out.logprob[i]), float(out.logprob_mean[i]),
-                                  float(out.orig_delta[i]), float(out.kept_delta[i]))
+                self.points[k] = (
+                    float(out.logprob[i]),
+                    float(out.logprob_mean[i]),
+                    float(out.orig_delta[i]),
+                    float(out.kept_delta[i]),
+                )
                 if out.per_token is not None:
                     self.per_token[k] = out.per_token[i].numpy()
             self.n_passes += out.n_passes
@@ -225,8 +280,9 @@ class ClipEvaluator:
         """Every evaluated k, sorted: k, logprob, logprob_mean, orig_delta, kept_delta."""
         ks = sorted(self.points)
         rows = [self.points[k] for k in ks]
-        return pd.DataFrame(rows, columns=["logprob", "logprob_mean", "orig_delta", "kept_delta"]).assign(
-            k=ks)[["k", "logprob", "logprob_mean", "orig_delta", "kept_delta"]]
+        return pd.DataFrame(
+            rows, columns=["logprob", "logprob_mean", "orig_delta", "kept_delta"]
+        ).assign(k=ks)[["k", "logprob", "logprob_mean", "orig_delta", "kept_delta"]]
 
 
 class SubsetEvaluator:
@@ -238,7 +294,9 @@ class SubsetEvaluator:
         n = int(parent.completion.continuation_tokens.numel())
         self.positions = np.asarray(sorted({int(p) for p in positions}), dtype=int)
         if not len(self.positions) or self.positions.min() < 0 or self.positions.max() >= n:
-            raise ValueError(f"positions must be a non-empty subset of 0..{n - 1} (the continuation's tokens)")
+            raise ValueError(
+                f"positions must be a non-empty subset of 0..{n - 1} (the continuation's tokens)"
+            )
         self.parent = parent
 
     def evaluate(self, ks: Sequence[int]) -> np.ndarray:
@@ -255,11 +313,13 @@ class SubsetEvaluator:
 
 
 def coarse_k_grid(d: int, *, n_linear: int = 13, low: bool = True) -> list[int]:
-    """The adaptive curves' starting grid: 0, d, powers of two from both ends, ``n_linear`` even steps.
+    """The adaptive curves' starting grid: 0, d, powers of two from both ends, ``n_linear`` even
+    steps.
 
     Dense where the study's curves change fastest (small k: the chaotic region; k near d: the
     convergence), even in between. 31 points for d = 576. ``low=False`` leaves out the powers of
-    two from the low end (curves that only feed minimal-k searches: 19 points for d = 576 with n_linear=9).
+    two from the low end (curves that only feed minimal-k searches: 19 points for d = 576 with
+    n_linear=9).
     """
     powers = [2**j for j in range(int(np.log2(max(d, 1))) + 1) if 2**j < d]
     linear = np.linspace(0, d, n_linear).round().astype(int).tolist()
@@ -277,10 +337,14 @@ def jitter_pairs(d: int, per_region: int = 8) -> list[tuple[int, int]]:
     return [(k, k + 1) for k in sorted(ks)]
 
 
-def default_k_grid(d_model: int, *, dense_up_to: int = 1024, n_log: int = 160, n_lin: int = 257) -> list[int]:
+def default_k_grid(
+    d_model: int, *, dense_up_to: int = 1024, n_log: int = 160, n_lin: int = 257
+) -> list[int]:
     """Every k for small d_model; a log-spaced plus linear grid (with 0 and d_model) otherwise."""
     if d_model <= dense_up_to:
         return list(range(d_model + 1))
-    log = torch.logspace(0, torch.log10(torch.tensor(float(d_model))), n_log).round().long().tolist()
+    log = (
+        torch.logspace(0, torch.log10(torch.tensor(float(d_model))), n_log).round().long().tolist()
+    )
     lin = torch.linspace(0, d_model, n_lin).round().long().tolist()
     return sorted(set(log) | set(lin) | {0, d_model})

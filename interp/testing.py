@@ -13,11 +13,25 @@ from typing import Any
 from .models import load_model
 from .toys import SHAPES, make_config, make_model_dir, make_tokenizer, random_model
 
-__all__ = ["SHAPES", "make_config", "make_model_dir", "make_tokenizer", "random_model", "tiny_model"]
+__all__ = [
+    "SHAPES",
+    "make_config",
+    "make_model_dir",
+    "make_tokenizer",
+    "random_model",
+    "tiny_model",
+]
 
 
-def tiny_model(arch: str = "gpt2", path: str | Path | None = None, *, seed: int = 0, device: str = "cpu",
-               progress: bool = False, **sizes: Any) -> Any:
+def tiny_model(
+    arch: str = "gpt2",
+    path: str | Path | None = None,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+    **sizes: Any,
+) -> Any:
     """A tiny random-init model of ``arch`` (``gpt2``, ``llama``, ``neox``), saved to ``path`` (a
     temporary directory by default) by ``make_model_dir`` and loaded with ``load_model``: the same
     toys the package's own tests use (d_model 64, 2 layers, toy tokenizer; a second or two).

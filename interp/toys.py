@@ -18,9 +18,11 @@ import torch
 _CORPUS = [
     "I believe the meaning of life is to be happy and to help others.",
     "Simply put, the theory of relativity states that the laws of physics are the same.",
-    "A brief message congratulating the team on the launch:\n\n        Hi everyone,\n\n        I just ",
-    "Translate English to French:\n\n        sea otter => loutre de mer\n        peppermint => menthe "
-    "poivrée\n        plush girafe => girafe peluche\n        cheese =>",
+    "A brief message congratulating the team on the launch:\n\n        Hi everyone,\n"
+    "\n        I just ",
+    "Translate English to French:\n\n        sea otter => loutre de mer\n        "
+    "peppermint => menthe poivrée\n        plush girafe => girafe peluche\n        cheese "
+    "=>",
     "The quick brown fox jumps over the lazy dog. 0123456789 !?,.;:'\"()[]{}",
 ]
 
@@ -65,40 +67,91 @@ def make_config(
     common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0)
     if arch == "gpt2":
         return GPT2Config(
-            n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_inner=d_mlp, n_positions=n_ctx,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common,
+            n_embd=d_model,
+            n_layer=n_layers,
+            n_head=n_heads,
+            n_inner=d_mlp,
+            n_positions=n_ctx,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **common,
         )
     if arch == "llama":
         return LlamaConfig(
-            hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
-            num_key_value_heads=n_kv_heads or max(1, n_heads // 2), intermediate_size=d_mlp,
-            max_position_embeddings=n_ctx, tie_word_embeddings=False, **common,
+            hidden_size=d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            num_key_value_heads=n_kv_heads or max(1, n_heads // 2),
+            intermediate_size=d_mlp,
+            max_position_embeddings=n_ctx,
+            tie_word_embeddings=False,
+            **common,
         )
     if arch == "neox":
         return GPTNeoXConfig(
-            hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
-            intermediate_size=d_mlp, max_position_embeddings=n_ctx, use_parallel_residual=True,
-            rotary_pct=0.25, **common,
+            hidden_size=d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            intermediate_size=d_mlp,
+            max_position_embeddings=n_ctx,
+            use_parallel_residual=True,
+            rotary_pct=0.25,
+            **common,
         )
     raise ValueError(f"unknown toy architecture {arch!r}; use gpt2, llama or neox")
 
 
-# Shapes for ``load_model("random:<shape>")``: real models' shapes for benchmarks with random
-# weights (timings do not depend on weights), and tiny ones for tests (the toy tokenizer's vocabulary).
+# Shapes for ``load_model("random:<shape>")``: real models' shapes for benchmarks with
+# random weights (timings do not depend on weights), and tiny ones for tests (the toy
+# tokenizer's vocabulary).
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
     "tiny-gpt2": ("gpt2", dict(d_model=64, n_layers=2, n_heads=4, n_ctx=256, vocab_size=384)),
     "tiny-llama": ("llama", dict(d_model=64, n_layers=2, n_heads=4, n_ctx=256, vocab_size=384)),
     "tiny-neox": ("neox", dict(d_model=64, n_layers=2, n_heads=4, n_ctx=256, vocab_size=384)),
-    "gpt2-small": ("gpt2", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, n_ctx=1024, vocab_size=50257)),
-    "pythia-160m": ("neox", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, n_ctx=2048, vocab_size=50304)),
-    "smollm2-135m": ("llama", dict(d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_mlp=1536, n_ctx=8192,
-                                   vocab_size=49152)),
-    "llama3-8b": ("llama", dict(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_mlp=14336, n_ctx=8192,
-                                vocab_size=128256)),
+    "gpt2-small": (
+        "gpt2",
+        dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, n_ctx=1024, vocab_size=50257),
+    ),
+    "pythia-160m": (
+        "neox",
+        dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, n_ctx=2048, vocab_size=50304),
+    ),
+    "smollm2-135m": (
+        "llama",
+        dict(
+            d_model=576,
+            n_layers=30,
+            n_heads=9,
+            n_kv_heads=3,
+            d_mlp=1536,
+            n_ctx=8192,
+            vocab_size=49152,
+        ),
+    ),
+    "llama3-8b": (
+        "llama",
+        dict(
+            d_model=4096,
+            n_layers=32,
+            n_heads=32,
+            n_kv_heads=8,
+            d_mlp=14336,
+            n_ctx=8192,
+            vocab_size=128256,
+        ),
+    ),
 }
 
 
-def random_model(shape: str, path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> Any:
+def random_model(
+    shape: str,
+    path: str | Path,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> Any:
     """A bridge around a random-init model of a real model's shape, built directly on ``device``.
 
     Only the config and the toy tokenizer are written to ``path`` (no weights on disk); the
@@ -110,8 +163,10 @@ def random_model(shape: str, path: str | Path, *, device: str = "cpu", dtype: to
     from .compat import patch_bridge_kv_cache
 
     if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r} for random weights; choose one of {sorted(SHAPES)} "
-                         "(e.g. load_model('random:tiny-gpt2'))")
+        raise ValueError(
+            f"unknown shape {shape!r} for random weights; choose one of {sorted(SHAPES)} "
+            "(e.g. load_model('random:tiny-gpt2'))"
+        )
     arch, sizes = SHAPES[shape]
     sizes = dict(sizes)
     vocab = sizes.pop("vocab_size")
@@ -126,7 +181,9 @@ def random_model(shape: str, path: str | Path, *, device: str = "cpu", dtype: to
     with torch.device(device):
         hf = AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
     hf.eval()
-    bridge = TransformerBridge.boot_transformers(str(path.resolve()), hf_model=hf, device=device, dtype=dtype)
+    bridge = TransformerBridge.boot_transformers(
+        str(path.resolve()), hf_model=hf, device=device, dtype=dtype
+    )
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     bridge.eval()
     patch_bridge_kv_cache(bridge)
@@ -149,7 +206,9 @@ def make_model_dir(
     tokenizer = make_tokenizer(tokenizer_vocab)
     sizes.setdefault("vocab_size", len(tokenizer))
     if sizes["vocab_size"] < len(tokenizer):
-        raise ValueError(f"vocab_size {sizes['vocab_size']} is smaller than the tokenizer's {len(tokenizer)}")
+        raise ValueError(
+            f"vocab_size {sizes['vocab_size']} is smaller than the tokenizer's {len(tokenizer)}"
+        )
     config = make_config(arch, **sizes)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)

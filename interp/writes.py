@@ -98,7 +98,9 @@ class Writes:
 
 
 @contextmanager
-def recording_writes(model: Any, *, kinds: Sequence[str] = KINDS) -> Iterator[Callable[[Tensor], Writes]]:
+def recording_writes(
+    model: Any, *, kinds: Sequence[str] = KINDS
+) -> Iterator[Callable[[Tensor], Writes]]:
     """Record every write of the forward passes run inside (hooks removed on exit).
 
     Yields ``build(tokens)``: the ``Writes`` of batch row 0 of the last pass, for that sequence.
@@ -112,10 +114,16 @@ def recording_writes(model: Any, *, kinds: Sequence[str] = KINDS) -> Iterator[Ca
         seq = as_batch(tokens)[0].cpu()
         missing = [name for _, _, name in hooks if name not in store]
         if missing:
-            raise RuntimeError(f"no forward pass recorded {missing[:2]}...: run the model inside the context")
-        stacked = torch.stack([store[name][0, : seq.numel()] for _, _, name in hooks])  # (layer*kind, pos, d)
+            raise RuntimeError(
+                f"no forward pass recorded {missing[:2]}...: run the model inside the context"
+            )
+        stacked = torch.stack(
+            [store[name][0, : seq.numel()] for _, _, name in hooks]
+        )  # (layer*kind, pos, d)
         matrix = rearrange(stacked.float().cpu(), "lk pos d -> (lk pos) d")
-        strings = token_strings(model, seq) if getattr(model, "tokenizer", None) is not None else None
+        strings = (
+            token_strings(model, seq) if getattr(model, "tokenizer", None) is not None else None
+        )
         n_pos = seq.numel()
         index = pd.DataFrame(
             {
@@ -135,9 +143,7 @@ def recording_writes(model: Any, *, kinds: Sequence[str] = KINDS) -> Iterator[Ca
         yield build
 
 
-def capture_writes(
-    model: Any, tokens: Tensor, *, kinds: Sequence[str] = KINDS
-) -> Writes:
+def capture_writes(model: Any, tokens: Tensor, *, kinds: Sequence[str] = KINDS) -> Writes:
     """Run ``model`` on one sequence and stack all its writes (float32, on CPU).
 
     Args:

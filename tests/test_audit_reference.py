@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("audit_reference", ROOT / "tools" / "audit_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "audit_reference", ROOT / "tools" / "audit_reference.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -29,7 +31,9 @@ def test_reference_matches_the_package_exact_stage(model_dirs, llama_tiny):
     from experiments.exact_importance import run_exact_importance
 
     tool = load_tool()
-    comp = interp.sample_continuation(llama_tiny, "I believe the meaning of life is", max_new_tokens=8, seed=0)
+    comp = interp.sample_continuation(
+        llama_tiny, "I believe the meaning of life is", max_new_tokens=8, seed=0
+    )
     ours = run_exact_importance(llama_tiny, comp, chunk_size=16)
     hf = AutoModelForCausalLM.from_pretrained(model_dirs["llama"], dtype=torch.float32).eval()
     assert len(tool.write_modules(hf)) == 2 * hf.config.num_hidden_layers
@@ -41,9 +45,16 @@ def test_reference_matches_the_package_exact_stage(model_dirs, llama_tiny):
     np.testing.assert_allclose(table.singular_value.to_numpy(), s, rtol=1e-4)
     assert base == pytest.approx(float(comp_logprob(llama_tiny, comp)), abs=1e-4)
     np.testing.assert_allclose(table.importance.to_numpy(), imp, atol=1e-4)
-    assert np.abs(imp).max() > 100 * 1e-4  # effects far above the tolerance: agreement is not two zeros
-    print(f"max |importance| {np.abs(imp).max():.3g} nats, Spearman {stats.spearmanr(s, imp).statistic:.3f}")
-    assert float(stats.spearmanr(s, imp).statistic) == pytest.approx(ours.summary()["spearman_sv_importance"], abs=0.05)
+    assert (
+        np.abs(imp).max() > 100 * 1e-4
+    )  # effects far above the tolerance: agreement is not two zeros
+    print(
+        f"max |importance| {np.abs(imp).max():.3g} nats, Spearman "
+        f"{stats.spearmanr(s, imp).statistic:.3f}"
+    )
+    assert float(stats.spearmanr(s, imp).statistic) == pytest.approx(
+        ours.summary()["spearman_sv_importance"], abs=0.05
+    )
 
     mk = ours.tables["minimal_k"]
     row = mk[(mk.ordering == "singular_value") & (mk.method == "exact_scan")].iloc[0]
@@ -53,7 +64,7 @@ def test_reference_matches_the_package_exact_stage(model_dirs, llama_tiny):
     target = base - float(row.tolerance)
     k_ref = tool.scan_min_k(lp, target)
     # the same k, unless a k between them sits within float error of the target
-    between = lp[min(k_ref, int(row.k)):max(k_ref, int(row.k)) + 1]
+    between = lp[min(k_ref, int(row.k)) : max(k_ref, int(row.k)) + 1]
     assert k_ref == int(row.k) or np.abs(between - target).min() < 1e-4, (k_ref, int(row.k))
     assert 0 < k_ref  # the random model needs some directions: the comparison is not of two zeros
     print(f"minimal k: reference {k_ref}, package {int(row.k)} of {d}")
@@ -63,4 +74,6 @@ def comp_logprob(model, comp) -> float:
     from interp.scoring import continuation_logprob
 
     with torch.inference_mode():
-        return float(continuation_logprob(model, comp.prompt_tokens, comp.continuation_tokens).total[0])
+        return float(
+            continuation_logprob(model, comp.prompt_tokens, comp.continuation_tokens).total[0]
+        )

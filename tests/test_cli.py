@@ -21,13 +21,39 @@ def env_model(model_dirs, monkeypatch):
 
 def test_reproduce_end_to_end_and_resume(env_model, tmp_path, capsys):
     out = tmp_path / "res"
-    args = ["reproduce", "--out", str(out), "--device", "cpu", "--max-new-tokens", "6", "--samples", "1",
-            "--draws", "20", "--no-progress", "--prompts", "meaning_of_life", "translate"]
+    args = [
+        "reproduce",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "6",
+        "--samples",
+        "1",
+        "--draws",
+        "20",
+        "--no-progress",
+        "--prompts",
+        "meaning_of_life",
+        "translate",
+    ]
     main(args)
     for prompt in ("meaning_of_life", "translate"):
-        for exp in ("spectrum", "clipping", "single_direction", "orderings", "minimal_subspace", "clipped_generation"):
+        for exp in (
+            "spectrum",
+            "clipping",
+            "single_direction",
+            "orderings",
+            "minimal_subspace",
+            "clipped_generation",
+        ):
             d = out / prompt / exp
-            assert (d / "settings.json").exists() and list(d.glob("*.csv")) and list((d / "figures").glob("*.html"))
+            assert (
+                (d / "settings.json").exists()
+                and list(d.glob("*.csv"))
+                and list((d / "figures").glob("*.html"))
+            )
     assert (out / "overlap" / "pairs.csv").exists()
     report = (out / "report.html").read_text()
     assert "Plotly.newPlot" in report and "translate" in report
@@ -42,7 +68,9 @@ def test_reproduce_end_to_end_and_resume(env_model, tmp_path, capsys):
     import pandas as pd
 
     computed = pd.read_csv(out / "timings.csv")
-    assert {"clipping", "unit: one plain forward"} <= set(computed.phase) and not computed.loaded.any()
+    assert {"clipping", "unit: one plain forward"} <= set(
+        computed.phase
+    ) and not computed.loaded.any()
     main(args)  # resume: nothing finished is recomputed, and the first run's timings are kept
     assert (out / "translate" / "clipping" / "settings.json").stat().st_mtime_ns == stamp
     after = pd.read_csv(out / "timings.csv")
@@ -59,8 +87,21 @@ def test_reproduce_end_to_end_and_resume(env_model, tmp_path, capsys):
 
 
 def test_run_one_experiment(env_model, tmp_path):
-    main(["run", "minimal_subspace", "--prompt", "relativity", "--out", str(tmp_path), "--device", "cpu",
-          "--max-new-tokens", "5", "--no-progress"])
+    main(
+        [
+            "run",
+            "minimal_subspace",
+            "--prompt",
+            "relativity",
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "5",
+            "--no-progress",
+        ]
+    )
     assert (tmp_path / "minimal_subspace" / "minimal_k.csv").exists()
 
 
@@ -69,16 +110,44 @@ def test_study_procedure_is_the_studys_bisection_in_bfloat16(env_model, tmp_path
     reaches the unclipped one with no tolerance while k - 1 does not (the bisection's own claim)."""
     import pandas as pd
 
-    main(["run", "minimal_subspace", "--study-procedure", "--prompt", "relativity", "--out", str(tmp_path),
-          "--device", "cpu", "--max-new-tokens", "5", "--no-progress"])
+    main(
+        [
+            "run",
+            "minimal_subspace",
+            "--study-procedure",
+            "--prompt",
+            "relativity",
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "5",
+            "--no-progress",
+        ]
+    )
     folder = tmp_path / "minimal_subspace"
     saved = json.loads((folder / "settings.json").read_text())
     assert saved["meta"]["model"]["dtype"] == "bfloat16" and saved["settings"]["study_procedure"]
     t = pd.read_csv(folder / "minimal_k.csv")
     row = t[t.method == "study_bisection"].iloc[0]
-    assert row.ordering == "singular_value" and row.tolerance == 0.0 and 1 <= row.k <= saved["meta"]["model"]["d_model"]
+    assert (
+        row.ordering == "singular_value"
+        and row.tolerance == 0.0
+        and 1 <= row.k <= saved["meta"]["model"]["d_model"]
+    )
     with pytest.raises(SystemExit) as err:
-        main(["run", "clipping", "--study-procedure", "--out", str(tmp_path / "x"), "--device", "cpu"])
+        main(
+            [
+                "run",
+                "clipping",
+                "--study-procedure",
+                "--out",
+                str(tmp_path / "x"),
+                "--device",
+                "cpu",
+            ]
+        )
     assert err.value.code == 2 and "option of minimal_subspace" in capsys.readouterr().err
 
 
@@ -97,8 +166,13 @@ def test_study_bisection_row_is_a_crossing(gpt2_tiny):
 
 def test_no_model_is_a_clear_error(tmp_path):
     env = {**os.environ, "RESID_WRITES_MODEL": str(tmp_path / "missing"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "experiments", "reproduce", "--out", str(tmp_path)],
-                          capture_output=True, text=True, env=env, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments", "reproduce", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2 and "local HF-format directory" in proc.stderr
 
 
@@ -113,10 +187,14 @@ def test_notebook_executes_on_the_real_default_model(smollm2, tmp_path, monkeypa
     assert committed, "the notebook is committed with its outputs"
     monkeypatch.setenv("RESID_WRITES_NOTEBOOK_TOKENS", "12")
     monkeypatch.delenv("RESID_WRITES_MODEL", raising=False)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    text = "".join(
+        str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs
+    )
     assert "smollm2-135m" in text and "Spearman" in text and "clipped" in text
 
 

@@ -8,11 +8,24 @@ import torch
 
 import experiments as E
 from experiments.clip_variants import (
-    VARIANTS, ClipVariant, ClipVariantsResult, direction_sources, mean_writes, resolve_variants, run_clip_variants,
+    VARIANTS,
+    ClipVariant,
+    ClipVariantsResult,
+    direction_sources,
+    mean_writes,
+    resolve_variants,
+    run_clip_variants,
     variant_evaluator,
 )
 from experiments.measure import curve_ks, lazy_scan_first_crossing
-from interp import Completion, capture_writes, continuation_logprob, encode_prompt, prefix_masks, project
+from interp import (
+    Completion,
+    capture_writes,
+    continuation_logprob,
+    encode_prompt,
+    prefix_masks,
+    project,
+)
 from interp.clip_variants import fill_clip, fill_clip_writes, removed_part
 from interp.testing import tiny_model
 
@@ -58,7 +71,9 @@ def test_fill_clip_equals_dense_projector(complement_heavy):
             want = x[r] @ proj + fill @ (torch.eye(d, dtype=torch.float64) - proj)
             want = torch.where(positions[:, None], want, x[r])
             torch.testing.assert_close(got[r], want, atol=1e-12, rtol=0)
-        torch.testing.assert_close(removed_part(x, v, mask), x - project(x, v, mask), atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            removed_part(x, v, mask), x - project(x, v, mask), atol=1e-12, rtol=0
+        )
         # zero fill at every position is the study's clip
         torch.testing.assert_close(fill_clip(x, v, mask), project(x, v, mask), atol=1e-12, rtol=0)
 
@@ -71,7 +86,13 @@ def test_fill_clip_keeps_everything_at_k_d_exactly():
     assert torch.equal(fill_clip(x, v, prefix_masks([d, d, d], d).double(), fill=fill), x)
     assert torch.equal(fill_clip(x, v, None, fill=fill), x)
     # k = 0 with a fill replaces the write by the fill at the clipped positions
-    out = fill_clip(x, v, prefix_masks([0], d).double(), fill=fill, positions=torch.tensor([True, False, True, False]))
+    out = fill_clip(
+        x,
+        v,
+        prefix_masks([0], d).double(),
+        fill=fill,
+        positions=torch.tensor([True, False, True, False]),
+    )
     torch.testing.assert_close(out[:, 0], fill.expand(3, d), atol=1e-12, rtol=0)
     assert torch.equal(out[:, 1], x[:, 1])
 
@@ -88,7 +109,10 @@ def test_hooks_removed_after_an_exception(model3, text3):
             raise RuntimeError("raised inside")
     assert n_forward_hooks(model3) == before
     with pytest.raises(ValueError, match="batch"):  # raised by a hook, mid-forward
-        with torch.inference_mode(), fill_clip_writes(model3, text3.basis.vectors, mask=prefix_masks([0, 1], d)):
+        with (
+            torch.inference_mode(),
+            fill_clip_writes(model3, text3.basis.vectors, mask=prefix_masks([0, 1], d)),
+        ):
             continuation_logprob(model3, comp.prompt_tokens, comp.continuation_tokens, batch_size=3)
     assert n_forward_hooks(model3) == before
     with torch.inference_mode():
@@ -99,7 +123,9 @@ def test_hooks_removed_after_an_exception(model3, text3):
 def test_adapter_validates_fills_and_layers(model3, text3):
     v, d = text3.basis.vectors, text3.d_model
     with pytest.raises(ValueError, match="fills has no vector"):
-        with fill_clip_writes(model3, v, mask=prefix_masks([0], d), fills={(0, "attn"): torch.zeros(d)}):
+        with fill_clip_writes(
+            model3, v, mask=prefix_masks([0], d), fills={(0, "attn"): torch.zeros(d)}
+        ):
             pass
     with pytest.raises(ValueError, match="outside"):
         with fill_clip_writes(model3, v, mask=prefix_masks([0], d), layers=[7]):
@@ -118,26 +144,54 @@ def test_untouched_layers_positions_and_kinds(model3, text3):
     def grab(name):
         def fn(x, *, hook):
             seen[name] = x.clone()
+
         return fn
 
-    names = ["blocks.0.hook_attn_out", "blocks.0.hook_mlp_out", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out"]
+    names = [
+        "blocks.0.hook_attn_out",
+        "blocks.0.hook_mlp_out",
+        "blocks.1.hook_attn_out",
+        "blocks.1.hook_mlp_out",
+    ]
     with torch.inference_mode():
-        with fill_clip_writes(model3, text3.basis.vectors, mask=prefix_masks([0], d), layers=[1], kinds=("attn",),
-                              positions=[2, 3]), model3.hooks(fwd_hooks=[(n, grab(n)) for n in names]):
+        with (
+            fill_clip_writes(
+                model3,
+                text3.basis.vectors,
+                mask=prefix_masks([0], d),
+                layers=[1],
+                kinds=("attn",),
+                positions=[2, 3],
+            ),
+            model3.hooks(fwd_hooks=[(n, grab(n)) for n in names]),
+        ):
             continuation_logprob(model3, comp.prompt_tokens, comp.continuation_tokens)
     ref = text3.writes
 
     def recorded(layer, kind):
-        return ref.matrix[ref.index[(ref.index.layer == layer) & (ref.index.kind == kind)].row.to_numpy().copy()]
+        return ref.matrix[
+            ref.index[(ref.index.layer == layer) & (ref.index.kind == kind)].row.to_numpy().copy()
+        ]
 
     close = dict(atol=1e-5, rtol=1e-5)
     for layer, kind in ((0, "attn"), (0, "mlp")):  # before any clipping: the recorded writes
-        torch.testing.assert_close(seen[f"blocks.{layer}.hook_{kind}_out"][0].float(), recorded(layer, kind), **close)
-    attn1, mlp1 = seen["blocks.1.hook_attn_out"][0].float(), seen["blocks.1.hook_mlp_out"][0].float()
-    torch.testing.assert_close(attn1[:2], recorded(1, "attn")[:2], **close)  # positions 0, 1: untouched
-    assert torch.equal(attn1[2:4], torch.zeros_like(attn1[2:4]))            # clipped to k = 0
-    torch.testing.assert_close(mlp1[:2], recorded(1, "mlp")[:2], **close)   # the MLP write is not clipped,
-    assert not torch.allclose(mlp1[2:], recorded(1, "mlp")[2:], atol=1e-4)  # but it reads the clipped stream
+        torch.testing.assert_close(
+            seen[f"blocks.{layer}.hook_{kind}_out"][0].float(), recorded(layer, kind), **close
+        )
+    attn1, mlp1 = (
+        seen["blocks.1.hook_attn_out"][0].float(),
+        seen["blocks.1.hook_mlp_out"][0].float(),
+    )
+    torch.testing.assert_close(
+        attn1[:2], recorded(1, "attn")[:2], **close
+    )  # positions 0, 1: untouched
+    assert torch.equal(attn1[2:4], torch.zeros_like(attn1[2:4]))  # clipped to k = 0
+    torch.testing.assert_close(
+        mlp1[:2], recorded(1, "mlp")[:2], **close
+    )  # the MLP write is not clipped,
+    assert not torch.allclose(
+        mlp1[2:], recorded(1, "mlp")[2:], atol=1e-4
+    )  # but it reads the clipped stream
 
 
 # ----------------------------------------------------------------------------- experiment
@@ -167,13 +221,19 @@ def test_every_variant_gives_the_baseline_at_k_d(model3, text3):
     assert (r.tables["minimal"].min_k <= d).all()
     # the layer thirds of 3 layers are single layers; the memo answered the second run
     mk = r.tables["minimal"].set_index("variant")
-    assert mk.loc[["layers_early", "layers_middle", "layers_late"], "n_clipped_layers"].tolist() == [1, 1, 1]
-    assert set(r.tables["gap"].variant) == set(VARIANTS) and r.tables["gap"].groupby("variant").size().eq(6).all()
+    assert mk.loc[
+        ["layers_early", "layers_middle", "layers_late"], "n_clipped_layers"
+    ].tolist() == [1, 1, 1]
+    assert (
+        set(r.tables["gap"].variant) == set(VARIANTS)
+        and r.tables["gap"].groupby("variant").size().eq(6).all()
+    )
 
 
 def test_variants_differ_where_they_should(model3, text3):
     """Clipping nothing is the baseline; a fill changes k = 0; keeping BOS changes nothing at
-    k = 0 (every later write is zero whatever BOS holds) but does at k > 0 (later writes read it)."""
+    k = 0 (every later write is zero whatever BOS holds) but does at k > 0 (later writes read
+    it)."""
     h = text3.d_model // 2
     nothing = ClipVariant("nothing", layers=())
     assert variant_evaluator(text3, nothing)([0, h])[0] == pytest.approx(text3.baseline, abs=1e-5)
@@ -200,8 +260,14 @@ def test_variant_rows_are_counted_for_the_phase_timings(text3):
 def test_result_saves_loads_and_draws(model3, text3, tmp_path):
     r = run_clip_variants(model3, text3, variants=["zero", "mean_text"], chunk_size=8)
     s = r.summary()
-    for key in ("min_k_frac_zero", "min_k_frac_mean_text", "gap_50_zero", "gap_99_mean_text", "within_1_zero",
-                "bos_share_direction_0"):
+    for key in (
+        "min_k_frac_zero",
+        "min_k_frac_mean_text",
+        "gap_50_zero",
+        "gap_99_mean_text",
+        "within_1_zero",
+        "bos_share_direction_0",
+    ):
         assert key in s
     again = ClipVariantsResult.load(r.save(tmp_path))
     assert again.summary() == pytest.approx(s)
@@ -230,7 +296,9 @@ def test_direction_sources_shares(text3):
     sums = t.groupby(["direction", "group_type"]).share.sum()
     np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-9)
     s2 = t.groupby(["direction", "group_type"]).sum_sq.sum().groupby("direction").first()
-    np.testing.assert_allclose(s2.to_numpy(), text3.basis.singular_values[:5].double().numpy() ** 2, rtol=1e-5)
+    np.testing.assert_allclose(
+        s2.to_numpy(), text3.basis.singular_values[:5].double().numpy() ** 2, rtol=1e-5
+    )
     rows = t[(t.direction == 0) & (t.group_type == "position")].set_index("group").row_share
     assert rows["bos"] == pytest.approx(1 / text3.completion.tokens.numel())
 
@@ -263,7 +331,7 @@ def planted(tmp_path_factory):
     with torch.inference_mode():
         for _ in range(10):
             tokens = torch.cat([tokens, model(tokens[None])[0, -1].argmax()[None].cpu()])
-    cont = tokens[prompt_tokens.numel():]
+    cont = tokens[prompt_tokens.numel() :]
     comp = Completion(prompt, prompt_tokens, cont, model.tokenizer.decode(cont.tolist()))
     text = E.prepare(model, comp, chunk_size=8)
     return model, text, u.double(), c
@@ -284,14 +352,21 @@ def test_zero_ablation_destroys_a_constant_direction_mean_ablation_keeps(planted
     model, text, u, c = planted
     d = text.d_model
     q = torch.linalg.qr(torch.cat([u[:, None], random_basis(d, 7)[:, : d - 1]], 1)).Q
-    v = torch.cat([q[:, 1:], q[:, :1]], 1).float()  # u is the last column: k = d - 1 removes exactly u
+    v = torch.cat(
+        [q[:, 1:], q[:, :1]], 1
+    ).float()  # u is the last column: k = d - 1 removes exactly u
     mask = prefix_masks([d - 1], d)
     fills = {(1, "mlp"): mean_writes(text.writes)[(1, "mlp")]}
     comp = text.completion
 
     def score(**kw):
-        with torch.inference_mode(), fill_clip_writes(model, v, mask=mask, layers=[1], kinds=("mlp",), **kw):
-            return continuation_logprob(model, comp.prompt_tokens, comp.continuation_tokens).total.item()
+        with (
+            torch.inference_mode(),
+            fill_clip_writes(model, v, mask=mask, layers=[1], kinds=("mlp",), **kw),
+        ):
+            return continuation_logprob(
+                model, comp.prompt_tokens, comp.continuation_tokens
+            ).total.item()
 
     zero, mean = score(), score(fills=fills)
     assert text.baseline - zero > 20.0
@@ -303,8 +378,12 @@ def test_mean_text_variant_keeps_the_planted_direction(planted):
     basis, the mean_text fill stays far closer to the unclipped model than the zero fill."""
     model, text, u, c = planted
     only = dict(layers=(1,), kinds=("mlp",))
-    r = run_clip_variants(model, text, variants=[ClipVariant("zero_l1", **only),
-                                                 ClipVariant("mean_l1", fill="mean_text", **only)], chunk_size=8)
+    r = run_clip_variants(
+        model,
+        text,
+        variants=[ClipVariant("zero_l1", **only), ClipVariant("mean_l1", fill="mean_text", **only)],
+        chunk_size=8,
+    )
     lp0 = r.tables["minimal"].set_index("variant").logprob_at_0
     base = text.baseline
     assert base - lp0["zero_l1"] > 5.0
@@ -325,6 +404,10 @@ def test_variants_that_clip_nothing_are_left_out(gpt2_tiny, completion):
     in the settings), never reported as k = 0."""
     from experiments.clip_variants import run_clip_variants
 
-    r = run_clip_variants(gpt2_tiny, completion, variants=("zero", "layers_early", "layers_middle", "layers_late"))
-    assert r.settings["skipped_variants"] == ["layers_late"]  # np.array_split(range(2), 3) -> [0], [1], []
+    r = run_clip_variants(
+        gpt2_tiny, completion, variants=("zero", "layers_early", "layers_middle", "layers_late")
+    )
+    assert r.settings["skipped_variants"] == [
+        "layers_late"
+    ]  # np.array_split(range(2), 3) -> [0], [1], []
     assert r.tables["minimal"].variant.tolist() == ["zero", "layers_early", "layers_middle"]

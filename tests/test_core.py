@@ -24,7 +24,9 @@ def residual_ends(model, tokens):
 
 def logprob(model, comp, **kw):
     with torch.inference_mode():
-        return interp.continuation_logprob(model, comp.prompt_tokens, comp.continuation_tokens, **kw)
+        return interp.continuation_logprob(
+            model, comp.prompt_tokens, comp.continuation_tokens, **kw
+        )
 
 
 def test_writes_sum_to_residual_stream(tiny, sample):
@@ -33,7 +35,9 @@ def test_writes_sum_to_residual_stream(tiny, sample):
     assert writes.matrix.shape == (2 * tiny.cfg.n_layers * n_pos, d)
     assert writes.matrix.dtype == torch.float32
     assert list(writes.index.columns) == ["row", "layer", "kind", "position", "token_id", "token"]
-    assert list(writes.index.sort_values(["layer", "kind", "position"]).row) == list(range(len(writes.index)))
+    assert list(writes.index.sort_values(["layer", "kind", "position"]).row) == list(
+        range(len(writes.index))
+    )
     embed, final = residual_ends(tiny, sample.tokens)
     total = embed + rearrange(writes.matrix, "(lk pos) d -> lk pos d", pos=n_pos).sum(0)
     err = (total - final).abs().max().item()
@@ -45,7 +49,9 @@ def test_kinds_select_rows(tiny, sample):
     attn = interp.capture_writes(tiny, sample.tokens, kinds=("attn",))
     both = interp.capture_writes(tiny, sample.tokens)
     assert set(attn.index.kind) == {"attn"}
-    assert torch.equal(attn.matrix, both.matrix[torch.as_tensor((both.index.kind == "attn").to_numpy().copy())])
+    assert torch.equal(
+        attn.matrix, both.matrix[torch.as_tensor((both.index.kind == "attn").to_numpy().copy())]
+    )
 
 
 def test_full_projection_reproduces_logprob(tiny, sample):
@@ -87,7 +93,9 @@ def test_batched_subspaces_equal_separate_calls(tiny, sample):
             single = logprob(tiny, sample)
         assert torch.allclose(batched.per_token[i], single.per_token[0], atol=1e-4)
         assert torch.allclose(norms.orig_delta()[0, i], one.orig_delta()[0, 0], rtol=1e-4)
-        assert torch.allclose(norms.kept_delta()[0, i], one.kept_delta()[0, 0], rtol=1e-4, atol=1e-6)
+        assert torch.allclose(
+            norms.kept_delta()[0, i], one.kept_delta()[0, 0], rtol=1e-4, atol=1e-6
+        )
     # one direction per batch element (single-direction ablations), batched
     per = rearrange(basis[:, :4], "d b -> b d 1")
     with interp.ablate_directions(tiny, per):
@@ -114,7 +122,9 @@ def test_hooks_removed_after_exception(tiny, sample):
             raise RuntimeError("boom")
     assert all(len(tiny.hook_dict[n].fwd_hooks) == 0 for n in names)
     with pytest.raises(ValueError, match="batch of 1 but there are 3 subspaces"):
-        with interp.project_writes(tiny, torch.eye(tiny.cfg.d_model), mask=interp.prefix_masks([0, 1, 2], tiny.cfg.d_model)):
+        with interp.project_writes(
+            tiny, torch.eye(tiny.cfg.d_model), mask=interp.prefix_masks([0, 1, 2], tiny.cfg.d_model)
+        ):
             logprob(tiny, sample)
     assert all(len(tiny.hook_dict[n].fwd_hooks) == 0 for n in names)
 
@@ -122,7 +132,9 @@ def test_hooks_removed_after_exception(tiny, sample):
 def test_gradients_flow_through_projection(gpt2_tiny, completion):
     v = torch.linalg.qr(torch.randn(gpt2_tiny.cfg.d_model, 5)).Q.requires_grad_(True)
     with interp.project_writes(gpt2_tiny, v, check=False):
-        lp = interp.continuation_logprob(gpt2_tiny, completion.prompt_tokens, completion.continuation_tokens).total
+        lp = interp.continuation_logprob(
+            gpt2_tiny, completion.prompt_tokens, completion.continuation_tokens
+        ).total
     lp.sum().backward()
     assert v.grad is not None and v.grad.abs().sum() > 0
 
@@ -207,6 +219,8 @@ def test_core_runs_on_a_plain_hooked_root_module():
     basis = interp.write_basis(writes)
     with torch.inference_mode():
         base = interp.continuation_logprob(model, tokens[:4], tokens[4:]).total
-        with interp.project_writes(model, basis.vectors.float(), mask=interp.prefix_masks([0, 16], 16)):
+        with interp.project_writes(
+            model, basis.vectors.float(), mask=interp.prefix_masks([0, 16], 16)
+        ):
             lp = interp.continuation_logprob(model, tokens[:4], tokens[4:], batch_size=2).total
     assert abs(lp[1] - base[0]) < 1e-4 and abs(lp[0] - base[0]) > 1e-3

@@ -40,38 +40,77 @@ def run(model, comp, exhaustive):
 
 
 def test_default_agrees_with_exhaustive_on_the_replication_numbers(smollm2, capsys):
-    comp = interp.sample_continuation(smollm2, "The capital of France is", temperature=0, max_new_tokens=10)
+    comp = interp.sample_continuation(
+        smollm2, "The capital of France is", temperature=0, max_new_tokens=10
+    )
     (clip_d, single_d, ms_d, rows_d, _), (clip_x, single_x, ms_x, rows_x, text_x) = (
-        run(smollm2, comp, False), run(smollm2, comp, True))
+        run(smollm2, comp, False),
+        run(smollm2, comp, True),
+    )
     d = smollm2.cfg.d_model
-    t_d, t_x = ms_d.table.set_index(["ordering", "method"]).k, ms_x.table.set_index(["ordering", "method"]).k
+    t_d, t_x = (
+        ms_d.table.set_index(["ordering", "method"]).k,
+        ms_x.table.set_index(["ordering", "method"]).k,
+    )
     sens_d = ms_d.tables["sensitivity"].set_index(["ordering", "criterion", "tolerance"]).k
     sens_x = ms_x.tables["sensitivity"].set_index(["ordering", "criterion", "tolerance"]).k
     c_d, c_x = clip_d.summary(), clip_x.summary()
     s_d, s_x = single_d.summary(), single_x.summary()
     with capsys.disabled():
-        print(f"\n[smollm2-135m, {comp.tokens.numel()} tokens] forward rows: default {rows_d}, exhaustive {rows_x} "
-              f"({rows_x / rows_d:.1f}x)")
-        print("minimal k, default vs exhaustive:\n" + t_d.to_frame("default").join(t_x.rename("exhaustive")).to_string())
-        print("sensitivity:\n" + sens_d.to_frame("default").join(sens_x.rename("exhaustive")).to_string())
-        print({key: (c_d[key], c_x[key]) for key in ("k_converged", "jitter_low", "jitter_mid", "jitter_high",
-                                                     "max_orig_delta_over_unclipped")})
-        print(f"Spearman(s, importance) {s_d['spearman_sv_importance']:.3f} vs {s_x['spearman_sv_importance']:.3f}; "
-              f"screened vs exact: Spearman {s_x['screened_spearman']:.3f}, top-10 recall "
-              f"{s_x['screened_top10_recall']:.1f}")
-    for ordering, tol in (("singular_value", K_TOL), ("random_basis", K_TOL), ("importance", K_TOL_IMPORTANCE),
-                          ("compromise_rank_product", K_TOL_IMPORTANCE)):
-        assert abs(t_d[ordering, "first_crossing"] - t_x[ordering, "first_crossing"]) <= tol * d, ordering
+        print(
+            f"\n[smollm2-135m, {comp.tokens.numel()} tokens] forward rows: default "
+            f"{rows_d}, exhaustive {rows_x} ({rows_x / rows_d:.1f}x)"
+        )
+        print(
+            "minimal k, default vs exhaustive:\n"
+            + t_d.to_frame("default").join(t_x.rename("exhaustive")).to_string()
+        )
+        print(
+            "sensitivity:\n"
+            + sens_d.to_frame("default").join(sens_x.rename("exhaustive")).to_string()
+        )
+        print(
+            {
+                key: (c_d[key], c_x[key])
+                for key in (
+                    "k_converged",
+                    "jitter_low",
+                    "jitter_mid",
+                    "jitter_high",
+                    "max_orig_delta_over_unclipped",
+                )
+            }
+        )
+        print(
+            f"Spearman(s, importance) {s_d['spearman_sv_importance']:.3f} vs "
+            f"{s_x['spearman_sv_importance']:.3f}; screened vs exact: Spearman "
+            f"{s_x['screened_spearman']:.3f}, top-10 recall "
+            f"{s_x['screened_top10_recall']:.1f}"
+        )
+    for ordering, tol in (
+        ("singular_value", K_TOL),
+        ("random_basis", K_TOL),
+        ("importance", K_TOL_IMPORTANCE),
+        ("compromise_rank_product", K_TOL_IMPORTANCE),
+    ):
+        assert abs(t_d[ordering, "first_crossing"] - t_x[ordering, "first_crossing"]) <= tol * d, (
+            ordering
+        )
     assert (sens_d - sens_x).abs().max() <= K_TOL * d
     assert abs(c_d["k_converged"] - c_x["k_converged"]) <= K_TOL * d
     for key in ("jitter_low", "jitter_mid", "jitter_high"):
         assert c_d[key] == pytest.approx(c_x[key], abs=1e-2), key
-    assert c_d["max_orig_delta_over_unclipped"] == pytest.approx(c_x["max_orig_delta_over_unclipped"], rel=0.1)
+    assert c_d["max_orig_delta_over_unclipped"] == pytest.approx(
+        c_x["max_orig_delta_over_unclipped"], rel=0.1
+    )
     assert len(set(s_d["top10_directions"]) & set(s_x["top10_directions"])) >= 8
     assert abs(s_d["spearman_sv_importance"] - s_x["spearman_sv_importance"]) <= 0.15
     exact = single_x.importance.importance.to_numpy()
-    assert np.allclose(single_d.importance.importance[single_d.importance.exact], exact[single_d.importance.exact],
-                       atol=2e-3)
+    assert np.allclose(
+        single_d.importance.importance[single_d.importance.exact],
+        exact[single_d.importance.exact],
+        atol=2e-3,
+    )
     assert rows_x > 5 * rows_d  # the default is the cheap one
     # The audit's exact stage (exact importances; every k scanned within 5 nats of the target) gives
     # exactly the every-k answer of the exhaustive run, in every order: no tolerance.
@@ -80,4 +119,6 @@ def test_default_agrees_with_exhaustive_on_the_replication_numbers(smollm2, caps
         print("exact stage vs every-k scan:\n" + exact.tables["minimal_k"].to_string())
     for ordering in ("singular_value", "importance", "compromise_rank_product"):
         assert exact.min_k(ordering, "exact_scan") == t_x[ordering, "first_crossing"], ordering
-        assert exact.min_k(ordering, "exact_scan") <= exact.min_k(ordering, "grid_first_crossing"), ordering
+        assert exact.min_k(ordering, "exact_scan") <= exact.min_k(
+            ordering, "grid_first_crossing"
+        ), ordering

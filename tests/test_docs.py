@@ -51,17 +51,42 @@ def test_docs_hold_no_placeholders_or_pending_results():
         # an ALL_CAPS_NAME in prose (outside code) is an unfilled placeholder (TESTS_TIME was once
         # left in the README); quantization names (Q4_K_M) and math (W_O, H_33) have 1-letter parts
         prose = re.sub(r"`[^`]*`", "", re.sub(r"```.*?```", "", text, flags=re.S))
-        assert not re.findall(r"\b[A-Z]{2,}(?:_[A-Z]{2,})+\b", prose), (page, "unfilled placeholder")
+        assert not re.findall(r"\b[A-Z]{2,}(?:_[A-Z]{2,})+\b", prose), (
+            page,
+            "unfilled placeholder",
+        )
 
 
 API_NAMES = {  # page -> anchors a user writing an experiment needs
-    "interp.html": ["load_model", "model_device", "write_hook_name", "project", "prefix_masks",
-                    "continuation_logprob", "write_basis", "Basis.table", "Writes.select", "Writes.index"],
-    "experiments.html": ["prepare", "Text", "Text.meta", "ExperimentResult.save", "ExperimentResult.load",
-                         "ExperimentResult.save_figures", "ExperimentResult.summary", "run_meta", "register"],
+    "interp.html": [
+        "load_model",
+        "model_device",
+        "write_hook_name",
+        "project",
+        "prefix_masks",
+        "continuation_logprob",
+        "write_basis",
+        "Basis.table",
+        "Writes.select",
+        "Writes.index",
+    ],
+    "experiments.html": [
+        "prepare",
+        "Text",
+        "Text.meta",
+        "ExperimentResult.save",
+        "ExperimentResult.load",
+        "ExperimentResult.save_figures",
+        "ExperimentResult.summary",
+        "run_meta",
+        "register",
+    ],
     "interp/pytest_plugin.html": ["gpt2_tiny", "completion"],
     "experiments/registry.html": ["register", "discover", "Plugin"],
-    "experiments/study/reproduce.html": ["Settings", "reproduce"],  # nested packages are documented too
+    "experiments/study/reproduce.html": [
+        "Settings",
+        "reproduce",
+    ],  # nested packages are documented too
     "experiments/study/replication.html": ["claims", "RULES", "text_metrics"],
 }
 
@@ -77,9 +102,13 @@ def test_api_reference_builds_without_warnings_and_names_everything(tmp_path):
         html = (tmp_path / "api" / page).read_text()
         missing = [n for n in names if f'id="{n}"' not in html]
         assert not missing, (page, missing)
-        assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', html), page  # browsable offline
+        assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', html), (
+            page
+        )  # browsable offline
     writes = (tmp_path / "api" / "interp.html").read_text()
-    assert all(col in writes for col in ("token_id", "position", "layer"))  # Writes.index columns documented
+    assert all(
+        col in writes for col in ("token_id", "position", "layer")
+    )  # Writes.index columns documented
 
 
 def test_api_reference_warnings_are_errors(tmp_path, monkeypatch):
@@ -87,7 +116,6 @@ def test_api_reference_warnings_are_errors(tmp_path, monkeypatch):
 
     import pdoc
     import pytest
-
     from gen_api import APIReferenceWarning, build
 
     def warn(*modules, output_directory):
@@ -106,8 +134,15 @@ def test_reproduce_md_option_tables_are_the_parsers():
     text = PAGE.read_text()
     assert {m.group(2) for m in BLOCK.finditer(text)} == {"reproduce", "replicate", "extend", "run"}
     assert render(text) == text, "docs/reproduce.md is out of date: run python docs/gen_options.py"
-    for name in ("--with", "--max-new-tokens", "--out", "--png", "--no-progress", "--debug",
-                 "--docs"):
+    for name in (
+        "--with",
+        "--max-new-tokens",
+        "--out",
+        "--png",
+        "--no-progress",
+        "--debug",
+        "--docs",
+    ):
         assert f"`{name}" in text, name
     assert "plugin_<name>.csv" in text
 
@@ -120,8 +155,10 @@ def test_every_helper_docs_extending_uses_has_a_docstring():
     import re
 
     page = (ROOT / "docs" / "extending.md").read_text()
-    refs = {({"E": "experiments"}.get(mod, mod), name)
-            for mod, name in re.findall(r"\b(interp|experiments|E)\.([A-Za-z_][\w.]*\w)", page)}
+    refs = {
+        ({"E": "experiments"}.get(mod, mod), name)
+        for mod, name in re.findall(r"\b(interp|experiments|E)\.([A-Za-z_][\w.]*\w)", page)
+    }
     for m in re.finditer(r"from ((?:interp|experiments)[\w.]*) import ([^\n]+)", page):
         refs |= {(m.group(1), n.strip()) for n in m.group(2).split(",")}
     assert len(refs) >= 15

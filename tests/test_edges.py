@@ -26,8 +26,10 @@ LONG = "word " * 400  # about 400 tokens: longer than the tiny models' context (
 @pytest.fixture()
 def no_model(monkeypatch):
     """These inputs must be refused before a model loads: loading one fails the test."""
+
     def load(*a, **k):
         raise AssertionError("a model was loaded before the input was checked")
+
     monkeypatch.setattr("experiments.study.cli.load_model", load)
 
 
@@ -63,37 +65,61 @@ def bad_inputs(tmp: Path, model_dirs: dict) -> list[tuple[list[str], str]]:
     g = str(model_dirs["gpt2"])
     (tmp / "a_file").write_text("")
     (tmp / "long.txt").write_text(f"short one\n\n{LONG}\nanother\n")
-    docs = str(fake_published(tmp / "published", "gpt2", ["meaning_of_life", "translate"],
-                              random_draws=3, overlap_draws=100))
+    docs = str(
+        fake_published(
+            tmp / "published",
+            "gpt2",
+            ["meaning_of_life", "translate"],
+            random_draws=3,
+            overlap_draws=100,
+        )
+    )
     two = ["--prompts", "meaning_of_life", "translate", "--seeds", "0"]
     return [
         (["run", "spectrum", "--model", "/nonexistent/model.gguf"], "no such file or directory"),
         (["run", "spectrum", "--model", "./no/such/dir"], "no such file or directory"),
         (["run", "spectrum", "--model", "nosuchmodel-xyz"], "Known names"),
-        (["run", "spectrum", "--model", g, "--out", str(tmp / "a_file" / "sub")],
-         "is a file, not a folder"),
-        (["reproduce", "--model", g, "--prompts-file", str(tmp / "long.txt")],
-         "long.txt line 3 (p02)"),
+        (
+            ["run", "spectrum", "--model", g, "--out", str(tmp / "a_file" / "sub")],
+            "is a file, not a folder",
+        ),
+        (
+            ["reproduce", "--model", g, "--prompts-file", str(tmp / "long.txt")],
+            "long.txt line 3 (p02)",
+        ),
         (["run", "spectrum", "--model", g, "--prompt", LONG], "exceeds the context"),
-        (["run", "spectrum", "--model", "random:tiny-gpt2", "--prompt", LONG],
-         "random:tiny-gpt2 (256 tokens)"),
-        (["reproduce", "--model", g, "--prompts", "relativity", "--max-new-tokens", "250"],
-         "give --max-new-tokens"),
-        (["run", "clipped_generation", "--model", g, "--k", "1000"],
-         "--k 1000 is outside 0..d_model=64"),
-        (["replicate", "--models", g, *two[:2], "--seeds", "0", "--docs", docs],
-         "gpt2 texts: 2 published"),
-        (["replicate", "--models", g, *two, "--tolerance", "0.5", "--docs", docs],
-         "gpt2 settings.tolerance: 0.0001 -> 0.5"),
-        (["replicate", "--models", g, str(model_dirs["llama"]), *two, "--docs", docs],
-         "models: gpt2 published vs gpt2, llama here"),
+        (
+            ["run", "spectrum", "--model", "random:tiny-gpt2", "--prompt", LONG],
+            "random:tiny-gpt2 (256 tokens)",
+        ),
+        (
+            ["reproduce", "--model", g, "--prompts", "relativity", "--max-new-tokens", "250"],
+            "give --max-new-tokens",
+        ),
+        (
+            ["run", "clipped_generation", "--model", g, "--k", "1000"],
+            "--k 1000 is outside 0..d_model=64",
+        ),
+        (
+            ["replicate", "--models", g, *two[:2], "--seeds", "0", "--docs", docs],
+            "gpt2 texts: 2 published",
+        ),
+        (
+            ["replicate", "--models", g, *two, "--tolerance", "0.5", "--docs", docs],
+            "gpt2 settings.tolerance: 0.0001 -> 0.5",
+        ),
+        (
+            ["replicate", "--models", g, str(model_dirs["llama"]), *two, "--docs", docs],
+            "models: gpt2 published vs gpt2, llama here",
+        ),
         (["extend", "--models", g, "--docs", docs, "--texts", "nosuch"], "--texts 'nosuch'"),
         (["extend", "--models", g, "--docs", str(tmp / "nothing")], "has no exact_texts.csv"),
     ]
 
 
-def test_bad_inputs_are_one_line_before_the_model_loads_and_write_nothing(model_dirs, tmp_path,
-                                                                         no_model, capsys):
+def test_bad_inputs_are_one_line_before_the_model_loads_and_write_nothing(
+    model_dirs, tmp_path, no_model, capsys
+):
     """One table of bad inputs: each exits 2 with one line naming the problem and the fix, loads no
     model, and leaves its output folder (and the published folder it names) as it was."""
     for argv, says in bad_inputs(tmp_path, model_dirs):
@@ -107,11 +133,14 @@ def test_bad_inputs_are_one_line_before_the_model_loads_and_write_nothing(model_
         assert snapshot(out) == before and snapshot(tmp_path / "published") == published, argv
 
 
-def test_an_unwritable_out_is_refused_before_the_model_loads(model_dirs, tmp_path, no_model, capsys,
-                                                             monkeypatch):
+def test_an_unwritable_out_is_refused_before_the_model_loads(
+    model_dirs, tmp_path, no_model, capsys, monkeypatch
+):
     """A read-only file system (as root, permissions alone never refuse a write)."""
+
     def read_only(*a, **k):
         raise OSError(30, "Read-only file system")
+
     monkeypatch.setattr("experiments.study.preflight.tempfile.TemporaryFile", read_only)
     out = tmp_path / "x"
     with pytest.raises(SystemExit) as exc:
@@ -120,31 +149,58 @@ def test_an_unwritable_out_is_refused_before_the_model_loads(model_dirs, tmp_pat
     assert exc.value.code == 2 and "cannot be written (Read-only file system" in err
 
 
-def test_a_prompt_too_long_for_the_loaded_model_is_refused_before_any_text(model_dirs, tmp_path,
-                                                                          monkeypatch, capsys):
+def test_a_prompt_too_long_for_the_loaded_model_is_refused_before_any_text(
+    model_dirs, tmp_path, monkeypatch, capsys
+):
     """When the config cannot be read without the weights, the loaded model's own context decides,
     before anything is sampled or written."""
     monkeypatch.setattr(cli, "model_limits", lambda model: None)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        main(["run", "spectrum", "--model", str(model_dirs["gpt2"]), "--prompt", LONG, "--out",
-              str(out), *QUIET])
+        main(
+            [
+                "run",
+                "spectrum",
+                "--model",
+                str(model_dirs["gpt2"]),
+                "--prompt",
+                LONG,
+                "--out",
+                str(out),
+                *QUIET,
+            ]
+        )
     err = one_line_error(capsys)
     assert exc.value.code == 2 and "exceeds the context of gpt2 (256 tokens)" in err
     assert not out.exists()
 
 
-def test_ctrl_c_is_one_line_exit_130_and_a_run_without_results_leaves_no_lock(model_dirs, tmp_path,
-                                                                              monkeypatch, capsys):
+def test_ctrl_c_is_one_line_exit_130_and_a_run_without_results_leaves_no_lock(
+    model_dirs, tmp_path, monkeypatch, capsys
+):
     import experiments.study.reproduce as R
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(R, "run_prompt", interrupt)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        main(["reproduce", "--model", str(model_dirs["gpt2"]), "--prompts", "relativity",
-              "translate", "--max-new-tokens", "4", "--out", str(out), *QUIET])
+        main(
+            [
+                "reproduce",
+                "--model",
+                str(model_dirs["gpt2"]),
+                "--prompts",
+                "relativity",
+                "translate",
+                "--max-new-tokens",
+                "4",
+                "--out",
+                str(out),
+                *QUIET,
+            ]
+        )
     err = one_line_error(capsys, "interrupted")
     assert exc.value.code == 130
     assert "interrupted after 0 of 2 texts; rerun the same command to resume" in err
@@ -156,11 +212,20 @@ def test_an_unexpected_error_is_one_line_and_a_log(model_dirs, tmp_path, monkeyp
 
     def boom(*a, **k):
         raise RuntimeError("boom\nsecond line")
+
     monkeypatch.setattr(R, "sample_missing", boom)
     out = tmp_path / "out"
     (out / "mine").mkdir(parents=True)  # a folder the user made: kept, with what was in it
-    argv = ["reproduce", "--model", str(model_dirs["gpt2"]), "--prompts", "relativity", "--out",
-            str(out), *QUIET]
+    argv = [
+        "reproduce",
+        "--model",
+        str(model_dirs["gpt2"]),
+        "--prompts",
+        "relativity",
+        "--out",
+        str(out),
+        *QUIET,
+    ]
     with pytest.raises(SystemExit) as exc:
         main(argv)
     err = one_line_error(capsys)
@@ -174,8 +239,13 @@ def test_an_unexpected_error_is_one_line_and_a_log(model_dirs, tmp_path, monkeyp
 
 
 def test_no_progress_silences_transformers_bar(model_dirs, capfd):
-    args = argparse.Namespace(model=str(model_dirs["gpt2"]), device="cpu", dtype="float32",
-                              processing=False, no_progress=True)
+    args = argparse.Namespace(
+        model=str(model_dirs["gpt2"]),
+        device="cpu",
+        dtype="float32",
+        processing=False,
+        no_progress=True,
+    )
     cli._load(args)
     assert "Loading weights" not in capfd.readouterr().err
     cli._load(argparse.Namespace(**{**vars(args), "no_progress": False}))
@@ -185,8 +255,17 @@ def test_no_progress_silences_transformers_bar(model_dirs, capfd):
 def test_run_resumes_random_models_keep_their_key_and_leave_no_temp_folder(tmp_path, capsys):
     temp = Path(tempfile.gettempdir())
     before = set(temp.glob("resid-writes-random-*"))
-    argv = ["run", "spectrum", "--model", "random:tiny-gpt2", "--max-new-tokens", "4", "--out",
-            str(tmp_path), *QUIET]
+    argv = [
+        "run",
+        "spectrum",
+        "--model",
+        "random:tiny-gpt2",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        str(tmp_path),
+        *QUIET,
+    ]
     main(argv)
     stamp = (tmp_path / "spectrum" / "settings.json").stat().st_mtime_ns
     main(argv)  # the same command: loaded, not recomputed (and the folder is not refused)
@@ -199,8 +278,9 @@ def test_run_resumes_random_models_keep_their_key_and_leave_no_temp_folder(tmp_p
 def test_a_resumed_run_refuses_other_experiment_options():
     from experiments.study.reproduce import ResultsMismatchError
 
-    args = argparse.Namespace(experiment="clipped_generation", k=4, compromise="rank_product",
-                              out="o")
+    args = argparse.Namespace(
+        experiment="clipped_generation", k=4, compromise="rank_product", out="o"
+    )
     cli._check_resumed(args, SimpleNamespace(settings={"k": 4}))
     with pytest.raises(ResultsMismatchError, match="--k 3 -> 4"):
         cli._check_resumed(args, SimpleNamespace(settings={"k": 3}))
@@ -246,8 +326,9 @@ def test_result_load_refuses_another_experiments_folder(gpt2_tiny, completion, t
 def _checkout_copy(dest: Path) -> Path:
     """The checkout's tracked files (as they are now) in a fresh git repository."""
     try:
-        files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
-                               check=True).stdout
+        files = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     for name in filter(None, files.decode().split("\0")):
@@ -268,12 +349,35 @@ def test_replicate_in_a_checkout_writes_only_into_its_out(model_dirs, tmp_path, 
     (tmp_path / "mine.txt").write_text("The weather today is\n")
     monkeypatch.chdir(copy)
     published = snapshot(ROOT / "docs" / "results")
-    main(["replicate", "--prompts-file", str(tmp_path / "mine.txt"), "--out", "myrun", "--models",
-          str(model_dirs["gpt2"]), "--seeds", "0", "--max-new-tokens", "4", "--samples", "1",
-          "--draws", "5", "--random-draws", "1", "--exact-texts", "0", "--exact-with",
-          "--no-images", *QUIET])
-    status = subprocess.run(["git", "status", "--porcelain"], cwd=copy, capture_output=True,
-                            text=True).stdout
+    main(
+        [
+            "replicate",
+            "--prompts-file",
+            str(tmp_path / "mine.txt"),
+            "--out",
+            "myrun",
+            "--models",
+            str(model_dirs["gpt2"]),
+            "--seeds",
+            "0",
+            "--max-new-tokens",
+            "4",
+            "--samples",
+            "1",
+            "--draws",
+            "5",
+            "--random-draws",
+            "1",
+            "--exact-texts",
+            "0",
+            "--exact-with",
+            "--no-images",
+            *QUIET,
+        ]
+    )
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=copy, capture_output=True, text=True
+    ).stdout
     assert status.splitlines() == ["?? myrun/"], status
     docs = copy / "myrun" / "docs"
     assert (docs / "README.md").exists() and (docs / "gpt2" / "texts.csv").exists()
@@ -289,8 +393,13 @@ def test_the_report_lists_rows_not_run_with_the_command_and_published_values(tmp
     table = pd.read_csv(published / "smollm2-135m" / "claims.csv", keep_default_na=False)
     table.loc[table.key.isin(["study_procedure", "hessian_order", "importance"]), "n_texts"] = 0
     table.loc[table.key == "importance", "ours"] = "ESTIMATE only: 0.5"
-    lines = not_run_lines(table, 4, "python -m experiments reproduce --out r --with layer_range",
-                          published, "smollm2-135m")
+    lines = not_run_lines(
+        table,
+        4,
+        "python -m experiments reproduce --out r --with layer_range",
+        published,
+        "smollm2-135m",
+    )
     by_claim = {claim: (estimate, how, values) for claim, estimate, how, values in lines}
     assert len(lines) == 3
     estimate, how, values = next(v for c, v in by_claim.items() if c.startswith("Single-direction"))
@@ -298,8 +407,14 @@ def test_the_report_lists_rows_not_run_with_the_command_and_published_values(tmp
     assert values[0].startswith("published (docs/results, SmolLM2-135M, n = 8): ")
     hows = {how for _, how, _ in by_claim.values()}
     assert "python -m experiments reproduce --out r --with study_procedure layer_range" in hows
-    rep = not_run_lines(table, 4, "python -m experiments replicate --out r", None, "x",
-                        exact_with=("study_procedure", "clip_variants"))
+    rep = not_run_lines(
+        table,
+        4,
+        "python -m experiments replicate --out r",
+        None,
+        "x",
+        exact_with=("study_procedure", "clip_variants"),
+    )
     wanted = "--exact-with study_procedure clip_variants hessian_ranking"
     assert any(how.endswith(wanted) for _, _, how, _ in rep)
     assert os.path.isdir(published)

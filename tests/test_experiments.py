@@ -11,7 +11,13 @@ from experiments.minimal_subspace import random_orthonormal
 from interp.importance import taylor_importance
 from interp.scoring import continuation_logprob, final_residual, unembed
 from interp.search import bisect_min_k, first_crossing, stable_crossing
-from interp.sweeps import ClipEvaluator, clip_sweep, coarse_k_grid, default_k_grid, naive_ablation_loop
+from interp.sweeps import (
+    ClipEvaluator,
+    clip_sweep,
+    coarse_k_grid,
+    default_k_grid,
+    naive_ablation_loop,
+)
 from interp.writes import write_hook_names
 
 
@@ -53,7 +59,9 @@ def test_stored_continuation_is_reused(gpt2_tiny, tmp_path):
     store.write_text(json.dumps(data))
     b = E.get_continuation(gpt2_tiny, "relativity", store=store, max_new_tokens=5, seed=4)
     assert b.continuation_tokens.tolist() == [1, 2, 3] and a.prompt == b.prompt
-    c = E.get_continuation(gpt2_tiny, "relativity", store=store, max_new_tokens=5, seed=5)  # new settings
+    c = E.get_continuation(
+        gpt2_tiny, "relativity", store=store, max_new_tokens=5, seed=5
+    )  # new settings
     assert c.meta["seed"] == 5
 
 
@@ -61,7 +69,9 @@ def test_prepare_captures_writes_and_baseline_in_one_pass(gpt2_tiny, comp, text)
     again = E.basis_for(gpt2_tiny, comp)
     assert torch.allclose(text.basis.singular_values, again.singular_values, rtol=1e-5)
     with torch.inference_mode():
-        lp = continuation_logprob(gpt2_tiny, comp.prompt_tokens, comp.continuation_tokens).total.item()
+        lp = continuation_logprob(
+            gpt2_tiny, comp.prompt_tokens, comp.continuation_tokens
+        ).total.item()
     assert text.baseline == pytest.approx(lp, abs=1e-5)
     assert text.writes.matrix.shape[0] == 2 * gpt2_tiny.cfg.n_layers * comp.tokens.numel()
 
@@ -70,7 +80,13 @@ def test_spectrum(gpt2_tiny, comp, text, tmp_path):
     r = E.run_spectrum(gpt2_tiny, text)
     sv, d = r.singular_values, gpt2_tiny.cfg.d_model
     assert len(sv) == 6 * d and set(sv.variant) == {
-        "attn", "mlp", "attn+mlp", "attn/no_bos", "mlp/no_bos", "attn+mlp/no_bos"}
+        "attn",
+        "mlp",
+        "attn+mlp",
+        "attn/no_bos",
+        "mlp/no_bos",
+        "attn+mlp/no_bos",
+    }
     for _, g in sv.groupby("variant"):
         assert np.all(np.diff(g.singular_value) <= 1e-9)
         assert g.cumulative_mass.iloc[-1] == pytest.approx(1.0)
@@ -101,7 +117,9 @@ def test_clipping_at_d_model_equals_baseline(gpt2_tiny, text):
     assert 0 <= s["k_converged"] <= d and {"jitter_low", "jitter_mid", "jitter_high"} <= set(s)
     # k_converged: from there on every k is within 1 nat of the unclipped model, not just before
     within = c.logprob >= r.meta["baseline_logprob"] - 1.0
-    assert within[c.k >= s["k_converged"]].all() and (s["k_converged"] == 0 or not within[c.k == s["k_converged"] - 1].iloc[0])
+    assert within[c.k >= s["k_converged"]].all() and (
+        s["k_converged"] == 0 or not within[c.k == s["k_converged"] - 1].iloc[0]
+    )
     default = E.run_clipping(gpt2_tiny, text)  # adaptive grid: a subset, same values
     assert set(default.curve.k) < set(c.k) and len(default.curve) < d
     merged = default.curve.merge(c, on="k", suffixes=("", "_all"))
@@ -165,7 +183,11 @@ def test_first_order_estimate_matches_finite_difference(gpt2_tiny, comp, text):
 
         hooks = [(n, partial) for _, _, n in write_hook_names(gpt2_tiny)]
         with torch.inference_mode(), gpt2_tiny.hooks(fwd_hooks=hooks):
-            return continuation_logprob(gpt2_tiny, comp.prompt_tokens, comp.continuation_tokens).total.double().item()
+            return (
+                continuation_logprob(gpt2_tiny, comp.prompt_tokens, comp.continuation_tokens)
+                .total.double()
+                .item()
+            )
 
     eps = 0.05
     fd = (logp_partial(eps) - logp_partial(-eps)) / (2 * eps)
@@ -186,10 +208,13 @@ def test_fisher_term_matches_its_exact_value(gpt2_tiny, comp, text):
 
         def logits_at(alpha):
             def remove(x, *, hook):
-                return x - alpha * (x @ u) @ u.T
+                return x - alpha * (x @ u) @ u.T  # noqa: B023 (called in this iteration)
 
             with gpt2_tiny.hooks(fwd_hooks=[(n, remove) for _, _, n in hooks]):
-                return unembed(gpt2_tiny, final_residual(gpt2_tiny, comp.tokens[None])[0, n_p - 1 : n_p - 1 + n_c]).float()
+                return unembed(
+                    gpt2_tiny,
+                    final_residual(gpt2_tiny, comp.tokens[None])[0, n_p - 1 : n_p - 1 + n_c],
+                ).float()
 
         z, jac = torch.func.jvp(logits_at, (torch.zeros(()),), (torch.ones(()),))
         p = torch.softmax(z, -1)
@@ -209,16 +234,27 @@ def test_orderings_and_minimal_subspace(gpt2_tiny, text):
         assert abs(g.logprob.iloc[0] - od.meta["baseline_logprob"]) < 1e-4
     ms = E.run_minimal_subspace(gpt2_tiny, text, orderings=od, bisection=True)
     t = ms.table
-    assert set(t.method) == {"first_crossing", "stable", "bisection", "converged"} and t.k.between(0, d).all()
-    assert set(t.ordering) == {"singular_value", "importance", "compromise_rank_product", "random_basis",
-                               "random_basis#1", "random_basis#2"}
+    assert (
+        set(t.method) == {"first_crossing", "stable", "bisection", "converged"}
+        and t.k.between(0, d).all()
+    )
+    assert set(t.ordering) == {
+        "singular_value",
+        "importance",
+        "compromise_rank_product",
+        "random_basis",
+        "random_basis#1",
+        "random_basis#2",
+    }
     # verify the default's answer directly: k reaches the target, k - 1 does not
     k = ms.order("singular_value")
     target = text.baseline - ms.meta["effective_tolerance"]
     lp = clip_sweep(gpt2_tiny, text.completion, text.basis.vectors, [max(k - 1, 0), k]).logprob
     assert lp[1] >= target and (k == 0 or lp[0] < target)
     sens = ms.tables["sensitivity"]
-    for _, g in sens[sens.criterion == "total"].groupby("ordering"):  # looser tolerance, fewer directions
+    for _, g in sens[sens.criterion == "total"].groupby(
+        "ordering"
+    ):  # looser tolerance, fewer directions
         assert np.all(np.diff(g.sort_values("tolerance").k) <= 0)
 
 
@@ -229,7 +265,9 @@ def test_exhaustive_minimal_k_is_the_brute_force_answer(gpt2_tiny, text):
     ok = curve >= target
     ok[-1] = True
     assert ms.order("singular_value") == int(np.argmax(ok))
-    assert ms.order("singular_value", "stable") == int(np.nonzero(~ok)[0].max() + 1 if (~ok).any() else 0)
+    assert ms.order("singular_value", "stable") == int(
+        np.nonzero(~ok)[0].max() + 1 if (~ok).any() else 0
+    )
 
 
 def test_random_orthonormal():
@@ -269,13 +307,21 @@ def test_first_and_stable_crossings_on_a_non_monotone_curve():
 def test_clipped_generation(gpt2_tiny, text):
     r = E.run_clipped_generation(gpt2_tiny, text, k=8, n_samples=2, max_new_tokens=5, seed=1)
     t = r.samples
-    assert len(t) == 2 * 2 * 2 and set(t.model) == {"clipped", "unclipped"} and set(t.start) == {"prompt", "empty"}
+    assert (
+        len(t) == 2 * 2 * 2
+        and set(t.model) == {"clipped", "unclipped"}
+        and set(t.start) == {"prompt", "empty"}
+    )
     assert "KV cache" in r.meta["clipped_by"]
     again = E.run_clipped_generation(gpt2_tiny, text, k=8, n_samples=2, max_new_tokens=5, seed=1)
     assert again.samples.text.tolist() == t.text.tolist()
-    full = E.run_clipped_generation(gpt2_tiny, text, k=gpt2_tiny.cfg.d_model, n_samples=2, max_new_tokens=5, seed=1).samples
+    full = E.run_clipped_generation(
+        gpt2_tiny, text, k=gpt2_tiny.cfg.d_model, n_samples=2, max_new_tokens=5, seed=1
+    ).samples
     # clipping to all of d_model generates what the unclipped model does
-    assert full[full.model == "clipped"].text.tolist() == full[full.model == "unclipped"].text.tolist()
+    assert (
+        full[full.model == "clipped"].text.tolist() == full[full.model == "unclipped"].text.tolist()
+    )
 
 
 def test_grids():
@@ -292,8 +338,10 @@ def test_left_padded_batch_samples_like_each_prompt_alone(model_dirs, arch):
 
     model = interp.load_model(model_dirs[arch], device="cpu")
     prompts = ["", "I believe the meaning of life is"]
-    together = interp.sample_continuations(model, prompts, temperature=0, max_new_tokens=6, use_cache=True)
-    for p, got in zip(prompts, together):
+    together = interp.sample_continuations(
+        model, prompts, temperature=0, max_new_tokens=6, use_cache=True
+    )
+    for p, got in zip(prompts, together, strict=False):
         alone = interp.sample_continuation(model, p, temperature=0, max_new_tokens=6)
         assert got.continuation_tokens.tolist() == alone.continuation_tokens.tolist()
         assert got.prompt_tokens.tolist() == alone.prompt_tokens.tolist()

@@ -14,17 +14,24 @@ def _write(run, text, logprob_sp, variants):
     sp = run / text / "study_procedure"
     sp.mkdir(parents=True)
     ks = np.arange(D + 1)
-    pd.DataFrame({"k": np.tile(ks, 2), "logprob": np.concatenate([logprob_sp, logprob_sp / 2]),
-                  "condition": ["full"] * (D + 1) + ["scaled"] * (D + 1)}).to_csv(sp / "curve.csv", index=False)
+    pd.DataFrame(
+        {
+            "k": np.tile(ks, 2),
+            "logprob": np.concatenate([logprob_sp, logprob_sp / 2]),
+            "condition": ["full"] * (D + 1) + ["scaled"] * (D + 1),
+        }
+    ).to_csv(sp / "curve.csv", index=False)
     cv = run / text / "clip_variants"
     cv.mkdir(parents=True)
-    pd.concat([pd.DataFrame({"variant": v, "k": [0, 5, D], "logprob": lp}) for v, lp in variants.items()]
-              ).to_csv(cv / "curve.csv", index=False)
+    pd.concat(
+        [pd.DataFrame({"variant": v, "k": [0, 5, D], "logprob": lp}) for v, lp in variants.items()]
+    ).to_csv(cv / "curve.csv", index=False)
 
 
 @pytest.fixture
 def run(tmp_path):
-    # study_procedure: logp(k) = -100 + 10 k, so the gap open is 1 - k/10 (floored at the target k = d)
+    # study_procedure: logp(k) = -100 + 10 k, so the gap open is 1 - k/10 (floored at the target k
+    # = d)
     lp = -100.0 + 10.0 * np.arange(D + 1)
     _write(tmp_path, "a", lp, {"zero": [-50.0, -3.0, 0.0], "mean_text": [-5.0, -1.0, 0.0]})
     _write(tmp_path, "b", lp, {"zero": [-70.0, -7.0, 0.0], "mean_text": [-9.0, -2.0, 0.0]})
@@ -47,9 +54,15 @@ def test_gap_open_fraction_and_median_nats(run):
     assert set(by_name) == {"zero", "mean_text"}
     x = np.asarray(by_name["zero"].x)
     zero, mean = np.asarray(by_name["zero"].y), np.asarray(by_name["mean_text"].y)
-    assert zero[0] == pytest.approx(70.0) and mean[0] == pytest.approx(7.0)  # medians over the 3 texts at k = 0
-    assert zero[np.isclose(x, 0.5)][0] == pytest.approx(5.0) and mean[np.isclose(x, 0.5)][0] == pytest.approx(2.0)
-    assert zero[-1] == pytest.approx(1e-4) and mean[-1] == pytest.approx(1e-4)  # at the target: the floor
+    assert zero[0] == pytest.approx(70.0) and mean[0] == pytest.approx(
+        7.0
+    )  # medians over the 3 texts at k = 0
+    assert zero[np.isclose(x, 0.5)][0] == pytest.approx(5.0) and mean[np.isclose(x, 0.5)][
+        0
+    ] == pytest.approx(2.0)
+    assert zero[-1] == pytest.approx(1e-4) and mean[-1] == pytest.approx(
+        1e-4
+    )  # at the target: the floor
 
 
 def test_no_extension_runs_no_figures(run):
@@ -60,7 +73,7 @@ def test_no_extension_runs_no_figures(run):
 def test_every_report_section_names_existing_claims_and_figures(run):
     from experiments.study.replication import RULES
 
-    for keys, _title, fig_keys, _caption in SECTIONS:
+    for keys, _title, _fig_keys, _caption in SECTIONS:
         assert set(keys) <= set(RULES)
     assert {"study_procedure_gap", "clip_variants_gap"} <= {k for _, _, f, _ in SECTIONS for k in f}
 
@@ -71,8 +84,14 @@ def test_hessian_orders_figure_draws_each_text_and_the_median():
     from experiments.study.report import HESSIAN_FIGURE_ORDERS, hessian_figures
 
     cols = [col for _, col in HESSIAN_FIGURE_ORDERS]
-    m = pd.DataFrame({"text": ["a", "b", "none"], "model": "toy", "d_model": D,
-                      **{c: [0.9 - 0.01 * i, 0.8 - 0.01 * i, np.nan] for i, c in enumerate(cols)}})
+    m = pd.DataFrame(
+        {
+            "text": ["a", "b", "none"],
+            "model": "toy",
+            "d_model": D,
+            **{c: [0.9 - 0.01 * i, 0.8 - 0.01 * i, np.nan] for i, c in enumerate(cols)},
+        }
+    )
     m.loc[2, "exact_min_k_frac[compromise]"] = 0.5  # the exact stage ran; the Hessian did not
     fig = hessian_figures(m)["hessian_orders"]
     assert [t.name for t in fig.data] == ["a", "b", "median"]

@@ -18,7 +18,9 @@ def test_html_figures_load_plotly_from_the_folder(clip, tmp_path):
     assert len(paths) == len(clip.figures()) >= 2
     js = tmp_path / "figures" / "plotly.min.js"
     assert js.exists() and js.stat().st_size > 1_000_000  # the whole library, written once
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted([js.name, *(p.name for p in paths)])
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(
+        [js.name, *(p.name for p in paths)]
+    )
     for path in paths:
         page = path.read_text()
         sources = re.findall(r'<script[^>]*src="([^"]+)"', page)

@@ -8,11 +8,25 @@ import pytest
 import torch
 
 import interp
-from experiments.hessian_ranking import FAILURE_CLASSES, HessianRankingResult, classify, run_hessian_ranking
+from experiments.hessian_ranking import (
+    FAILURE_CLASSES,
+    HessianRankingResult,
+    classify,
+    run_hessian_ranking,
+)
 from experiments.single_direction import run_single_direction
 from interp.hessian import (
-    eigen_loading, hessian_diagonal, hessian_matrix, hutchinson_diagonal, lanczos, logprob_of_scales,
-    quadratic_change, scale_curvature, scale_writes, scaling_directions, second_order_importance,
+    eigen_loading,
+    hessian_diagonal,
+    hessian_matrix,
+    hutchinson_diagonal,
+    lanczos,
+    logprob_of_scales,
+    quadratic_change,
+    scale_curvature,
+    scale_writes,
+    scaling_directions,
+    second_order_importance,
 )
 from interp.importance import taylor_importance
 
@@ -62,7 +76,10 @@ def test_hvp_equals_finite_difference_of_gradients(gpt2_f64, completion, curvatu
     u = torch.randn(16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     eps = 1e-4
     ones = torch.ones(16, dtype=torch.float64)
-    fd = (grad_at(gpt2_f64, completion, v, ones + eps * u) - grad_at(gpt2_f64, completion, v, ones - eps * u)) / (2 * eps)
+    fd = (
+        grad_at(gpt2_f64, completion, v, ones + eps * u)
+        - grad_at(gpt2_f64, completion, v, ones - eps * u)
+    ) / (2 * eps)
     hv = curv.hvp(u)
     assert fd.abs().max() > 1e-3  # not trivially zero
     assert torch.allclose(hv, fd, rtol=1e-5, atol=1e-7), (hv - fd).abs().max()
@@ -70,7 +87,9 @@ def test_hvp_equals_finite_difference_of_gradients(gpt2_f64, completion, curvatu
     with torch.no_grad():
         f = lambda a: float(logprob_of_scales(gpt2_f64, completion, v, a))  # noqa: E731
         e3 = torch.eye(16, dtype=torch.float64)[3]
-        assert abs((f(ones + eps * e3) - f(ones - eps * e3)) / (2 * eps) - float(curv.grad[3])) < 1e-6
+        assert (
+            abs((f(ones + eps * e3) - f(ones - eps * e3)) / (2 * eps) - float(curv.grad[3])) < 1e-6
+        )
 
 
 def test_batched_hvp_equals_one_at_a_time(curvature):
@@ -89,11 +108,16 @@ def test_hessian_diagonal_equals_second_difference(gpt2_f64, completion, curvatu
     with torch.no_grad():
         for i in (0, 7, 15):
             e = torch.eye(16, dtype=torch.float64)[i]
-            lp = [float(logprob_of_scales(gpt2_f64, completion, v, ones + t * eps * e)) for t in (-1, 0, 1)]
+            lp = [
+                float(logprob_of_scales(gpt2_f64, completion, v, ones + t * eps * e))
+                for t in (-1, 0, 1)
+            ]
             fd = (lp[0] - 2 * lp[1] + lp[2]) / eps**2
             assert abs(fd - float(diag[i])) < 1e-5 + 1e-4 * abs(fd), (i, fd, float(diag[i]))
     h = hessian_matrix(curv.hvp, 16, chunk_size=16)
-    assert torch.allclose(h, h.T) and torch.allclose(torch.diagonal(h), diag, rtol=1e-10, atol=1e-13)
+    assert torch.allclose(h, h.T) and torch.allclose(
+        torch.diagonal(h), diag, rtol=1e-10, atol=1e-13
+    )
 
 
 def test_gradient_equals_first_order_taylor_term(gpt2_tiny, completion):
@@ -108,38 +132,53 @@ def test_unit_scales_leave_the_model_unchanged(arch, model_dirs, completion):
     model = interp.load_model(model_dirs[arch], device="cpu", progress=False)
     v = orthonormal(64, 64, seed=5).float()
     with torch.no_grad():
-        plain = interp.continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens).total
+        plain = interp.continuation_logprob(
+            model, completion.prompt_tokens, completion.continuation_tokens
+        ).total
         scaled = logprob_of_scales(model, completion, v, torch.ones(64))
         # exactly the unscaled model's: the hook adds zeros and the scoring is the same arithmetic
         assert float(scaled) == float(plain[0])
         # a_i = 0 is the ablation of v_i (interp.ablate_directions)
         with interp.ablate_directions(model, v[:, :1], record=False):
-            ablated = interp.continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens).total
+            ablated = interp.continuation_logprob(
+                model, completion.prompt_tokens, completion.continuation_tokens
+            ).total
         a = torch.ones(64)
         a[0] = 0.0
         assert abs(float(logprob_of_scales(model, completion, v, a)) - float(ablated[0])) < 1e-4
-        assert abs(float(ablated[0]) - float(plain[0])) > 1e-3  # the ablation matters: the check can fail
+        assert (
+            abs(float(ablated[0]) - float(plain[0])) > 1e-3
+        )  # the ablation matters: the check can fail
 
 
 def test_hooks_removed_after_exception(gpt2_tiny, completion):
     v = orthonormal(64, 64, seed=6).float()
     with torch.no_grad():
-        before = interp.continuation_logprob(gpt2_tiny, completion.prompt_tokens, completion.continuation_tokens).total
+        before = interp.continuation_logprob(
+            gpt2_tiny, completion.prompt_tokens, completion.continuation_tokens
+        ).total
         with pytest.raises(RuntimeError, match="boom"):
             with scaling_directions(gpt2_tiny, v, torch.zeros(64)):
-                inside = interp.continuation_logprob(gpt2_tiny, completion.prompt_tokens,
-                                                     completion.continuation_tokens).total
+                inside = interp.continuation_logprob(
+                    gpt2_tiny, completion.prompt_tokens, completion.continuation_tokens
+                ).total
                 assert abs(float(inside[0] - before[0])) > 1e-3  # the hooks were active
                 raise RuntimeError("boom")
-        after = interp.continuation_logprob(gpt2_tiny, completion.prompt_tokens, completion.continuation_tokens).total
+        after = interp.continuation_logprob(
+            gpt2_tiny, completion.prompt_tokens, completion.continuation_tokens
+        ).total
     assert torch.equal(before, after)
 
 
 def test_lanczos_on_a_synthetic_matrix():
     gen = torch.Generator().manual_seed(0)
     q = orthonormal(200, 200, seed=7)
-    vals = torch.cat([torch.tensor([9.0, -7.0, 5.0, -4.0, 3.0], dtype=torch.float64),
-                      torch.rand(195, generator=gen, dtype=torch.float64) * 2 - 1])
+    vals = torch.cat(
+        [
+            torch.tensor([9.0, -7.0, 5.0, -4.0, 3.0], dtype=torch.float64),
+            torch.rand(195, generator=gen, dtype=torch.float64) * 2 - 1,
+        ]
+    )
     h = q @ torch.diag(vals) @ q.T
     pairs = lanczos(lambda u: h @ u, 200, n_eig=5, n_iter=60, seed=1)
     assert torch.allclose(pairs.values, vals[:5], atol=1e-8)
@@ -147,7 +186,9 @@ def test_lanczos_on_a_synthetic_matrix():
         u = pairs.vectors[:, k]
         assert torch.allclose(h @ u, pairs.values[k] * u, atol=1e-6)
         assert float(pairs.residuals[k]) < 1e-6
-    assert torch.allclose(pairs.vectors.T @ pairs.vectors, torch.eye(5, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(
+        pairs.vectors.T @ pairs.vectors, torch.eye(5, dtype=torch.float64), atol=1e-10
+    )
     # too few iterations: the estimate is not exact (the test above can fail)
     rough = lanczos(lambda u: h @ u, 200, n_eig=5, n_iter=6, seed=1)
     assert not torch.allclose(rough.values, vals[:5], atol=1e-8)
@@ -182,12 +223,16 @@ def test_second_order_estimate_is_exact_for_a_quadratic():
     assert np.allclose(second_order_importance(g, np.diag(h)), exact, atol=1e-12)
     assert not np.allclose(g, exact, atol=1e-3)  # the first-order term alone is not exact
     masks = rng.integers(0, 2, size=(5, r)).astype(float)
-    assert np.allclose(quadratic_change(g, h, masks), [f(np.ones(r) - m) - f(np.ones(r)) for m in masks])
+    assert np.allclose(
+        quadratic_change(g, h, masks), [f(np.ones(r) - m) - f(np.ones(r)) for m in masks]
+    )
     # the HVP machinery recovers H from products alone
     hvp = lambda u: u @ torch.as_tensor(h)  # noqa: E731 - rows (n, r) or a vector (r,)
     assert np.allclose(hessian_diagonal(hvp, r, chunk_size=5).numpy(), np.diag(h))
     diag_only = torch.diag(torch.as_tensor(np.diag(h).copy()))
-    assert np.allclose(hutchinson_diagonal(lambda u: u @ diag_only, r, n_probes=3).numpy(), np.diag(h))
+    assert np.allclose(
+        hutchinson_diagonal(lambda u: u @ diag_only, r, n_probes=3).numpy(), np.diag(h)
+    )
 
 
 def test_classify_failures():
@@ -205,15 +250,23 @@ def test_run_hessian_ranking_tiny(gpt2_tiny, completion, tmp_path):
     d = gpt2_tiny.cfg.d_model
     t = r.directions
     assert len(t) == d and r.settings["exact_reused"]
-    assert np.array_equal(t.exact.to_numpy(), single.importance.sort_values("direction").importance.to_numpy())
+    assert np.array_equal(
+        t.exact.to_numpy(), single.importance.sort_values("direction").importance.to_numpy()
+    )
     assert np.allclose(t.hessian_second_order, t.grad - t.hessian_diag / 2)
     assert r.meta["n_hvp"] == d + r.settings["n_iter"]
     assert r.meta["curvature_value_minus_baseline"] == 0.0
     assert r.meta["grad_minus_first_order_max_abs"] < 1e-4
     assert r.meta["lanczos_max_rel_error"] < 1e-5
     assert r.meta["path_a0_minus_exact_max_abs"] < 1e-4  # a_i = 0 on the path is the exact ablation
-    assert set(r.tables["minimal_k"].ordering) == {"singular_value", "exact_importance", "hessian",
-                                                    "hessian_eigen_loading", "first_order", "fisher_second_order"}
+    assert set(r.tables["minimal_k"].ordering) == {
+        "singular_value",
+        "exact_importance",
+        "hessian",
+        "hessian_eigen_loading",
+        "first_order",
+        "fisher_second_order",
+    }
     assert ((r.tables["minimal_k"].k >= 0) & (r.tables["minimal_k"].k <= d)).all()
     assert set(r.tables["failures"].failure) <= set(FAILURE_CLASSES)
     est = r.tables["estimators"].set_index("estimator")

@@ -26,9 +26,10 @@ def test_the_package_has_no_cycle_and_no_upward_import():
 def test_cycles_and_upward_imports_are_reported():
     cl = _tool()
     graph = {
-        "interp.a": {"interp.b"}, "interp.b": {"interp.a"},     # a cycle
-        "interp.c": {"experiments.base"},                        # interp imports experiments
-        "experiments.base": {"experiments.clipping"},            # the ground imports an experiment
+        "interp.a": {"interp.b"},
+        "interp.b": {"interp.a"},  # a cycle
+        "interp.c": {"experiments.base"},  # interp imports experiments
+        "experiments.base": {"experiments.clipping"},  # the ground imports an experiment
         "experiments.clipping": {"experiments.study.cli", "experiments.orderings"},  # both upward
         "experiments.orderings": {"interp.a"},
         "experiments.study.cli": {"experiments.orderings", "experiments"},
@@ -38,15 +39,25 @@ def test_cycles_and_upward_imports_are_reported():
     assert len(bad) == 5
     assert [line for line in bad if line.startswith("cycle")] == ["cycle: interp.a <-> interp.b"]
     upward = sorted(line.split(" (")[0] for line in bad if line.startswith("upward"))
-    assert upward == ["upward import: experiments.base -> experiments.clipping",
-                      "upward import: experiments.clipping -> experiments.orderings",
-                      "upward import: experiments.clipping -> experiments.study.cli",
-                      "upward import: interp.c -> experiments.base"]
+    assert upward == [
+        "upward import: experiments.base -> experiments.clipping",
+        "upward import: experiments.clipping -> experiments.orderings",
+        "upward import: experiments.clipping -> experiments.study.cli",
+        "upward import: interp.c -> experiments.base",
+    ]
     allowed = {("experiments.clipping", "experiments.orderings"): "a result feeding another"}
     kept = cl.violations(graph, allowed=allowed)
     assert len(kept) == 4 and not any("-> experiments.orderings" in line for line in kept)
-    assert cl.violations({"interp.a": set(), "experiments.base": {"interp.a"},
-                          "experiments.study.cli": {"experiments.base"}}) == []
+    assert (
+        cl.violations(
+            {
+                "interp.a": set(),
+                "experiments.base": {"interp.a"},
+                "experiments.study.cli": {"experiments.base"},
+            }
+        )
+        == []
+    )
 
 
 def test_the_graph_counts_function_level_and_relative_imports(tmp_path, capsys):
@@ -83,11 +94,18 @@ def test_an_import_of_a_moved_module_is_reported(tmp_path):
 
     (tmp_path / "experiments" / "study").mkdir(parents=True)
     (tmp_path / "interp").mkdir()
-    for f in ("experiments/__init__.py", "experiments/study/__init__.py", "experiments/prompts.py",
-              "interp/__init__.py"):
+    for f in (
+        "experiments/__init__.py",
+        "experiments/study/__init__.py",
+        "experiments/prompts.py",
+        "interp/__init__.py",
+    ):
         (tmp_path / f).write_text("")
     (tmp_path / "experiments" / "study" / "cluster.py").write_text(
-        "def sample():\n    from .prompts import sample_missing\n    from ..prompts import PROMPTS\n")
+        "def sample():\n    from .prompts import sample_missing\n    from ..prompts import "
+        "PROMPTS\n"
+    )
     assert unresolved(tmp_path) == [
-        "unresolved import: experiments.study.cluster imports experiments.study.prompts, which is not a module "
-        "of the package"]
+        "unresolved import: experiments.study.cluster imports experiments.study.prompts, "
+        "which is not a module of the package"
+    ]

@@ -21,9 +21,28 @@ def run_dir(model_dirs, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RESID_WRITES_MODEL", str(model_dirs["gpt2"]))
         mp.setenv(registry.ENV, str(EXAMPLE / "layer_range.py"))
-        main(["reproduce", "--out", str(out), "--device", "cpu", "--max-new-tokens", "5", "--samples", "1",
-              "--draws", "5", "--no-progress", "--prompts", "meaning_of_life", "translate",
-              "--with", "layer_range", "clip_variants"])
+        main(
+            [
+                "reproduce",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--max-new-tokens",
+                "5",
+                "--samples",
+                "1",
+                "--draws",
+                "5",
+                "--no-progress",
+                "--prompts",
+                "meaning_of_life",
+                "translate",
+                "--with",
+                "layer_range",
+                "clip_variants",
+            ]
+        )
     return out
 
 
@@ -44,9 +63,14 @@ def test_every_folder_loads_as_its_result_with_the_saved_tables(plugin_env):
     for text in run.texts:
         folders = sorted(p.name for p in (out / text).iterdir() if (p / "settings.json").exists())
         results = run[text]
-        assert sorted(results) == folders and "layer_range" in folders and "clip_variants" in folders
+        assert (
+            sorted(results) == folders and "layer_range" in folders and "clip_variants" in folders
+        )
         for name, result in results.items():
-            assert result.name == json.loads((out / text / name / "settings.json").read_text())["experiment"]
+            assert (
+                result.name
+                == json.loads((out / text / name / "settings.json").read_text())["experiment"]
+            )
             csvs = sorted((out / text / name).glob("*.csv"))
             assert sorted(result.tables) == [p.stem for p in csvs]
             for path in csvs:
@@ -69,21 +93,31 @@ def test_tables_across_texts_are_the_saved_tables_with_text_and_model(plugin_env
             for text, rows in table.groupby("text", sort=False):
                 saved = _saved(out / text / experiment / f"{key}.csv")
                 got = rows.drop(columns=["text", "model"]).reset_index(drop=True)
-                got.columns = [c.removeprefix(f"{key}_") if c in (f"{key}_text", f"{key}_model") else c
-                               for c in got.columns]
+                got.columns = [
+                    c.removeprefix(f"{key}_") if c in (f"{key}_text", f"{key}_model") else c
+                    for c in got.columns
+                ]
                 pd.testing.assert_frame_equal(got, saved, check_dtype=False)
     samples = run.table("clipped_generation", "samples")
-    assert {"samples_text", "samples_model"} <= set(samples.columns)  # the samples' own columns are kept
+    assert {"samples_text", "samples_model"} <= set(
+        samples.columns
+    )  # the samples' own columns are kept
     assert samples.text.unique().tolist() == run.texts
     sv = run.table("spectrum", "singular_values", texts=["translate"])
     assert set(sv.text) == {"translate"}
-    assert run.table("spectrum", "no_such_table").empty and run.table("no_such_experiment", "curve").empty
+    assert (
+        run.table("spectrum", "no_such_table").empty
+        and run.table("no_such_experiment", "curve").empty
+    )
 
 
 def test_a_result_class_other_than_the_saved_one_is_refused(plugin_env):
     out = plugin_env
-    with pytest.raises(ValueError, match=r"clipping: its settings.json says it holds a 'clipping' result "
-                                         r"\(ClippingResult\), not SpectrumResult \('spectrum'\)") as err:
+    with pytest.raises(
+        ValueError,
+        match=r"clipping: its settings.json says it holds a 'clipping' result "
+        r"\(ClippingResult\), not SpectrumResult \('spectrum'\)",
+    ) as err:
         E.load_run(out, classes={"clipping": E.SpectrumResult})
     assert str(out / "meaning_of_life" / "clipping") in str(err.value)
     plugin = registry.get_plugin("layer_range").result
@@ -102,7 +136,10 @@ def test_the_report_draws_from_the_loaded_results(plugin_env):
     out = plugin_env
     m, pairs = text_metrics(out), overlap_pairs(out)
     by_path, by_run = figures(out, m, pairs), figures(E.load_run(out), m, pairs)
-    assert set(by_path) == set(by_run) >= {"spectrum_example", "clip_curves", "importance_scatter", "overlap",
-                                           "clip_variants_gap"}
+    assert (
+        set(by_path)
+        == set(by_run)
+        >= {"spectrum_example", "clip_curves", "importance_scatter", "overlap", "clip_variants_gap"}
+    )
     for key in by_path:
         assert by_path[key].to_json() == by_run[key].to_json()

@@ -36,7 +36,9 @@ def test_random_basis_of_another_seed_is_not_the_memoized_one(gpt2_tiny, comp):
 
 def test_results_and_evaluation_counts_do_not_depend_on_what_ran_before(gpt2_tiny, comp):
     used = E.prepare(gpt2_tiny, comp)
-    E.run_clipping(gpt2_tiny, used)  # fills the singular-value memo with another grid and refinements
+    E.run_clipping(
+        gpt2_tiny, used
+    )  # fills the singular-value memo with another grid and refinements
     E.run_minimal_subspace(gpt2_tiny, used, tolerance=10.0)  # another tolerance's refinements
     after = E.run_minimal_subspace(gpt2_tiny, used, tolerance=1e-4)
     alone = fresh_minimal(gpt2_tiny, comp, tolerance=1e-4)
@@ -53,10 +55,14 @@ def test_kinds_other_than_the_texts_are_refused(gpt2_tiny, comp):
     for run in (E.run_clipping, E.run_minimal_subspace, E.run_single_direction):
         with pytest.raises(ValueError, match=r"differs from the prepared text's kinds.*prepare"):
             run(gpt2_tiny, both, kinds=("attn",))
-    same = E.run_clipping(gpt2_tiny, both, kinds=("mlp", "attn"), ks=[0, 4, gpt2_tiny.cfg.d_model])  # same kinds, any order
+    same = E.run_clipping(
+        gpt2_tiny, both, kinds=("mlp", "attn"), ks=[0, 4, gpt2_tiny.cfg.d_model]
+    )  # same kinds, any order
     assert same.settings["kinds"] == ["attn", "mlp"]
     attn = E.prepare(gpt2_tiny, comp, kinds=("attn",))
-    r = E.run_clipping(gpt2_tiny, attn, ks=[0, 4, gpt2_tiny.cfg.d_model])  # default: the text's kinds, recorded as used
+    r = E.run_clipping(
+        gpt2_tiny, attn, ks=[0, 4, gpt2_tiny.cfg.d_model]
+    )  # default: the text's kinds, recorded as used
     assert r.settings["kinds"] == ["attn"] and r.meta["kinds"] == ["attn"]
     assert r.curve.logprob.iloc[0] != same.curve.logprob.iloc[0]
 
@@ -67,7 +73,9 @@ def test_another_model_or_a_changed_dtype_is_refused(model_dirs, gpt2_tiny, comp
     with pytest.raises(ValueError, match="another model object"):
         E.run_clipping(gpt2_tiny, text, ks=[0, gpt2_tiny.cfg.d_model])
     model.to(torch.float64)
-    with pytest.raises(ValueError, match=r"dtype changed .*float32 -> float64.*prepare the text again"):
+    with pytest.raises(
+        ValueError, match=r"dtype changed .*float32 -> float64.*prepare the text again"
+    ):
         E.run_clipping(model, text, ks=[0, gpt2_tiny.cfg.d_model])
     with pytest.raises(ValueError, match="dtype changed"):
         text.noise()
@@ -89,5 +97,7 @@ def test_noise_floor_is_measured_the_way_the_sweeps_run(gpt2_tiny, comp, monkeyp
     assert sorted(by_batch) == [1, 5] and sorted(seen[-2:]) == [1, 5]
     assert text.noise() == max(by_batch.values())
     auto = E.prepare(gpt2_tiny, comp)
-    chunk = interp.sweeps.auto_chunk_size(gpt2_tiny, comp.tokens.numel(), comp.continuation_tokens.numel())
+    chunk = interp.sweeps.auto_chunk_size(
+        gpt2_tiny, comp.tokens.numel(), comp.continuation_tokens.numel()
+    )
     assert sorted(auto.noise_by_batch()) == sorted({1, chunk})

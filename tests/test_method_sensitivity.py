@@ -7,7 +7,11 @@ import pytest
 import experiments as E
 from experiments.measure import cast_copy, gap_closure, simulate_bisection
 from experiments.method_sensitivity import (
-    MethodSensitivityResult, exact_first_crossing, noise_batches, pooled_sd, run_method_sensitivity,
+    MethodSensitivityResult,
+    exact_first_crossing,
+    noise_batches,
+    pooled_sd,
+    run_method_sensitivity,
 )
 from interp.search import bisect_min_k, study_bisection
 
@@ -36,7 +40,9 @@ def test_study_bisection_is_first_crossing_on_a_monotone_curve():
 def test_study_bisection_never_evaluates_0_or_d_and_is_log2_d():
     d = 576
     asked = []
-    study_bisection(lambda ks: (asked.extend(ks), np.zeros(len(ks)))[1], 1.0, d)  # every probe fails
+    study_bisection(
+        lambda ks: (asked.extend(ks), np.zeros(len(ks)))[1], 1.0, d
+    )  # every probe fails
     assert 0 not in asked and d not in asked
     assert len(asked) == len(set(asked)) <= int(np.ceil(np.log2(d)))
 
@@ -79,14 +85,19 @@ def test_gap_closure_on_a_linear_curve():
     spiky = curve.copy()
     spiky[10] = 0.0
     s = gap_closure(spiky, 0.0, d).set_index(["criterion", "level"])
-    assert s.loc[("within_nats", 1.0), "k_first"] == 10 and s.loc[("within_nats", 1.0), "k_stable"] == 99
+    assert (
+        s.loc[("within_nats", 1.0), "k_first"] == 10
+        and s.loc[("within_nats", 1.0), "k_stable"] == 99
+    )
     with pytest.raises(ValueError):
         gap_closure(curve[:-1], 0.0, d)
 
 
 def test_pooled_sd_and_noise_batches():
     assert pooled_sd(np.array([1.0, 1.0, 5.0, 5.0]), ["a", "a", "b", "b"]) == 0.0
-    assert pooled_sd(np.array([0.0, 2.0, 10.0, 12.0]), ["a", "a", "b", "b"]) == pytest.approx(np.sqrt(2))
+    assert pooled_sd(np.array([0.0, 2.0, 10.0, 12.0]), ["a", "a", "b", "b"]) == pytest.approx(
+        np.sqrt(2)
+    )
     assert noise_batches([3, 7], 1) == [[3], [7]]
     assert noise_batches([3, 7], 4) == [[3, 7, 3, 7]]
     assert noise_batches([1, 2, 3], 2) == [[1, 2], [2, 3], [3, 1]]
@@ -97,16 +108,32 @@ def test_run_method_sensitivity_end_to_end(gpt2_tiny, completion, tmp_path):
 
     before = next(gpt2_tiny.parameters()).dtype
     text = E.prepare(gpt2_tiny, completion)
-    r = run_method_sensitivity(gpt2_tiny, text, dtypes=("float32", "bfloat16"), batch_sizes=(1, 3), n_draws=200,
-                               noise_grid=(1.0,), seed=0)
+    r = run_method_sensitivity(
+        gpt2_tiny,
+        text,
+        dtypes=("float32", "bfloat16"),
+        batch_sizes=(1, 3),
+        n_draws=200,
+        noise_grid=(1.0,),
+        seed=0,
+    )
     assert next(gpt2_tiny.parameters()).dtype == before == torch.float32
     text.check_model(gpt2_tiny)  # the prepared text still accepts the model
     d = text.d_model
     t = r.tables
     # long format: one row per observation, no wide per-dtype columns
     assert set(t["noise"].dtype) == {"float32", "bfloat16"}
-    assert {"dtype", "kind", "k", "batch_size", "position_in_batch", "logprob", "dev_same_dtype", "dev_float32",
-            "dev_same_dtype_per_token"} <= set(t["noise"].columns)
+    assert {
+        "dtype",
+        "kind",
+        "k",
+        "batch_size",
+        "position_in_batch",
+        "logprob",
+        "dev_same_dtype",
+        "dev_float32",
+        "dev_same_dtype_per_token",
+    } <= set(t["noise"].columns)
     assert len(t["simulation"]) == 200 * t["simulation_summary"].noise.nunique()
     assert list(t["curve"].k) == list(range(d + 1))
     f32_b1 = t["noise"][(t["noise"].dtype == "float32") & (t["noise"].batch_size == 1)]
@@ -118,7 +145,9 @@ def test_run_method_sensitivity_end_to_end(gpt2_tiny, completion, tmp_path):
     # the exact answers agree with the pure functions on the stored curve
     curve = t["curve"].logprob.to_numpy()
     mk = t["minimal_k"].set_index(["method", "dtype", "composition"])
-    assert mk.loc[("exact_first_crossing", "float32", "every_k"), "k"] == exact_first_crossing(curve, text.baseline)
+    assert mk.loc[("exact_first_crossing", "float32", "every_k"), "k"] == exact_first_crossing(
+        curve, text.baseline
+    )
     assert set(t["bisection"].composition) == {"batch1", "batch3_random"}
     assert t["bisection"].groupby("composition").k.apply(lambda k: k.is_unique).all()
     none = t["simulation_summary"].set_index("noise").loc["none"]

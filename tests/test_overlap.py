@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from experiments.overlap import (
-    Subspace, expected_random_overlap, monte_carlo_overlap, overlap, principal_cosines, random_basis, run_overlap,
+    Subspace,
+    expected_random_overlap,
+    monte_carlo_overlap,
+    overlap,
+    principal_cosines,
+    random_basis,
+    run_overlap,
 )
 
 
@@ -30,8 +36,12 @@ def test_run_overlap_tables():
     gen = torch.Generator().manual_seed(1)
     d = 32
     v, s = random_basis(d, d, gen), torch.linspace(5, 0.1, d, dtype=torch.float64)
-    subs = [Subspace(f"p{i}", random_basis(d, k, gen), prompt=f"p{i}", spectrum_vectors=v, spectrum_values=s)
-            for i, k in enumerate([8, 12, 20])]
+    subs = [
+        Subspace(
+            f"p{i}", random_basis(d, k, gen), prompt=f"p{i}", spectrum_vectors=v, spectrum_values=s
+        )
+        for i, k in enumerate([8, 12, 20])
+    ]
     subs.append(Subspace("p0/importance", subs[0].basis[:, :4], prompt="p0"))
     r = run_overlap(subs, draws=50)
     p = r.pairs
@@ -39,7 +49,7 @@ def test_run_overlap_tables():
     assert np.isclose(p[p.pair == "p0 | p0/importance"].observed.iloc[0], 4)
     assert {"null_analytic", "null_monte_carlo", "rel_err_analytic"} <= set(p.columns)
     assert p.null_spectral.notna().sum() == 3  # only pairs with spectra
-    assert len(r.tables["angles"]) == sum(min(a, b) for a, b in zip(p.k_a, p.k_b))
+    assert len(r.tables["angles"]) == sum(min(a, b) for a, b in zip(p.k_a, p.k_b, strict=False))
     assert set(r.figures()) == {"stacked_spectrum", "pairwise_overlap"}
     with pytest.raises(ValueError, match="at least two"):
         run_overlap(subs[:1])

@@ -13,7 +13,9 @@ def test_study_shaped_curve_matches_the_description(k_conv):
     c = study_shaped_curve(4096, k_conv)
     assert c[-1] == 0.0 and np.all(np.diff(c) > 0)  # rises to the unclipped value, exact at d
     assert c[k_conv] >= -1.0 > c[k_conv - 2]  # within 1 nat from ~k_conv on
-    assert c[k_conv + 300] > -0.5 and c[300] < -100  # "essentially exact" soon after; far below at small k
+    assert (
+        c[k_conv + 300] > -0.5 and c[300] < -100
+    )  # "essentially exact" soon after; far below at small k
 
 
 def test_without_noise_the_simulation_is_the_study_s_bisection():
@@ -28,12 +30,16 @@ def test_noise_on_a_plateau_lands_between_convergence_and_d():
     """A curve below its target up to d returns d without noise; with noise of the plateau's
     depth the bisection lands anywhere on the plateau, mostly at or above where it converged."""
     c = study_shaped_curve(4096, 1750)
-    t = plateau_bisection({"c": (c, 0.0)}, noise_sds=(0.0, 0.37), n_draws=2000, seed=1).set_index("noise_sd")
+    t = plateau_bisection({"c": (c, 0.0)}, noise_sds=(0.0, 0.37), n_draws=2000, seed=1).set_index(
+        "noise_sd"
+    )
     assert t.loc[0.0, "median_k_frac"] == 1.0 and t.loc[0.0, "stable_k_frac"] == 1.0
     assert 0.4 < t.loc[0.37, "median_k_frac"] < 0.95
     assert t.loc[0.37, "share_at_or_above_converged"] > 0.8
     assert t.loc[0.37, "converged_k_frac"] == pytest.approx(1750 / 4096, abs=2 / 4096)
-    again = plateau_bisection({"c": (c, 0.0)}, noise_sds=(0.0, 0.37), n_draws=2000, seed=1).set_index("noise_sd")
+    again = plateau_bisection(
+        {"c": (c, 0.0)}, noise_sds=(0.0, 0.37), n_draws=2000, seed=1
+    ).set_index("noise_sd")
     assert again.equals(t)  # seeded
 
 

@@ -3,8 +3,8 @@ run, saved, resumed and reported like the built-in ones. The example plug-in liv
 examples/layer_range/, a folder standing for a user's own project, with its own tests."""
 
 import json
-import shutil
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +30,9 @@ def plugin_env(model_dirs, monkeypatch):
 
 def test_the_example_project_passes_its_own_tests_with_the_shipped_fixtures():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=EXAMPLE, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q"], cwd=EXAMPLE, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 passed" in proc.stdout
 
@@ -54,31 +56,68 @@ def test_a_plugin_must_return_its_result_class(gpt2_tiny, completion):
 
     try:
         with pytest.raises(TypeError, match="not its registered result class ClippingResult"):
-            registry.get_plugin("returns_wrong")(gpt2_tiny, completion, seed=3)  # unknown options are dropped
+            registry.get_plugin("returns_wrong")(
+                gpt2_tiny, completion, seed=3
+            )  # unknown options are dropped
     finally:
         registry.unregister("returns_wrong")
 
 
 def test_run_a_plugin_from_the_cli(plugin_env, tmp_path, capsys):
-    main(["run", "layer_range", "--prompt", "relativity", "--out", str(tmp_path), "--device", "cpu",
-          "--max-new-tokens", "5", "--no-progress"])
+    main(
+        [
+            "run",
+            "layer_range",
+            "--prompt",
+            "relativity",
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "5",
+            "--no-progress",
+        ]
+    )
     out = tmp_path / "layer_range"
     curve = pd.read_csv(out / "curve.csv")
     assert set(curve.basis) == {"local", "global"} and set(curve.layers) == {"early", "late", "all"}
     assert json.loads((out / "settings.json").read_text())["experiment"] == "layer_range"
-    assert (out / "figures" / "layer_range.html").exists() and (out / "figures" / "plotly.min.js").exists()
+    assert (out / "figures" / "layer_range.html").exists() and (
+        out / "figures" / "plotly.min.js"
+    ).exists()
     assert "layer_range: {'k_within_1_nats[all/global]'" in capsys.readouterr().out
 
 
 def test_reproduce_with_a_plugin_saves_resumes_and_reports(plugin_env, tmp_path):
     out = tmp_path / "res"
-    args = ["reproduce", "--out", str(out), "--device", "cpu", "--max-new-tokens", "5", "--samples", "1",
-            "--draws", "5", "--no-progress", "--prompts", "meaning_of_life", "translate", "--with", "layer_range"]
+    args = [
+        "reproduce",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "5",
+        "--samples",
+        "1",
+        "--draws",
+        "5",
+        "--no-progress",
+        "--prompts",
+        "meaning_of_life",
+        "translate",
+        "--with",
+        "layer_range",
+    ]
     main(args)
     for text in ("meaning_of_life", "translate"):
         assert (out / text / "layer_range" / "settings.json").exists()
     table = pd.read_csv(out / "plugin_layer_range.csv")
-    assert table.text.tolist() == ["meaning_of_life", "translate"] and "k_within_1_nats[all/local]" in table
+    assert (
+        table.text.tolist() == ["meaning_of_life", "translate"]
+        and "k_within_1_nats[all/local]" in table
+    )
     report = (out / "report.html").read_text()
     assert "Plug-in: layer_range" in report and "clipping a range of layers" in report
     assert "## Plug-in: layer_range" in (out / "report.md").read_text()
@@ -105,18 +144,48 @@ def test_replicate_runs_the_exact_extensions_on_the_exact_texts_only(model_dirs,
 
     gpt2 = str(model_dirs["gpt2"])
     out, docs = tmp_path / "rep", tmp_path / "docs"
-    common = ["replicate", "--models", gpt2, "--seeds", "0", "--prompts", "meaning_of_life", "translate", "--out",
-              str(out), "--docs", str(docs), "--device", "cpu", "--max-new-tokens", "6", "--samples", "1",
-              "--draws", "5", "--no-progress", "--no-images", "--exact-texts", "1"]
-    main([*common, "--exact-with"])  # none: the folder a run from before the extensions would have made
+    common = [
+        "replicate",
+        "--models",
+        gpt2,
+        "--seeds",
+        "0",
+        "--prompts",
+        "meaning_of_life",
+        "translate",
+        "--out",
+        str(out),
+        "--docs",
+        str(docs),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "6",
+        "--samples",
+        "1",
+        "--draws",
+        "5",
+        "--no-progress",
+        "--no-images",
+        "--exact-texts",
+        "1",
+    ]
+    main(
+        [*common, "--exact-with"]
+    )  # none: the folder a run from before the extensions would have made
     name = Path(gpt2).name
     key = json.loads((out / name / "environment.json").read_text())["run_key"]
     assert not list(out.glob("*/*/study_procedure"))
     main(common)  # the default extensions, resumed in the same folder
     assert json.loads((out / name / "environment.json").read_text())["run_key"] == key
-    assert [p.parent.parent.name for p in out.glob("*/*/study_procedure/settings.json")] == ["meaning_of_life"]
+    assert [p.parent.parent.name for p in out.glob("*/*/study_procedure/settings.json")] == [
+        "meaning_of_life"
+    ]
     claims = pd.read_csv(docs / name / "claims.csv").set_index("key")
-    assert claims.loc["study_procedure", "n_texts"] == 1 and "bfloat16 bisection" in claims.loc["study_procedure", "ours"]
+    assert (
+        claims.loc["study_procedure", "n_texts"] == 1
+        and "bfloat16 bisection" in claims.loc["study_procedure", "ours"]
+    )
     assert claims.loc["study_procedure_scaled", "n_texts"] == 1
     assert R._NEUTRAL.count("exact_plugins") == 1
 
@@ -128,23 +197,70 @@ def test_extend_adds_a_plugin_from_the_docs_alone(model_dirs, tmp_path, capsys):
     refused (exit 2, naming the mismatch)."""
     gpt2 = str(model_dirs["gpt2"])
     out, docs = tmp_path / "rep", tmp_path / "docs"
-    main(["replicate", "--models", gpt2, "--seeds", "0", "--prompts", "meaning_of_life", "translate", "--out",
-          str(out), "--docs", str(docs), "--device", "cpu", "--max-new-tokens", "6", "--samples", "1",
-          "--draws", "5", "--no-progress", "--no-images", "--exact-texts", "1", "--exact-with"])
+    main(
+        [
+            "replicate",
+            "--models",
+            gpt2,
+            "--seeds",
+            "0",
+            "--prompts",
+            "meaning_of_life",
+            "translate",
+            "--out",
+            str(out),
+            "--docs",
+            str(docs),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "6",
+            "--samples",
+            "1",
+            "--draws",
+            "5",
+            "--no-progress",
+            "--no-images",
+            "--exact-texts",
+            "1",
+            "--exact-with",
+        ]
+    )
     name = Path(gpt2).name
     before = pd.read_csv(docs / name / "claims.csv").set_index("key")
     assert before.loc["hessian_order", "n_texts"] == 0
     shutil.rmtree(out)  # the run folder is gone: only docs remain
-    main(["extend", "--models", gpt2, "--docs", str(docs), "--out", str(out), "--device", "cpu", "--no-progress",
-          "--no-images"])
-    assert [p.parent.parent.name for p in out.glob("*/*/hessian_ranking/settings.json")] == ["meaning_of_life"]
+    main(
+        [
+            "extend",
+            "--models",
+            gpt2,
+            "--docs",
+            str(docs),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--no-images",
+        ]
+    )
+    assert [p.parent.parent.name for p in out.glob("*/*/hessian_ranking/settings.json")] == [
+        "meaning_of_life"
+    ]
     after = pd.read_csv(docs / name / "claims.csv").set_index("key")
-    assert after.loc["hessian_order", "n_texts"] == 1 and "Hessian minus SVD" in after.loc["hessian_order", "ours"]
+    assert (
+        after.loc["hessian_order", "n_texts"] == 1
+        and "Hessian minus SVD" in after.loc["hessian_order", "ours"]
+    )
     others = [k for k in before.index if k != "hessian_order"]
     pd.testing.assert_frame_equal(after.loc[others], before.loc[others])
     readme = (docs / "README.md").read_text()
     assert "--exact-with study_procedure clip_variants text_length hessian_ranking" in readme
-    assert "were added to this folder by `python -m experiments extend --with hessian_ranking" in readme
+    assert (
+        "were added to this folder by `python -m experiments extend --with hessian_ranking"
+        in readme
+    )
     h = pd.read_csv(docs / name / "hessian_ranking_directions.csv")
     imp = pd.read_csv(docs / name / "exact_importance.csv")
     np.testing.assert_allclose(h.exact.to_numpy(), imp.importance.to_numpy(), rtol=1e-5, atol=1e-6)
@@ -155,7 +271,22 @@ def test_extend_adds_a_plugin_from_the_docs_alone(model_dirs, tmp_path, capsys):
     t.to_csv(docs / name / "exact_importance.csv", index=False)
     shutil.rmtree(out)
     with pytest.raises(SystemExit) as err:
-        main(["extend", "--models", gpt2, "--docs", str(docs), "--out", str(out), "--device", "cpu", "--no-progress",
-          "--no-images"])
-    assert err.value.code == 2 and "re-sampled text differs from the docs" in capsys.readouterr().err
+        main(
+            [
+                "extend",
+                "--models",
+                gpt2,
+                "--docs",
+                str(docs),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--no-images",
+            ]
+        )
+    assert (
+        err.value.code == 2 and "re-sampled text differs from the docs" in capsys.readouterr().err
+    )
     assert not list(out.glob("*/*/hessian_ranking"))

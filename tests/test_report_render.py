@@ -14,8 +14,16 @@ import pytest
 
 from experiments.study.cli import main
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium() -> str:
@@ -23,24 +31,57 @@ def chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    why = "no chromium on PATH: install Debian's chromium (apt-get install chromium) to render the report"
+    why = (
+        "no chromium on PATH: install Debian's chromium (apt-get install chromium) to render "
+        "the report"
+    )
     if os.environ.get("RESID_WRITES_REQUIRE_BROWSER") == "1":
         raise AssertionError(why + " (RESID_WRITES_REQUIRE_BROWSER=1: CI must not skip this test)")
     pytest.skip(why)
 
 
 def rendered_dom(path, tmp_path) -> str:
-    proc = subprocess.run([chromium(), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
-                           "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            chromium(),
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
 
 def test_report_renders_with_every_figure_drawn(model_dirs, tmp_path):
     out = tmp_path / "res"
-    main(["reproduce", "--model", str(model_dirs["gpt2"]), "--out", str(out), "--device", "cpu",
-          "--max-new-tokens", "6", "--samples", "1", "--draws", "10", "--no-progress",
-          "--prompts", "meaning_of_life", "translate", "relativity"])
+    main(
+        [
+            "reproduce",
+            "--model",
+            str(model_dirs["gpt2"]),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "6",
+            "--samples",
+            "1",
+            "--draws",
+            "10",
+            "--no-progress",
+            "--prompts",
+            "meaning_of_life",
+            "translate",
+            "relativity",
+        ]
+    )
     dom = rendered_dom(out / "report.html", tmp_path)
     # the replication table comes first, before any figure
     assert dom.index("Replication table") < dom.index("plotly-graph-div")

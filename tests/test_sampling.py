@@ -29,10 +29,11 @@ def test_without_the_shim_the_cache_defect_is_visible(tiny, monkeypatch):
 def test_sampler_records_the_models_log_probabilities(tiny):
     comp = interp.sample_continuation(tiny, "I believe", max_new_tokens=8, seed=1, use_cache=True)
     with torch.inference_mode():
-        lp = interp.continuation_logprob(tiny, comp.prompt_tokens, comp.continuation_tokens).per_token[0]
+        lp = interp.continuation_logprob(
+            tiny, comp.prompt_tokens, comp.continuation_tokens
+        ).per_token[0]
     assert comp.meta["sampler"] == "cached"
     assert torch.allclose(lp, torch.tensor(comp.meta["token_logprobs"]), atol=1e-4)
-
 
 
 @pytest.mark.real_model
@@ -44,7 +45,11 @@ def test_real_model_cached_and_uncached_sample_the_same_tokens(smollm2, temperat
     cached = interp.sample_continuation(smollm2, prompt, use_cache=True, **kw)
     plain = interp.sample_continuation(smollm2, prompt, use_cache=False, **kw)
     assert cached.continuation_tokens.tolist() == plain.continuation_tokens.tolist()
-    err = (torch.tensor(cached.meta["token_logprobs"]) - torch.tensor(plain.meta["token_logprobs"])).abs().max()
+    err = (
+        (torch.tensor(cached.meta["token_logprobs"]) - torch.tensor(plain.meta["token_logprobs"]))
+        .abs()
+        .max()
+    )
     assert err < 1e-3
 
 
@@ -53,7 +58,11 @@ def test_real_model_cached_and_uncached_sample_the_same_tokens(smollm2, temperat
 def test_real_model_left_padded_batch_samples_what_each_prompt_alone_samples(smollm2):
     """The four study prompts (6 to 40 tokens: every row but one is left-padded) in one batch."""
     prompts = list(PROMPTS.values())
-    together = interp.sample_continuations(smollm2, prompts, max_new_tokens=32, seed=0, use_cache=True)
-    for prompt, comp in zip(prompts, together):
-        alone = interp.sample_continuation(smollm2, prompt, max_new_tokens=32, seed=0, use_cache=True)  # no padding
+    together = interp.sample_continuations(
+        smollm2, prompts, max_new_tokens=32, seed=0, use_cache=True
+    )
+    for prompt, comp in zip(prompts, together, strict=False):
+        alone = interp.sample_continuation(
+            smollm2, prompt, max_new_tokens=32, seed=0, use_cache=True
+        )  # no padding
         assert comp.continuation_tokens.tolist() == alone.continuation_tokens.tolist(), prompt

@@ -1,4 +1,5 @@
-"""What a user's tests get from the package: the shipped fixtures, quiet loading, tiny random shapes."""
+"""What a user's tests get from the package: the shipped fixtures, quiet loading, tiny random
+shapes."""
 
 import torch
 
@@ -12,7 +13,10 @@ def test_shipped_fixtures_are_the_documented_toys(gpt2_tiny, llama_tiny, complet
         assert (model.cfg.d_model, model.cfg.n_layers) == (64, 2)
     assert completion.continuation_tokens.numel() == 8
     writes = interp.capture_writes(gpt2_tiny, completion.tokens)
-    assert writes.matrix.shape == (2 * 2 * completion.tokens.numel(), 64)  # layers x kinds x positions
+    assert writes.matrix.shape == (
+        2 * 2 * completion.tokens.numel(),
+        64,
+    )  # layers x kinds x positions
 
 
 def test_load_model_is_quiet_when_asked(model_dirs, capfd):
@@ -20,7 +24,9 @@ def test_load_model_is_quiet_when_asked(model_dirs, capfd):
     interp.load_model("random:tiny-llama", device="cpu", progress=False)
     out, err = capfd.readouterr()
     assert out == "" and err == "", (out, err)
-    interp.load_model(model_dirs["neox"], device="cpu", progress=True)  # the bar is still there when wanted
+    interp.load_model(
+        model_dirs["neox"], device="cpu", progress=True
+    )  # the bar is still there when wanted
     assert "Loading weights" in capfd.readouterr().err
 
 

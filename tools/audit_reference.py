@@ -40,7 +40,11 @@ def write_modules(model):
     """The modules whose outputs the residual stream adds, attention then MLP, layer by layer."""
     layers = model.model.layers
     if hasattr(layers[0], "post_feedforward_layernorm"):  # Gemma 2/3: sandwich norms
-        return [m for layer in layers for m in (layer.post_attention_layernorm, layer.post_feedforward_layernorm)]
+        return [
+            m
+            for layer in layers
+            for m in (layer.post_attention_layernorm, layer.post_feedforward_layernorm)
+        ]
     return [m for layer in layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)]
 
 
@@ -51,10 +55,16 @@ def continuation_logprob(model, tokens: torch.Tensor, n_prompt: int, batch: int)
     return lp.gather(-1, ids[:, n_prompt:, None])[..., 0].sum(-1)
 
 
-def reference(model, tokens: torch.Tensor, n_prompt: int, chunk: int = 16) -> tuple[np.ndarray, np.ndarray, float, torch.Tensor]:
-    """(singular values, importances, baseline logp, right singular vectors as columns) of the text's writes."""
+def reference(
+    model, tokens: torch.Tensor, n_prompt: int, chunk: int = 16
+) -> tuple[np.ndarray, np.ndarray, float, torch.Tensor]:
+    """(singular values, importances, baseline logp, right singular vectors as columns) of the
+    text's writes."""
     writes = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: writes.append(out[0].double())) for m in write_modules(model)]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out: writes.append(out[0].double()))
+        for m in write_modules(model)
+    ]
     with torch.inference_mode():
         base = float(continuation_logprob(model, tokens, n_prompt, 1)[0])
     for h in hooks:
@@ -86,7 +96,9 @@ def reference(model, tokens: torch.Tensor, n_prompt: int, chunk: int = 16) -> tu
     return s, imp, base, v
 
 
-def every_k_scan(model, tokens: torch.Tensor, n_prompt: int, v: torch.Tensor, chunk: int = 16) -> np.ndarray:
+def every_k_scan(
+    model, tokens: torch.Tensor, n_prompt: int, v: torch.Tensor, chunk: int = 16
+) -> np.ndarray:
     """log p(continuation) with every write projected onto the top-k columns of ``v``, k = 0..d."""
     d = v.shape[1]
     lp = np.empty(d + 1)
@@ -126,13 +138,15 @@ def crossings(lp: np.ndarray, target: float, baseline: float) -> tuple[int, int,
     fails, far = np.flatnonzero(~ok), np.flatnonzero(~near)
     stable = int(fails[-1]) + 1 if len(fails) else 0
     converged = int(far[-1]) + 1 if len(far) else 0
-    frac = float((~ok[first + 1:]).mean()) if first < d else 0.0
+    frac = float((~ok[first + 1 :]).mean()) if first < d else 0.0
     return first, stable, converged, frac
 
 
 def check_text_length(model, run: Path, name: str, labels: list[str]) -> None:
     stored = json.loads((run / "continuations" / f"{name}.json").read_text())
-    table = pd.read_csv(run / name / "text_length" / "lengths.csv", dtype={"length_label": str}).set_index("length_label")
+    table = pd.read_csv(
+        run / name / "text_length" / "lengths.csv", dtype={"length_label": str}
+    ).set_index("length_label")
     for label in labels:
         row = table.loc[label]
         n = int(row.n_continuation_tokens)
@@ -143,23 +157,39 @@ def check_text_length(model, run: Path, name: str, labels: list[str]) -> None:
         rank = int((s > s[0] * np.sqrt(max(n_writes, len(s)) * np.finfo(np.float64).eps)).sum())
         lp = every_k_scan(model, tokens, n_prompt, v)
         first, stable, conv, frac = crossings(lp, base - float(row.tolerance), base)
-        print(f"{name} [{label}: {n} tokens]: writes {n_writes} (package {int(row.n_writes)}), rank {rank} "
-              f"({int(row['rank'])}); first {first} ({int(row.first_k)}), stable {stable} ({int(row.stable_k)}), "
-              f"converged {conv} ({int(row.converged_k)}), share failing above first {frac:.3f} "
-              f"({row.frac_fail_above_first:.3f}); baseline {base:.4f} ({row.baseline_logprob:.4f})", flush=True)
+        print(
+            f"{name} [{label}: {n} tokens]: writes {n_writes} (package "
+            f"{int(row.n_writes)}), rank {rank} ({int(row['rank'])}); first {first} "
+            f"({int(row.first_k)}), stable {stable} ({int(row.stable_k)}), converged "
+            f"{conv} ({int(row.converged_k)}), share failing above first {frac:.3f} "
+            f"({row.frac_fail_above_first:.3f}); baseline {base:.4f} "
+            f"({row.baseline_logprob:.4f})",
+            flush=True,
+        )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model-dir", required=True)
-    p.add_argument("--run", required=True, help="a replicate folder of one model (replication/<model>)")
+    p.add_argument(
+        "--run", required=True, help="a replicate folder of one model (replication/<model>)"
+    )
     p.add_argument("--texts", nargs="+", required=True)
-    p.add_argument("--scan", action="store_true", help="also the every-k clipping scan and its minimal k")
-    p.add_argument("--text-length", nargs="+", default=None, metavar="LABEL",
-                   help="check text_length's rows with these length labels instead (see above)")
+    p.add_argument(
+        "--scan", action="store_true", help="also the every-k clipping scan and its minimal k"
+    )
+    p.add_argument(
+        "--text-length",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="check text_length's rows with these length labels instead (see above)",
+    )
     args = p.parse_args()
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(Path(args.model_dir).expanduser(), dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        Path(args.model_dir).expanduser(), dtype=torch.float32
+    ).eval()
     for name in args.texts:
         if args.text_length:
             check_text_length(model, Path(args.run), name, args.text_length)
@@ -167,13 +197,21 @@ def main() -> None:
         stored = json.loads((Path(args.run) / "continuations" / f"{name}.json").read_text())
         tokens = torch.tensor(stored["prompt_tokens"] + stored["continuation_tokens"])
         s, imp, base, v = reference(model, tokens, len(stored["prompt_tokens"]))
-        ours = pd.read_csv(Path(args.run) / name / "exact_importance" / "importance.csv").sort_values("sv_rank")
-        summary = json.loads((Path(args.run) / name / "exact_importance" / "settings.json").read_text())["summary"]
+        ours = pd.read_csv(
+            Path(args.run) / name / "exact_importance" / "importance.csv"
+        ).sort_values("sv_rank")
+        summary = json.loads(
+            (Path(args.run) / name / "exact_importance" / "settings.json").read_text()
+        )["summary"]
         rho = float(stats.spearmanr(s, imp).statistic)
         diff = np.abs(ours.importance.to_numpy() - imp)
-        print(f"{name}: reference Spearman(s, importance) {rho:.4f}; package {summary['spearman_sv_importance']:.4f}; "
-              f"max |importance difference| {diff.max():.2e} nats (median {np.median(diff):.1e}); "
-              f"singular values rel. diff {np.max(np.abs(ours.singular_value.to_numpy() / s - 1)):.1e}", flush=True)
+        print(
+            f"{name}: reference Spearman(s, importance) {rho:.4f}; package "
+            f"{summary['spearman_sv_importance']:.4f}; max |importance difference| "
+            f"{diff.max():.2e} nats (median {np.median(diff):.1e}); singular values rel. "
+            f"diff {np.max(np.abs(ours.singular_value.to_numpy() / s - 1)):.1e}",
+            flush=True,
+        )
         if args.scan:
             mk = pd.read_csv(Path(args.run) / name / "exact_importance" / "minimal_k.csv")
             row = mk[(mk.ordering == "singular_value") & (mk.method == "exact_scan")].iloc[0]
@@ -182,10 +220,14 @@ def main() -> None:
             target = base - tol
             k = scan_min_k(lp, target)
             near = np.flatnonzero(np.abs(lp - target) < 10 * tol)
-            print(f"{name}: every-k scan (tolerance {tol:.2e}): reference minimal k {k} ({k / d:.3f} of d), "
-                  f"package {int(row.k)}; |logp(d) - baseline| {abs(lp[d] - base):.1e}; k within 10x the tolerance "
-                  f"of the target: {near.tolist()[:8]}; best k < d: logp - target {np.max(lp[:d]) - target:+.3g} "
-                  f"nats at k = {int(np.argmax(lp[:d]))}", flush=True)
+            print(
+                f"{name}: every-k scan (tolerance {tol:.2e}): reference minimal k {k} "
+                f"({k / d:.3f} of d), package {int(row.k)}; |logp(d) - baseline| "
+                f"{abs(lp[d] - base):.1e}; k within 10x the tolerance of the target: "
+                f"{near.tolist()[:8]}; best k < d: logp - target "
+                f"{np.max(lp[:d]) - target:+.3g} nats at k = {int(np.argmax(lp[:d]))}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

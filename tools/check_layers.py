@@ -28,22 +28,38 @@ from pathlib import Path
 
 PACKAGES = ("interp", "experiments")
 STUDY = "experiments.study"
-FACADE = {"experiments", "experiments.__main__", "experiments.runs"}  # the public face, above every experiment
+FACADE = {
+    "experiments",
+    "experiments.__main__",
+    "experiments.runs",
+}  # the public face, above every experiment
 # (``runs``: ``load_run`` reads every experiment's results back)
 GROUND = {  # the bottom of experiments/: what the experiments stand on
-    "experiments.base", "experiments.registry", "experiments.prompts", "experiments.measure",
-    "experiments.texts", "experiments.facts",
+    "experiments.base",
+    "experiments.registry",
+    "experiments.prompts",
+    "experiments.measure",
+    "experiments.texts",
+    "experiments.facts",
 }
 # (experiment, experiment it imports): one experiment's result feeding another's, kept on purpose.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("experiments.clipped_generation", "experiments.minimal_subspace"):
-        "generation clips to the minimal k of the SVD order (run_minimal_subspace when not given)",
-    ("experiments.orderings", "experiments.single_direction"):
-        "run_orderings orders by single-direction importance (run_single_direction when not given)",
-    ("experiments.exact_importance", "experiments.single_direction"):
-        "exact importance is compared with the screened estimate (run_single_direction)",
-    ("experiments.hessian_ranking", "experiments.single_direction"):
-        "the Hessian ranking is compared with the screened estimate (run_single_direction)",
+    (
+        "experiments.clipped_generation",
+        "experiments.minimal_subspace",
+    ): "generation clips to the minimal k of the SVD order (run_minimal_subspace when not given)",
+    (
+        "experiments.orderings",
+        "experiments.single_direction",
+    ): "run_orderings orders by single-direction importance (run_single_direction when not given)",
+    (
+        "experiments.exact_importance",
+        "experiments.single_direction",
+    ): "exact importance is compared with the screened estimate (run_single_direction)",
+    (
+        "experiments.hessian_ranking",
+        "experiments.single_direction",
+    ): "the Hessian ranking is compared with the screened estimate (run_single_direction)",
 }
 
 
@@ -100,13 +116,20 @@ def unresolved(root: Path, packages: Iterable[str] = PACKAGES) -> list[str]:
     """One line per ``from X import ...`` / ``import X`` (lazy ones too) whose module ``X`` is in a
     checked package but is no file of it: a module moved without updating an importer (such an
     import fails only when its function runs, e.g. on a Ray worker)."""
-    files = {module_name(root, path): path for pkg in packages for path in sorted((root / pkg).rglob("*.py"))}
+    files = {
+        module_name(root, path): path
+        for pkg in packages
+        for path in sorted((root / pkg).rglob("*.py"))
+    }
     out = []
     for name, path in files.items():
         for names in imports_of(name, path.read_text(encoding="utf-8"), path.name == "__init__.py"):
             target = names[0]
             if target.split(".")[0] in packages and target not in files:
-                out.append(f"unresolved import: {name} imports {target}, which is not a module of the package")
+                out.append(
+                    f"unresolved import: {name} imports {target}, which is not a module of "
+                    "the package"
+                )
     return sorted(out)
 
 
@@ -198,8 +221,12 @@ def layer(module: str, ground: set[str] = GROUND) -> str:
     return "experiment"
 
 
-def violations(graph: Mapping[str, set[str]], *, ground: set[str] = GROUND,
-               allowed: Mapping[tuple[str, str], str] = ALLOWED) -> list[str]:
+def violations(
+    graph: Mapping[str, set[str]],
+    *,
+    ground: set[str] = GROUND,
+    allowed: Mapping[tuple[str, str], str] = ALLOWED,
+) -> list[str]:
     """One line per cycle and per upward import."""
     out = [f"cycle: {' <-> '.join(c)}" for c in cycles(graph)]
     for src in sorted(graph):
@@ -221,15 +248,25 @@ def violations(graph: Mapping[str, set[str]], *, ground: set[str] = GROUND,
     return out
 
 
-def experiment_edges(graph: Mapping[str, set[str]],
-                     ground: set[str] = GROUND) -> list[tuple[str, str]]:
-    return [(s, d) for s in sorted(graph) for d in sorted(graph[s])
-            if layer(s, ground) == "experiment" and layer(d, ground) == "experiment"]
+def experiment_edges(
+    graph: Mapping[str, set[str]], ground: set[str] = GROUND
+) -> list[tuple[str, str]]:
+    return [
+        (s, d)
+        for s in sorted(graph)
+        for d in sorted(graph[s])
+        if layer(s, ground) == "experiment" and layer(d, ground) == "experiment"
+    ]
 
 
-def report(graph: Mapping[str, set[str]], *, ground: set[str] = GROUND,
-           allowed: Mapping[tuple[str, str], str] = ALLOWED) -> tuple[list[str], list[str]]:
+def report(
+    graph: Mapping[str, set[str]],
+    *,
+    ground: set[str] = GROUND,
+    allowed: Mapping[tuple[str, str], str] = ALLOWED,
+) -> tuple[list[str], list[str]]:
     """(the measurement's lines, the violations)."""
+
     def measured(title: str, sub: Mapping[str, set[str]]) -> str:
         chain = longest_chain(sub)
         return f"{title}: {len(chain)} ({' -> '.join(chain)})"
@@ -242,22 +279,30 @@ def report(graph: Mapping[str, set[str]], *, ground: set[str] = GROUND,
         f"modules: {len(graph)}, imports between them: {sum(len(d) for d in graph.values())}",
         measured("floors (the longest import chain)", graph),
         measured("floors above interp", only("study", "facade", "ground", "experiment")),
-        measured("floors of experiments/ without the pipeline (ground and experiment modules)",
-                 only("ground", "experiment")),
+        measured(
+            "floors of experiments/ without the pipeline (ground and experiment modules)",
+            only("ground", "experiment"),
+        ),
         measured("floors of the pipeline (experiments.study)", only("study")),
         f"cycles: {len(cyc)}" + "".join(f"\n  {' <-> '.join(c)}" for c in cyc),
     ]
     edges = experiment_edges(graph, ground)
     lines.append(f"experiment modules importing another experiment module: {len(edges)}")
-    lines += [f"  {s} -> {d}" + (f"  (allowed: {allowed[(s, d)]})" if (s, d) in allowed else "")
-              for s, d in edges]
+    lines += [
+        f"  {s} -> {d}" + (f"  (allowed: {allowed[(s, d)]})" if (s, d) in allowed else "")
+        for s, d in edges
+    ]
     return lines, violations(graph, ground=ground, allowed=allowed)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1],
-                    help="the tree holding interp/ and experiments/ (default: this checkout)")
+    ap.add_argument(
+        "--root",
+        type=Path,
+        default=Path(__file__).resolve().parents[1],
+        help="the tree holding interp/ and experiments/ (default: this checkout)",
+    )
     args = ap.parse_args(argv)
     lines, bad = report(module_graph(args.root))
     bad = bad + unresolved(args.root)

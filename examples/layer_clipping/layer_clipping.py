@@ -34,8 +34,14 @@ from interp.sweeps import count_rows
 
 
 @contextmanager
-def clip_layers(model: Any, directions: torch.Tensor, layers: Sequence[int], *, mask: torch.Tensor | None = None,
-                kinds: Sequence[str] = ("attn", "mlp")) -> Iterator[None]:
+def clip_layers(
+    model: Any,
+    directions: torch.Tensor,
+    layers: Sequence[int],
+    *,
+    mask: torch.Tensor | None = None,
+    kinds: Sequence[str] = ("attn", "mlp"),
+) -> Iterator[None]:
     """Like ``project_writes``, restricted to ``layers``."""
     v = directions.to(model_device(model), torch.float32)
     m = None if mask is None else mask.to(v.device)
@@ -55,23 +61,42 @@ class LayerClippingResult(E.ExperimentResult):
     def figures(self) -> dict[str, Any]:
         import plotly.express as px
 
-        return {"layer_clipping": px.line(self.tables["curve"], x="k", y="logprob", color="layers", render_mode="svg",
-                                          title="clipping only some layers' writes")}
+        return {
+            "layer_clipping": px.line(
+                self.tables["curve"],
+                x="k",
+                y="logprob",
+                color="layers",
+                render_mode="svg",
+                title="clipping only some layers' writes",
+            )
+        }
 
 
 def default_layer_sets(n_layers: int) -> dict[str, range]:
     """The first layer, the first half, the second half and all layers."""
     half = n_layers // 2
-    return {"first": range(0, 1), "early": range(0, half), "late": range(half, n_layers),
-            "all": range(n_layers)}
+    return {
+        "first": range(0, 1),
+        "early": range(0, half),
+        "late": range(half, n_layers),
+        "all": range(n_layers),
+    }
 
 
-@E.register("layer_clipping", result=LayerClippingResult,
-            help="clip only some layers' writes, all others untouched")
-def run_layer_clipping(model: Any, completion: "Completion | E.Text", *,
-                       layer_sets: dict[str, Sequence[int]] | None = None,
-                       ks: Sequence[int] | None = None,
-                       kinds: tuple[str, ...] | None = None) -> LayerClippingResult:
+@E.register(
+    "layer_clipping",
+    result=LayerClippingResult,
+    help="clip only some layers' writes, all others untouched",
+)
+def run_layer_clipping(
+    model: Any,
+    completion: "Completion | E.Text",
+    *,
+    layer_sets: dict[str, Sequence[int]] | None = None,
+    ks: Sequence[int] | None = None,
+    kinds: tuple[str, ...] | None = None,
+) -> LayerClippingResult:
     """One clipping curve (over ``ks``, batched) per named set of layers (``kinds``: the text's).
     Defaults: ``default_layer_sets`` and k = 0, d/16, d/8, d/4, d/2, 3d/4, d."""
     text = E.as_text(model, completion, kinds=kinds)
@@ -86,12 +111,24 @@ def run_layer_clipping(model: Any, completion: "Completion | E.Text", *,
     masks = prefix_masks(ks, d)
     rows = []
     for label, layers in layer_sets.items():
-        with torch.inference_mode(), clip_layers(model, basis.vectors, layers, mask=masks, kinds=kinds):
-            lp = continuation_logprob(model, completion.prompt_tokens, completion.continuation_tokens, batch_size=len(ks))
+        with (
+            torch.inference_mode(),
+            clip_layers(model, basis.vectors, layers, mask=masks, kinds=kinds),
+        ):
+            lp = continuation_logprob(
+                model, completion.prompt_tokens, completion.continuation_tokens, batch_size=len(ks)
+            )
         count_rows(len(ks), completion.tokens.numel())
-        rows += [{"layers": label, "k": k, "logprob": float(v)} for k, v in zip(ks, lp.total.cpu())]
+        rows += [
+            {"layers": label, "k": k, "logprob": float(v)}
+            for k, v in zip(ks, lp.total.cpu(), strict=False)
+        ]
     return LayerClippingResult(
         tables={"curve": pd.DataFrame(rows)},
-        settings={"layer_sets": {k: list(v) for k, v in layer_sets.items()}, "ks": list(ks), "kinds": list(kinds)},
+        settings={
+            "layer_sets": {k: list(v) for k, v in layer_sets.items()},
+            "ks": list(ks),
+            "kinds": list(kinds),
+        },
         meta=text.meta(),
     )

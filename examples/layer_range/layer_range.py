@@ -22,14 +22,27 @@ from jaxtyping import Float
 from torch import Tensor
 
 import experiments as E
-from interp import continuation_logprob, model_device, prefix_masks, project, write_basis, write_hook_name
+from interp import (
+    continuation_logprob,
+    model_device,
+    prefix_masks,
+    project,
+    write_basis,
+    write_hook_name,
+)
 
 GAP_NATS = 1.0  # summary: the smallest k within this many nats of the unclipped log-probability
 
 
 @contextmanager
-def clip_layers(model: Any, directions: Float[Tensor, "d_model r"], layers: Sequence[int], *,
-                mask: Float[Tensor, "batch r"] | None = None, kinds: Sequence[str] = ("attn", "mlp")) -> Iterator[None]:
+def clip_layers(
+    model: Any,
+    directions: Float[Tensor, "d_model r"],
+    layers: Sequence[int],
+    *,
+    mask: Float[Tensor, "batch r"] | None = None,
+    kinds: Sequence[str] = ("attn", "mlp"),
+) -> Iterator[None]:
     """Inside, the writes of ``layers`` (and ``kinds``) are projected onto the columns of
     ``directions`` kept by ``mask`` (one mask row per batch row); the hooks go on exit."""
     v = directions.to(model_device(model), torch.float32)
@@ -62,25 +75,46 @@ class LayerRangeResult(E.ExperimentResult):
         return self.tables["curve"]
 
     def summary(self) -> dict[str, Any]:
-        """Per (layers, basis): the smallest k of the grid within GAP_NATS of the unclipped model."""
+        """Per (layers, basis): the smallest k of the grid within GAP_NATS of the unclipped
+        model."""
         base = self.meta["baseline_logprob"]
         out = {}
         for (layers, basis), g in self.curve.groupby(["layers", "basis"], sort=True):
             ok = g[g.logprob >= base - GAP_NATS].k
-            out[f"k_within_{GAP_NATS:g}_nats[{layers}/{basis}]"] = int(ok.min()) if len(ok) else None
+            out[f"k_within_{GAP_NATS:g}_nats[{layers}/{basis}]"] = (
+                int(ok.min()) if len(ok) else None
+            )
         return out
 
     def figures(self) -> dict[str, Any]:
         import plotly.express as px
 
-        return {"layer_range": px.line(self.curve, x="k", y="logprob", color="layers", line_dash="basis",
-                                       markers=True, render_mode="svg",
-                                       title=f"{self.meta['model']['name']}: clipping a range of layers")}
+        return {
+            "layer_range": px.line(
+                self.curve,
+                x="k",
+                y="logprob",
+                color="layers",
+                line_dash="basis",
+                markers=True,
+                render_mode="svg",
+                title=f"{self.meta['model']['name']}: clipping a range of layers",
+            )
+        }
 
 
-@E.register("layer_range", result=LayerRangeResult, help="clip a range of layers in a local or the global basis")
-def run_layer_range(model: Any, text: "E.Text", *, ranges: dict[str, Sequence[int]] | None = None,
-                    ks: Sequence[int] | None = None) -> LayerRangeResult:
+@E.register(
+    "layer_range",
+    result=LayerRangeResult,
+    help="clip a range of layers in a local or the global basis",
+)
+def run_layer_range(
+    model: Any,
+    text: "E.Text",
+    *,
+    ranges: dict[str, Sequence[int]] | None = None,
+    ks: Sequence[int] | None = None,
+) -> LayerRangeResult:
     """One batched forward pass per (layer range, basis): every k of ``ks`` is a batch row."""
     if not isinstance(text, E.Text):
         text = E.prepare(model, text)
@@ -92,16 +126,29 @@ def run_layer_range(model: Any, text: "E.Text", *, ranges: dict[str, Sequence[in
     comp = text.completion
     rows = []
     for label, layers in ranges.items():
-        local = write_basis(text.writes.select(idx.layer.isin(list(layers)) & idx.kind.isin(text.kinds)))
+        local = write_basis(
+            text.writes.select(idx.layer.isin(list(layers)) & idx.kind.isin(text.kinds))
+        )
         for basis_name, basis in (("local", local), ("global", text.basis)):
-            with torch.inference_mode(), clip_layers(model, basis.vectors, layers, mask=masks, kinds=text.kinds):
-                lp = continuation_logprob(model, comp.prompt_tokens, comp.continuation_tokens, batch_size=len(ks))
-            rows += [{"layers": label, "basis": basis_name, "k": k, "logprob": float(v)}
-                     for k, v in zip(ks, lp.total.cpu())]
+            with (
+                torch.inference_mode(),
+                clip_layers(model, basis.vectors, layers, mask=masks, kinds=text.kinds),
+            ):
+                lp = continuation_logprob(
+                    model, comp.prompt_tokens, comp.continuation_tokens, batch_size=len(ks)
+                )
+            rows += [
+                {"layers": label, "basis": basis_name, "k": k, "logprob": float(v)}
+                for k, v in zip(ks, lp.total.cpu(), strict=False)
+            ]
     return LayerRangeResult(
         tables={"curve": pd.DataFrame(rows)},
-        settings={"ranges": {k: list(v) for k, v in ranges.items()}, "ks": ks, "kinds": list(text.kinds),
-                  "gap_nats": GAP_NATS},
+        settings={
+            "ranges": {k: list(v) for k, v in ranges.items()},
+            "ks": ks,
+            "kinds": list(text.kinds),
+            "gap_nats": GAP_NATS,
+        },
         meta=text.meta(),
     )
 

@@ -883,7 +883,8 @@ class Cluster:
 
 
 def result_class(name: str) -> Any:
-    """The result class that loads experiment ``name``'s folder (built-in or plug-in: the registry's)."""
+    """The result class that loads experiment ``name``'s folder (built-in or plug-in: the
+    registry's)."""
     from ..registry import get_plugin
 
     return get_plugin(name).result

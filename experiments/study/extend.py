@@ -22,13 +22,14 @@ import numpy as np
 import pandas as pd
 
 from ..base import prepare
+from ..prompts import REPLICATION_PROMPTS, get_continuation
 from ..registry import get_plugin
 from .checks import checked
-from ..prompts import REPLICATION_PROMPTS, get_continuation
 
 
 class TextMismatchError(RuntimeError):
-    """The re-sampled text is not the one the docs folder describes (different versions or settings)."""
+    """The re-sampled text is not the one the docs folder describes (different versions or
+    settings)."""
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,23 @@ def doc_texts(docs_model: str | Path) -> list[DocText]:
     for name in exact.text:
         row = texts.loc[name]
         t = imp[imp.text == name].sort_values("direction").reset_index(drop=True)
-        out.append(DocText(text=name, prompt=str(row.prompt), seed=int(row.seed), n_tokens=int(row.n_tokens),
-                           baseline_logprob=float(row.baseline_logprob),
-                           singular_values=t.singular_value.to_numpy(dtype=np.float64),
-                           importance=t.drop(columns=["text"])))
+        out.append(
+            DocText(
+                text=name,
+                prompt=str(row.prompt),
+                seed=int(row.seed),
+                n_tokens=int(row.n_tokens),
+                baseline_logprob=float(row.baseline_logprob),
+                singular_values=t.singular_value.to_numpy(dtype=np.float64),
+                importance=t.drop(columns=["text"]),
+            )
+        )
     return out
 
 
-def verify_text(prepared: Any, doc: DocText, *, rtol: float = 1e-4, atol_logprob: float = 1e-3) -> dict[str, float]:
+def verify_text(
+    prepared: Any, doc: DocText, *, rtol: float = 1e-4, atol_logprob: float = 1e-3
+) -> dict[str, float]:
     """Raise ``TextMismatchError`` unless ``prepared`` is the text ``doc`` describes."""
     n = len(prepared.completion.prompt_tokens) + len(prepared.completion.continuation_tokens)
     s = prepared.basis.singular_values.double().cpu().numpy()[: len(doc.singular_values)]
@@ -67,9 +77,12 @@ def verify_text(prepared: Any, doc: DocText, *, rtol: float = 1e-4, atol_logprob
     dlp = abs(float(prepared.baseline) - doc.baseline_logprob)
     if n != doc.n_tokens or len(s) != len(doc.singular_values) or rel > rtol or dlp > atol_logprob:
         raise TextMismatchError(
-            f"{doc.text}: re-sampled text differs from the docs ({n} vs {doc.n_tokens} tokens, singular values off by "
-            f"{rel:.2e} of s1, log-probability off by {dlp:.2e}); run with the versions in the docs' environment.json "
-            "(pip install -c requirements.lock) or regenerate everything with `python -m experiments replicate`")
+            f"{doc.text}: re-sampled text differs from the docs ({n} vs {doc.n_tokens} "
+            f"tokens, singular values off by {rel:.2e} of s1, log-probability off by "
+            f"{dlp:.2e}); run with the versions in the docs' environment.json (pip install "
+            "-c requirements.lock) or regenerate everything with `python -m experiments "
+            "replicate`"
+        )
     return {"singular_value_max_rel_error": rel, "baseline_abs_error": dlp}
 
 
@@ -80,8 +93,17 @@ def run_settings(docs_model: str | Path) -> dict[str, Any]:
     return env["settings"]
 
 
-def extend_exact(model: Any, docs_model: str | Path, out: str | Path, plugin: str, *, texts: list[str] | None = None,
-                 chunk_size: int | None = None, progress: bool = False, **options: Any) -> list[str]:
+def extend_exact(
+    model: Any,
+    docs_model: str | Path,
+    out: str | Path,
+    plugin: str,
+    *,
+    texts: list[str] | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> list[str]:
     """Run ``plugin`` on the docs folder's exact texts (all, or those named in ``texts``), with
     the settings of the run that made the docs (continuation length, kinds, tolerance)."""
     from .preflight import PROGRESS
@@ -97,24 +119,44 @@ def extend_exact(model: Any, docs_model: str | Path, out: str | Path, plugin: st
         if texts is not None and doc.text not in texts:
             continue
         if doc.prompt not in REPLICATION_PROMPTS:
-            raise TextMismatchError(f"{doc.text}: prompt {doc.prompt!r} is not a shipped prompt and the docs do not "
-                                    "record its text; regenerate with `python -m experiments replicate --prompts-file`")
+            raise TextMismatchError(
+                f"{doc.text}: prompt {doc.prompt!r} is not a shipped prompt and the docs do not "
+                "record its text; regenerate with `python -m experiments replicate --prompts-file`"
+            )
         target = out / doc.text / plugin
         if (target / "settings.json").exists():
             done.append(doc.text)
             PROGRESS.done += 1
             continue
         t0 = time.perf_counter()
-        comp = get_continuation(model, REPLICATION_PROMPTS[doc.prompt], seed=doc.seed,
-                                store=out / "continuations" / f"{doc.text}.json", max_new_tokens=max_new_tokens)
+        comp = get_continuation(
+            model,
+            REPLICATION_PROMPTS[doc.prompt],
+            seed=doc.seed,
+            store=out / "continuations" / f"{doc.text}.json",
+            max_new_tokens=max_new_tokens,
+        )
         text = prepare(model, comp, kinds=kinds, chunk_size=chunk_size, progress=progress)
         same = verify_text(text, doc)
         checked(text, out / doc.text)
         (out / doc.text / "same_text.json").write_text(json.dumps(same, indent=2))
-        cached(target, plug.result, lambda: plug(model, text, seed=doc.seed, tolerance=tolerance,
-                                                  chunk_size=chunk_size, progress=progress, prompt_name=doc.prompt,
-                                                  results={"exact_importance": doc.importance}, **options), False,
-               plotly_js=out / PLOTLY_JS)
+        cached(
+            target,
+            plug.result,
+            lambda: plug(
+                model,
+                text,  # noqa: B023 (called in this iteration)
+                seed=doc.seed,  # noqa: B023 (called in this iteration)
+                tolerance=tolerance,
+                chunk_size=chunk_size,
+                progress=progress,
+                prompt_name=doc.prompt,  # noqa: B023 (called in this iteration)
+                results={"exact_importance": doc.importance},  # noqa: B023 (called in this iteration)
+                **options,
+            ),
+            False,
+            plotly_js=out / PLOTLY_JS,
+        )
         print(f"{doc.text}: {plugin} in {time.perf_counter() - t0:.0f} s", flush=True)
         done.append(doc.text)
         PROGRESS.done += 1

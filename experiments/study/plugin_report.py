@@ -23,7 +23,9 @@ def summary_table(results: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plugin_sections(out: Path, run: Any, names: Any, texts: list[str] | None = None) -> tuple[list[str], list[str]]:
+def plugin_sections(
+    out: Path, run: Any, names: Any, texts: list[str] | None = None
+) -> tuple[list[str], list[str]]:
     """Markdown lines and HTML fragments of one section per plug-in, from the results of ``run``
     (``experiments.load_run``) of ``texts`` (default: every text of the run)."""
     md: list[str] = []
@@ -33,13 +35,27 @@ def plugin_sections(out: Path, run: Any, names: Any, texts: list[str] | None = N
         table = summary_table(results)
         table.to_csv(out / f"plugin_{name}.csv", index=False)
         title = f"Plug-in: {name}"
-        md += [f"## {title}", "", table_md(table.round(4)) if len(table.columns) > 1 else "(no summary)", "",
-               f"Every text's summary, also `plugin_{name}.csv`; figures of each text under `<text>/{name}/figures/`.", ""]
+        md += [
+            f"## {title}",
+            "",
+            table_md(table.round(4)) if len(table.columns) > 1 else "(no summary)",
+            "",
+            f"Every text's summary, also `plugin_{name}.csv`; figures of each text under "
+            f"`<text>/{name}/figures/`.",
+            "",
+        ]
         body += [f"<h2>{html.escape(title)}</h2>", html_table(table.round(4))]
         first = next(iter(results), None)
         figs = results[first].figures() if first is not None else {}
         if figs:
-            body.append("<div class='row'>" + "".join(
-                f"<div class='fig'>{svg(fig).to_html(full_html=False, include_plotlyjs=False)}</div>"
-                for fig in figs.values()) + f"</div><p class='caption'>Figures of {html.escape(first)}.</p>")
+            body.append(
+                "<div class='row'>"
+                + "".join(
+                    "<div class='fig'>"
+                    + svg(fig).to_html(full_html=False, include_plotlyjs=False)
+                    + "</div>"
+                    for fig in figs.values()
+                )
+                + f"</div><p class='caption'>Figures of {html.escape(first)}.</p>"
+            )
     return md, body

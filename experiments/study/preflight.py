@@ -37,8 +37,10 @@ def check_writable(path: str | Path, flag: str = "--out") -> None:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as err:
-        raise UsageError(f"{flag} {path} cannot be written ({err.strerror or err} in {probe}) "
-                         "(give a folder you can write to)") from None
+        raise UsageError(
+            f"{flag} {path} cannot be written ({err.strerror or err} in {probe}) "
+            "(give a folder you can write to)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,13 @@ class ModelLimits:
 
 # The config fields TransformerLens reads n_ctx from, in its order (not ``max_length``, which many
 # configs carry as a generation default: without the others the loaded model decides).
-N_CTX_FIELDS = ("n_positions", "max_position_embeddings", "max_context_length", "seq_length",
-                "max_sequence_length")
+N_CTX_FIELDS = (
+    "n_positions",
+    "max_position_embeddings",
+    "max_context_length",
+    "seq_length",
+    "max_sequence_length",
+)
 
 
 def _config_int(config: Any, names: Iterable[str]) -> int | None:
@@ -76,7 +83,7 @@ def model_limits(model: str | None) -> ModelLimits | None:
     if model is not None and str(model).startswith(RANDOM_PREFIX):
         from interp.testing import SHAPES, make_tokenizer
 
-        shape = SHAPES.get(str(model)[len(RANDOM_PREFIX):])
+        shape = SHAPES.get(str(model)[len(RANDOM_PREFIX) :])
         if shape is None:
             return None  # load_model says which shapes exist
         return ModelLimits(str(model), shape[1]["n_ctx"], shape[1]["d_model"], make_tokenizer())
@@ -98,8 +105,9 @@ def model_limits(model: str | None) -> ModelLimits | None:
     return ModelLimits(resolved.name, n_ctx, d_model, tokenizer)
 
 
-def check_prompts_fit(prompts: list[tuple[str, str]], limits: ModelLimits,
-                      max_new_tokens: int) -> None:
+def check_prompts_fit(
+    prompts: list[tuple[str, str]], limits: ModelLimits, max_new_tokens: int
+) -> None:
     """Raise ``UsageError`` naming every prompt (``(label, text)``) whose tokens (BOS first) and
     ``max_new_tokens`` new ones exceed the model's context, and how to fix it. The whole file is
     refused, not the long prompts skipped: a results folder always holds the texts asked for."""
@@ -114,15 +122,21 @@ def check_prompts_fit(prompts: list[tuple[str, str]], limits: ModelLimits,
         return
     what = "; ".join(f"{label}: {n} tokens" for label, n in long)
     room = limits.n_ctx - max(n for _, n in long)
-    fix = (f"shorten or remove {'it' if len(long) == 1 else 'them'}"
-           + (f", or give --max-new-tokens {room} or fewer" if room > 0 else ""))
+    fix = f"shorten or remove {'it' if len(long) == 1 else 'them'}" + (
+        f", or give --max-new-tokens {room} or fewer" if room > 0 else ""
+    )
     verb = "exceeds" if len(long) == 1 else "exceed"
-    raise UsageError(f"{what} + {max_new_tokens} new tokens {verb} the context of {limits.name} "
-                     f"({limits.n_ctx} tokens) ({fix})")
+    raise UsageError(
+        f"{what} + {max_new_tokens} new tokens {verb} the context of {limits.name} "
+        f"({limits.n_ctx} tokens) ({fix})"
+    )
 
 
-def published_difference(docs: Path, plan: dict[str, tuple[list[str], dict[str, Any]]],
-                         added: dict[str, Any] | None = None) -> list[str]:
+def published_difference(
+    docs: Path,
+    plan: dict[str, tuple[list[str], dict[str, Any]]],
+    added: dict[str, Any] | None = None,
+) -> list[str]:
     """How the published results in ``docs`` (``<model>/texts.csv`` and ``environment.json``, as
     ``replicate`` exports them) differ from a run that would export ``plan`` there (model folder
     -> (text ids, the settings that change numbers)); empty when ``docs`` holds none, or the same.
@@ -141,8 +155,10 @@ def published_difference(docs: Path, plan: dict[str, tuple[list[str], dict[str, 
         texts, settings = plan[name]
         ids = pd.read_csv(published[name] / "texts.csv", usecols=["text"]).text.astype(str).tolist()
         if sorted(ids) != sorted(texts):
-            diff.append(f"{name} texts: {len(ids)} published ({_some(ids)}) vs {len(texts)} here "
-                        f"({_some(texts)})")
+            diff.append(
+                f"{name} texts: {len(ids)} published ({_some(ids)}) vs {len(texts)} here "
+                f"({_some(texts)})"
+            )
         env_path = published[name] / "environment.json"
         if env_path.is_file():
             old = json.loads(env_path.read_text()).get("settings") or {}
@@ -173,8 +189,11 @@ def differences(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """Every key (dotted, e.g. ``settings.tolerance``) whose value differs: ``key: old -> new``."""
     a, b = _flat(_plain(earlier), ""), _flat(_plain(now), "")
     missing = "(none)"
-    return [f"{k}: {json.dumps(a.get(k, missing))} -> {json.dumps(b.get(k, missing))}"
-            for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+    return [
+        f"{k}: {json.dumps(a.get(k, missing))} -> {json.dumps(b.get(k, missing))}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, missing) != b.get(k, missing)
+    ]
 
 
 @dataclass
@@ -190,8 +209,10 @@ PROGRESS = Progress()
 
 def interrupted() -> str:
     """The one line a Ctrl-C prints."""
-    return (f"interrupted after {PROGRESS.done} of {PROGRESS.total} texts; rerun the same command "
-            "to resume (finished results are kept)")
+    return (
+        f"interrupted after {PROGRESS.done} of {PROGRESS.total} texts; rerun the same command "
+        "to resume (finished results are kept)"
+    )
 
 
 def error_log(err: BaseException) -> Path | None:

@@ -23,10 +23,10 @@ from interp.sweeps import COUNTERS
 from interp.writes import model_device
 
 from ..base import ExperimentResult, check_png_export, prepare, run_meta
-from .checks import checked
 from ..overlap import OverlapResult, Subspace, run_overlap
 from ..prompts import PROMPTS, REPLICATION_PROMPTS, get_continuation, sample_missing
 from ..registry import get_plugin, stage
+from .checks import checked
 
 PLOTLY_JS = "plotly.min.js"  # one copy per results folder; figure pages load it by a relative path
 
@@ -34,27 +34,45 @@ PLOTLY_JS = "plotly.min.js"  # one copy per results folder; figure pages load it
 @dataclass
 class Settings:
     prompts: Sequence[str] = tuple(PROMPTS)
-    prompt_texts: dict[str, str] | None = None  # name -> text for prompts not in REPLICATION_PROMPTS
+    prompt_texts: dict[str, str] | None = (
+        None  # name -> text for prompts not in REPLICATION_PROMPTS
+    )
     seeds: Sequence[int] = (0,)
     kinds: tuple[str, ...] = ("attn", "mlp")
     max_new_tokens: int = 64
     exhaustive: bool = False  # every k of every curve, every direction's exact importance
     tolerance: float = 1e-4
     chunk_size: int | None = None
-    n_exact: int | None = None  # exact single-direction ablations of the screened default (~8% of d)
+    n_exact: int | None = (
+        None  # exact single-direction ablations of the screened default (~8% of d)
+    )
     n_fisher: int = 8
     n_samples: int = 3
-    generation_seeds: Sequence[int] | None = None  # clipped generation only for these seeds (None: all)
+    generation_seeds: Sequence[int] | None = (
+        None  # clipped generation only for these seeds (None: all)
+    )
     overlap_draws: int = 50
-    random_draws: int = 3  # independent Haar-random bases per text: the minimal-subspace null (replicate: 3)
+    random_draws: int = (
+        3  # independent Haar-random bases per text: the minimal-subspace null (replicate: 3)
+    )
     png: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
-    plugins: Sequence[str] = ()  # plug-in experiments (experiments.registry) run on every text after the built-ins
-    exact_texts: int = 0  # the audit's exact stage (experiments.exact_importance) on the first N texts
-    exact_plugins: Sequence[str] = ()  # plug-in experiments run on the exact stage's texts only (after the built-ins)
-    band: float = 5.0  # exact stage: every k scanned where the curve is within this many nats of the target
-    only: Sequence[str] | None = None  # compute only these experiments (others load if finished); no overlap, no report
+    plugins: Sequence[
+        str
+    ] = ()  # plug-in experiments (experiments.registry) run on every text after the built-ins
+    exact_texts: int = (
+        0  # the audit's exact stage (experiments.exact_importance) on the first N texts
+    )
+    exact_plugins: Sequence[
+        str
+    ] = ()  # plug-in experiments run on the exact stage's texts only (after the built-ins)
+    band: float = (
+        5.0  # exact stage: every k scanned where the curve is within this many nats of the target
+    )
+    only: Sequence[str] | None = (
+        None  # compute only these experiments (others load if finished); no overlap, no report
+    )
 
     def plugins_for(self, exact: bool = True) -> list[str]:
         """The plug-ins a text runs (``plugins``, then ``exact_plugins`` on an exact-stage text),
@@ -69,23 +87,40 @@ class Settings:
     def context(self, **extra: Any) -> dict[str, Any]:
         """The run's settings an experiment may name (``experiments.registry.CONTEXT``); each
         experiment receives those its function declares."""
-        return {**dict(seed=0, exhaustive=self.exhaustive, tolerance=self.tolerance, band=self.band,
-                       chunk_size=self.chunk_size, progress=self.progress, n_exact=self.n_exact,
-                       n_fisher=self.n_fisher, n_samples=self.n_samples, random_draws=self.random_draws,
-                       generation_tokens=min(32, self.max_new_tokens)), **extra}
+        return {
+            **dict(
+                seed=0,
+                exhaustive=self.exhaustive,
+                tolerance=self.tolerance,
+                band=self.band,
+                chunk_size=self.chunk_size,
+                progress=self.progress,
+                n_exact=self.n_exact,
+                n_fisher=self.n_fisher,
+                n_samples=self.n_samples,
+                random_draws=self.random_draws,
+                generation_tokens=min(32, self.max_new_tokens),
+            ),
+            **extra,
+        }
 
     def text_of(self, prompt: str) -> str:
         if self.prompt_texts and prompt in self.prompt_texts:
             return self.prompt_texts[prompt]
         if prompt not in REPLICATION_PROMPTS:
-            raise ValueError(f"unknown prompt {prompt!r}; choose from {list(REPLICATION_PROMPTS)} or pass --prompts-file")
+            raise ValueError(
+                f"unknown prompt {prompt!r}; choose from {list(REPLICATION_PROMPTS)} or "
+                "pass --prompts-file"
+            )
         return REPLICATION_PROMPTS[prompt]
 
     def text_ids(self) -> list[tuple[str, str, int]]:
         """(text id, prompt name, seed) for every text: the prompt's name alone for seed 0 of a
         single-seed run, else ``name~s<seed>``."""
         single = list(self.seeds) == [0]
-        return [(p if single else f"{p}~s{seed}", p, seed) for seed in self.seeds for p in self.prompts]
+        return [
+            (p if single else f"{p}~s{seed}", p, seed) for seed in self.seeds for p in self.prompts
+        ]
 
 
 UNIT_PHASE = "unit: one plain forward"
@@ -143,8 +178,15 @@ class Timer:
         return pd.DataFrame(self.rows, columns=self.COLUMNS)
 
 
-def cached(directory: Path, cls: type[ExperimentResult], compute: Callable[[], ExperimentResult], png: bool,
-           timer: Timer | None = None, text: str = "", plotly_js: Path | None = None) -> Any:
+def cached(
+    directory: Path,
+    cls: type[ExperimentResult],
+    compute: Callable[[], ExperimentResult],
+    png: bool,
+    timer: Timer | None = None,
+    text: str = "",
+    plotly_js: Path | None = None,
+) -> Any:
     """Load a finished result from ``directory`` or compute, save atomically and draw it (its
     figures load plotly.js from ``plotly_js``, one copy for the whole results folder, when
     given)."""
@@ -164,11 +206,19 @@ def cached(directory: Path, cls: type[ExperimentResult], compute: Callable[[], E
         os.replace(tmp, directory)
         loaded = False
         if timer is not None:
-            timer.add(text=text, phase="save + figures", seconds=time.perf_counter() - t1, loaded=False)
+            timer.add(
+                text=text, phase="save + figures", seconds=time.perf_counter() - t1, loaded=False
+            )
             t0 += time.perf_counter() - t1
     if timer is not None:
-        timer.add(text=text, phase=cls.name, seconds=time.perf_counter() - t0, loaded=loaded,
-                  forward_rows=COUNTERS["rows"] - rows0, token_rows=COUNTERS["token_rows"] - tokens0)
+        timer.add(
+            text=text,
+            phase=cls.name,
+            seconds=time.perf_counter() - t0,
+            loaded=loaded,
+            forward_rows=COUNTERS["rows"] - rows0,
+            token_rows=COUNTERS["token_rows"] - tokens0,
+        )
     return result
 
 
@@ -192,24 +242,46 @@ def experiments_for(s: Settings, exact: bool = False) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: Settings,
-               timer: Timer | None = None, exact: bool = False) -> PromptResults:
+def run_prompt(
+    model: Any,
+    text_id: str,
+    prompt: str,
+    seed: int,
+    out: Path,
+    s: Settings,
+    timer: Timer | None = None,
+    exact: bool = False,
+) -> PromptResults:
     t0 = time.perf_counter()
-    comp = get_continuation(model, s.text_of(prompt), seed=seed, store=out / "continuations" / f"{text_id}.json",
-                            max_new_tokens=s.max_new_tokens)
+    comp = get_continuation(
+        model,
+        s.text_of(prompt),
+        seed=seed,
+        store=out / "continuations" / f"{text_id}.json",
+        max_new_tokens=s.max_new_tokens,
+    )
     text = prepare(model, comp, kinds=s.kinds, chunk_size=s.chunk_size, progress=s.progress)
     if timer is not None:
-        timer.add(text=text_id, phase="writes + baseline", seconds=time.perf_counter() - t0, loaded=False)
+        timer.add(
+            text=text_id, phase="writes + baseline", seconds=time.perf_counter() - t0, loaded=False
+        )
     t0 = time.perf_counter()
     checked(text, out / text_id)  # raises SelfCheckError before anything about this text is written
     if timer is not None:
         timer.add(text=text_id, phase="self-checks", seconds=time.perf_counter() - t0, loaded=False)
         if not (out / text_id / "minimal_subspace" / "settings.json").exists():
-            timer.add(text=text_id, phase=UNIT_PHASE, seconds=plain_forward_seconds(model, comp), loaded=False)
+            timer.add(
+                text=text_id,
+                phase=UNIT_PHASE,
+                seconds=plain_forward_seconds(model, comp),
+                loaded=False,
+            )
     d = out / text_id
     r: dict[str, ExperimentResult] = {}
 
-    def run(name: str, cls: type[ExperimentResult], compute: Callable[[], ExperimentResult]) -> None:
+    def run(
+        name: str, cls: type[ExperimentResult], compute: Callable[[], ExperimentResult]
+    ) -> None:
         if s.only is not None and name not in s.only:
             if (d / name / "settings.json").exists():
                 r[name] = cls.load(d / name)
@@ -217,12 +289,23 @@ def run_prompt(model: Any, text_id: str, prompt: str, seed: int, out: Path, s: S
         r[name] = cached(d / name, cls, compute, s.png, timer, text_id, plotly_js=out / PLOTLY_JS)
 
     context = s.context(seed=seed, prompt_name=prompt)
-    for name in experiments_for(s, exact):  # every experiment through the registry (experiments/registry.py)
+    for name in experiments_for(
+        s, exact
+    ):  # every experiment through the registry (experiments/registry.py)
         experiment = get_plugin(name)
-        if experiment.generation and s.generation_seeds is not None and seed not in s.generation_seeds:
+        if (
+            experiment.generation
+            and s.generation_seeds is not None
+            and seed not in s.generation_seeds
+        ):
             continue
-        run(name, experiment.result, lambda experiment=experiment: experiment.run(
-            model, text, {**context, "results": dict(r)}))
+        run(
+            name,
+            experiment.result,
+            lambda experiment=experiment: experiment.run(
+                model, text, {**context, "results": dict(r)}
+            ),
+        )
     return PromptResults(comp, text.basis, r, prompt=prompt, seed=seed)
 
 
@@ -238,8 +321,11 @@ def subspaces_from(per_prompt: dict[str, PromptResults]) -> list[Subspace]:
             subs.append(
                 Subspace(
                     name=name if ordering == "singular_value" else f"{name}/{ordering}",
-                    basis=pr.basis.vectors[:, cols], prompt=name, source=ordering,
-                    spectrum_vectors=pr.basis.vectors, spectrum_values=pr.basis.singular_values,
+                    basis=pr.basis.vectors[:, cols],
+                    prompt=name,
+                    source=ordering,
+                    spectrum_vectors=pr.basis.vectors,
+                    spectrum_values=pr.basis.singular_values,
                 )
             )
     return subs
@@ -251,18 +337,29 @@ class ResultsMismatchError(ValueError):
 
 # Settings that do not change any number (how to show progress, which figures to draw, which
 # texts to run: every text has its own folder).
-_NEUTRAL = ("progress", "png", "prompts", "prompt_texts", "seeds", "generation_seeds", "plugins", "exact_texts", "only",
-            "exact_plugins")
+_NEUTRAL = (
+    "progress",
+    "png",
+    "prompts",
+    "prompt_texts",
+    "seeds",
+    "generation_seeds",
+    "plugins",
+    "exact_texts",
+    "only",
+    "exact_plugins",
+)
 
 
-# Settings added after results folders were made, with the value every earlier run used: a folder
-# whose settings lack one was made with that value, so resuming it with the same value mixes nothing.
+# Settings added after results folders were made, with the value every earlier run used: a
+# folder whose settings lack one was made with that value, so resuming it with the same value
+# mixes nothing.
 ADDED_SETTINGS: dict[str, Any] = {"random_draws": 3}
 
 
 def _same_run(earlier: dict[str, Any], env: dict[str, Any], settings: dict[str, Any]) -> bool:
-    """Whether ``earlier`` (an environment.json) was made under ``env``'s run key, counting a setting
-    it lacks (``ADDED_SETTINGS``) as the value runs used before the setting existed."""
+    """Whether ``earlier`` (an environment.json) was made under ``env``'s run key, counting a
+    setting it lacks (``ADDED_SETTINGS``) as the value runs used before the setting existed."""
     if earlier.get("run_key") == env["run_key"]:
         return True
     old = earlier.get("settings")
@@ -283,24 +380,30 @@ def _mismatch(earlier: dict[str, Any], env: dict[str, Any]) -> list[str]:
         weights = prov.get("files") or m.get("path")
         if isinstance(weights, dict):  # file -> size and sha256: the hashes, shortened
             weights = {f: str((v or {}).get("sha256", v))[:12] for f, v in weights.items()}
-        return {"model": {k: m.get(k) for k in ("name", "architecture", "d_model", "processing")},
-                "model weights": weights,
-                "dtype": e.get("dtype"), "device type": str(e.get("device", "")).split(":")[0],
-                "versions": e.get("versions"), "settings": e.get("settings")}
+        return {
+            "model": {k: m.get(k) for k in ("name", "architecture", "d_model", "processing")},
+            "model weights": weights,
+            "dtype": e.get("dtype"),
+            "device type": str(e.get("device", "")).split(":")[0],
+            "versions": e.get("versions"),
+            "settings": e.get("settings"),
+        }
 
     old = dict(earlier.get("settings") or {})
     filled = {**{k: v for k, v in ADDED_SETTINGS.items() if k not in old}, **old}
     return differences(keyed({**earlier, "settings": filled}), keyed(env))
 
 
-def claim_folder(out: Path, model: Any, settings: dict[str, Any],
-                 env: dict[str, Any] | None = None) -> dict[str, Any]:
+def claim_folder(
+    out: Path, model: Any, settings: dict[str, Any], env: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Record the run's environment in ``out/environment.json``; refuse a folder whose earlier
     results were made under another key (model and weights, dtype, device type, library
     versions, ``settings``: those that change numbers), since resuming would mix them. A resumed
     folder lists the commits of its earlier runs in ``earlier_commits`` (the key leaves the commit
-    out, so one folder may hold results computed at several); the error names every differing key with both values. ``env``: the environment of the
-    process that holds the model, when that is not this one (a Ray worker: ``cluster.py``)."""
+    out, so one folder may hold results computed at several); the error names every differing key
+    with both values. ``env``: the environment of the process that holds the model, when that is not
+    this one (a Ray worker: ``cluster.py``)."""
     env = dict(env) if env is not None else environment(model)
 
     env["settings"] = settings
@@ -312,10 +415,13 @@ def claim_folder(out: Path, model: Any, settings: dict[str, Any],
             diff = _mismatch(earlier, env) or ["the run key (model weights or settings)"]
             raise ResultsMismatchError(
                 f"{out} holds results of another run (differs in {'; '.join(diff)}); resuming "
-                "would mix them: use another --out, or delete the folder to recompute.")
+                "would mix them: use another --out, or delete the folder to recompute."
+            )
         # a resumed folder holds results computed at every commit that ran in it: keep them all
         earlier_commits = [*earlier.get("earlier_commits", []), earlier.get("commit")]
-        env["earlier_commits"] = [c for c in dict.fromkeys(earlier_commits) if c and c != env.get("commit")]
+        env["earlier_commits"] = [
+            c for c in dict.fromkeys(earlier_commits) if c and c != env.get("commit")
+        ]
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(env, indent=2, default=str))
     return env
@@ -368,12 +474,18 @@ def stale_overlap(folder: Path, texts: list[str]) -> bool:
     return True
 
 
-def reproduce(model: Any, out: str | Path, settings: Settings | None = None, *,
-              command: str | None = None, published: Path | None = None) -> dict[str, Any]:
-    """Run everything; returns {"prompts": {text id: PromptResults}, "overlap": {seed: OverlapResult},
-    "report": path, "timings": DataFrame}. ``command`` (the command line that ran it) and
-    ``published`` (a folder of published results, e.g. docs/results) go to the report's list of
-    rows not run (``report.write_report``). A run that stops before any result is finished leaves
+def reproduce(
+    model: Any,
+    out: str | Path,
+    settings: Settings | None = None,
+    *,
+    command: str | None = None,
+    published: Path | None = None,
+) -> dict[str, Any]:
+    """Run everything; returns {"prompts": {text id: PromptResults}, "overlap": {seed:
+    OverlapResult}, "report": path, "timings": DataFrame}. ``command`` (the command line that ran
+    it) and ``published`` (a folder of published results, e.g. docs/results) go to the report's list
+    of rows not run (``report.write_report``). A run that stops before any result is finished leaves
     nothing behind (``claimed``)."""
     s = settings or Settings()
     out = Path(out)
@@ -397,8 +509,15 @@ def keyed_settings(s: Settings) -> dict[str, Any]:
     return {k: v for k, v in vars(s).items() if k not in _NEUTRAL}
 
 
-def _reproduce(model: Any, out: Path, s: Settings, env: dict[str, Any], *, command: str | None,
-               published: Path | None) -> dict[str, Any]:
+def _reproduce(
+    model: Any,
+    out: Path,
+    s: Settings,
+    env: dict[str, Any],
+    *,
+    command: str | None,
+    published: Path | None,
+) -> dict[str, Any]:
     from .preflight import PROGRESS
 
     timer = Timer(out / "timings.csv")
@@ -406,22 +525,51 @@ def _reproduce(model: Any, out: Path, s: Settings, env: dict[str, Any], *, comma
     per_text: dict[str, PromptResults] = {}
     ids = s.text_ids()
     t1 = time.perf_counter()
-    sample_missing(model, [(s.text_of(p), seed, out / "continuations" / f"{tid}.json") for tid, p, seed in ids],
-                   max_new_tokens=s.max_new_tokens)
-    timer.add(text="all", phase="continuations (one batch per seed)", seconds=time.perf_counter() - t1, loaded=False)
+    sample_missing(
+        model,
+        [(s.text_of(p), seed, out / "continuations" / f"{tid}.json") for tid, p, seed in ids],
+        max_new_tokens=s.max_new_tokens,
+    )
+    timer.add(
+        text="all",
+        phase="continuations (one batch per seed)",
+        seconds=time.perf_counter() - t1,
+        loaded=False,
+    )
     for i, (text_id, prompt, seed) in enumerate(tqdm(ids, desc="texts", disable=not s.progress)):
         if s.exact_stage_only and i >= s.exact_texts:
             break
-        per_text[text_id] = run_prompt(model, text_id, prompt, seed, out, s, timer, exact=i < s.exact_texts)
+        per_text[text_id] = run_prompt(
+            model, text_id, prompt, seed, out, s, timer, exact=i < s.exact_texts
+        )
         PROGRESS.done += 1
-    return finish(out, s, per_text, env, model_info(model).to_dict(),
-                  lambda text_id: run_meta(model, per_text[text_id].completion), timer, t0,
-                  command=command, published=published)
+    return finish(
+        out,
+        s,
+        per_text,
+        env,
+        model_info(model).to_dict(),
+        lambda text_id: run_meta(model, per_text[text_id].completion),
+        timer,
+        t0,
+        command=command,
+        published=published,
+    )
 
 
-def finish(out: Path, s: Settings, per_text: dict[str, PromptResults], env: dict[str, Any],
-           info: dict[str, Any], meta_of: Callable[[str], dict[str, Any]], timer: Timer,
-           t0: float, *, command: str | None = None, published: Path | None = None) -> dict[str, Any]:
+def finish(
+    out: Path,
+    s: Settings,
+    per_text: dict[str, PromptResults],
+    env: dict[str, Any],
+    info: dict[str, Any],
+    meta_of: Callable[[str], dict[str, Any]],
+    timer: Timer,
+    t0: float,
+    *,
+    command: str | None = None,
+    published: Path | None = None,
+) -> dict[str, Any]:
     """After every text: the overlap per seed and the report (``reproduce``'s ending, shared with
     the cluster driver, which has the per-text results but no model: ``info`` is the model's
     ``model_info`` dict, ``meta_of(text id)`` the text's ``run_meta``)."""
@@ -437,17 +585,34 @@ def finish(out: Path, s: Settings, per_text: dict[str, PromptResults], env: dict
         folder = out / ("overlap" if len(s.seeds) == 1 else f"overlap~s{seed}")
         stale_overlap(folder, list(group))
         overlaps[seed] = cached(
-            folder, OverlapResult,
+            folder,
+            OverlapResult,
             lambda group=group, first=first, seed=seed: run_overlap(
-                subspaces_from(group), draws=s.overlap_draws, seed=seed,
+                subspaces_from(group),
+                draws=s.overlap_draws,
+                seed=seed,
                 meta={**meta_of(first), "texts": list(group), "seed": seed},
             ),
-            s.png, timer, "all", plotly_js=out / PLOTLY_JS,
+            s.png,
+            timer,
+            "all",
+            plotly_js=out / PLOTLY_JS,
         )
     from .report import write_report
 
     t1 = time.perf_counter()
-    report = write_report(out, per_text, overlaps, info, s, elapsed=time.perf_counter() - t0,
-                          environment=env, command=command, published=published)
-    timer.add(text="all", phase="report", seconds=time.perf_counter() - t1, loaded=False)  # writes timings.csv
+    report = write_report(
+        out,
+        per_text,
+        overlaps,
+        info,
+        s,
+        elapsed=time.perf_counter() - t0,
+        environment=env,
+        command=command,
+        published=published,
+    )
+    timer.add(
+        text="all", phase="report", seconds=time.perf_counter() - t1, loaded=False
+    )  # writes timings.csv
     return {"prompts": per_text, "overlap": overlaps, "report": report, "timings": timer.table()}

@@ -13,19 +13,29 @@ def svg(fig: Any) -> Any:
     for trace in fig.data:
         if trace.type == "scattergl":
             raise ValueError("report figures must use SVG traces (render_mode='svg')")
-    return fig.update_layout(template="plotly_white", height=380, margin=dict(l=60, r=20, t=50, b=50))
+    return fig.update_layout(
+        template="plotly_white", height=380, margin=dict(l=60, r=20, t=50, b=50)
+    )
 
 
 def table_md(t: pd.DataFrame) -> str:
     cols = list(t.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in t.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |")
+        lines.append(
+            "| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |"
+        )
     return "\n".join(lines)
 
 
 def verdict_class(verdict: str) -> str:
-    return "holds" if verdict.startswith("holds") else "differs" if verdict.startswith("differs") else "cant"
+    return (
+        "holds"
+        if verdict.startswith("holds")
+        else "differs"
+        if verdict.startswith("differs")
+        else "cant"
+    )
 
 
 def html_table(t: pd.DataFrame, verdict: bool = False) -> str:
@@ -33,7 +43,7 @@ def html_table(t: pd.DataFrame, verdict: bool = False) -> str:
     rows = []
     for row in t.itertuples(index=False):
         cells = []
-        for col, v in zip(t.columns, row):
+        for col, v in zip(t.columns, row, strict=False):
             text = html.escape(str(v))
             if verdict and col == "verdict":
                 text = f"<span class='v {verdict_class(str(v))}'>{text}</span>"
