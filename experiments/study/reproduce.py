@@ -289,9 +289,8 @@ def run_prompt(
         r[name] = cached(d / name, cls, compute, s.png, timer, text_id, plotly_js=out / PLOTLY_JS)
 
     context = s.context(seed=seed, prompt_name=prompt)
-    for name in experiments_for(
-        s, exact
-    ):  # every experiment through the registry (experiments/registry.py)
+    # every experiment through the registry (experiments/registry.py)
+    for name in experiments_for(s, exact):
         experiment = get_plugin(name)
         if (
             experiment.generation
