@@ -79,6 +79,7 @@ def bad_inputs(tmp: Path, model_dirs: dict) -> list[tuple[list[str], str]]:
         (["run", "spectrum", "--model", "/nonexistent/model.gguf"], "no such file or directory"),
         (["run", "spectrum", "--model", "./no/such/dir"], "no such file or directory"),
         (["run", "spectrum", "--model", "nosuchmodel-xyz"], "Known names"),
+        (["run", "spectrum", "--model", "random:tiny"], "--model random:tiny-gpt2"),
         (
             ["run", "spectrum", "--model", g, "--out", str(tmp / "a_file" / "sub")],
             "is a file, not a folder",

@@ -85,7 +85,10 @@ def model_limits(model: str | None) -> ModelLimits | None:
 
         shape = SHAPES.get(str(model)[len(RANDOM_PREFIX) :])
         if shape is None:
-            return None  # load_model says which shapes exist
+            raise UsageError(
+                f"unknown shape {str(model)[len(RANDOM_PREFIX) :]!r} for random weights (--model "
+                f"{model}); choose one of {sorted(SHAPES)}, e.g. --model {RANDOM_PREFIX}tiny-gpt2"
+            )
         return ModelLimits(str(model), shape[1]["n_ctx"], shape[1]["d_model"], make_tokenizer())
     try:
         resolved = resolve_model(model, progress=True)
