@@ -609,6 +609,160 @@ class TextLengthResult(ExperimentResult):
         )
 
 
+LEAD = [
+    "model",
+    "prompt_name",
+    "length_label",
+    "n_prompt_tokens",
+    "n_continuation_tokens",
+    "n_tokens",
+    "d_model",
+    "tokens_per_dim",
+    "writes_per_dim",
+]
+
+
+def wanted_lengths(
+    lengths: Sequence[int],
+    total_lengths: Sequence[int],
+    *,
+    scaled: bool,
+    n_full: int,
+    n_prompt: int,
+    d: int,
+) -> tuple[list[int], list[int], list[int]]:
+    """The continuation lengths asked for (``lengths``, ``total_lengths`` less the prompt, and
+    with ``scaled`` the study's new tokens per dimension), sorted: (all of them, those in
+    1..``n_full`` that are measured, the others, skipped)."""
+    wanted = {int(n) for n in lengths} | {int(t) - n_prompt for t in total_lengths}
+    if scaled:
+        wanted.add(min(scaled_length(d), n_full))
+    wanted_sorted = sorted(wanted)
+    use = [n for n in wanted_sorted if 1 <= n <= n_full]
+    return wanted_sorted, use, [n for n in wanted_sorted if n not in use]
+
+
+def _measure_lengths(
+    model: Any,
+    full: Completion,
+    prepared: Text | None,
+    use: Sequence[int],
+    *,
+    kinds: tuple[str, ...] | None,
+    chunk_size: int | None,
+    progress: bool,
+    tolerance: float,
+    band: float,
+    bisection: bool,
+    scan: bool,
+    full_curve: bool,
+) -> list[dict[str, Any]]:
+    """The model calls: each length's cut text prepared (the whole one reuses ``prepared``) and
+    measured (``measure_text``). One dict a length: ``n``, ``text``, ``row``, ``gap``, ``noise``,
+    ``curve`` (the SVD order's evaluated points), ``kinds`` and ``meta``."""
+    n_full = int(full.continuation_tokens.numel())
+    out = []
+    for n in use:
+        if n == n_full and prepared is not None:
+            text = prepared
+        else:
+            text = as_text(
+                model,
+                cut_continuation(model, full, n),
+                kinds=kinds,
+                chunk_size=chunk_size,
+                progress=progress,
+            )
+        row, gc, noise_t = measure_text(
+            model,
+            text,
+            tolerance=tolerance,
+            band=band,
+            step=chunk_size or 8,
+            bisection=bisection,
+            scan=scan,
+            full_curve=full_curve,
+        )
+        meta = {
+            "n_continuation_tokens": n,
+            "continuation_text": text.completion.continuation_text,
+            "baseline_logprob": text.baseline,
+            "effective_tolerance": row["tolerance"],
+            "noise_floor": row["noise_floor"],
+        }
+        out.append(
+            {
+                "n": n,
+                "text": text,
+                "row": row,
+                "gap": gc,
+                "noise": noise_t,
+                "curve": text.evaluator("singular_value").table(),
+                "kinds": list(text.kinds),
+                "meta": meta,
+            }
+        )
+    return out
+
+
+def lengths_tables(
+    measured: Sequence[dict[str, Any]], *, name: str, prompt_name: str | None, n_full: int, d: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """No model calls: ``_measure_lengths``' rows as the tidy ``lengths``, ``gap_closure``,
+    ``noise`` and ``curve`` tables, each row led by the length's model, prompt and sizes."""
+    rows, gaps, noises, curves = [], [], [], []
+    for m in measured:
+        row = m["row"]
+        base = {
+            "model": name,
+            "prompt_name": prompt_name,
+            "length_label": _length_label(m["n"], n_full, d),
+            **{k: row[k] for k in LEAD[3:]},
+        }
+        rows.append({**base, **row})
+        gaps.append(m["gap"].assign(**base))
+        noises.append(m["noise"].assign(**base))
+        curves.append(
+            m["curve"].assign(
+                **{k: base[k] for k in ("model", "prompt_name", "n_continuation_tokens")}
+            )
+        )
+    lengths_t = pd.DataFrame(rows)
+    if len(lengths_t):
+        lengths_t = lengths_t[LEAD + [c for c in lengths_t.columns if c not in LEAD]]
+    gap_t = pd.concat(gaps, ignore_index=True) if gaps else pd.DataFrame()
+    if len(gap_t):
+        gap_t = gap_t[LEAD + [c for c in gap_t.columns if c not in LEAD]]
+    noise_t = pd.concat(noises, ignore_index=True) if noises else pd.DataFrame()
+    curve_t = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return lengths_t, gap_t, noise_t, curve_t
+
+
+def subsets_table(
+    sub: pd.DataFrame,
+    lengths_t: pd.DataFrame,
+    *,
+    name: str,
+    prompt_name: str | None,
+    n_full: int,
+) -> pd.DataFrame:
+    """No model calls: ``target_subsets``' rows with the cut texts in their own basis beside them
+    (the lengths equal to an m, as ``which="first"``, ``basis="cut text's own"``)."""
+    own = lengths_t[lengths_t.n_continuation_tokens.isin(sub.m)] if len(lengths_t) else lengths_t
+    own_rows = (
+        own.assign(m=own.n_continuation_tokens, which="first", basis="cut text's own")[
+            [c for c in sub.columns if c in own.columns or c in ("m", "which", "basis")]
+        ]
+        if len(own)
+        else own
+    )
+    sub_t = pd.concat([sub, own_rows], ignore_index=True).assign(
+        model=name, prompt_name=prompt_name, n_continuation_tokens_full=n_full
+    )
+    first = ["model", "prompt_name", "n_continuation_tokens_full"]
+    return sub_t[first + [c for c in sub_t.columns if c not in first]]
+
+
 @register(
     "text_length",
     result=TextLengthResult,
@@ -654,93 +808,31 @@ def run_text_length(
         kinds = kinds or prepared.kinds
     n_full = int(full.continuation_tokens.numel())
     d = int(model.cfg.d_model)
-    n_prompt = int(full.n_prompt)
-    wanted = {int(n) for n in lengths} | {int(t) - n_prompt for t in total_lengths}
-    if scaled:
-        wanted.add(min(scaled_length(d), n_full))
-    wanted_sorted = sorted(wanted)
-    use = [n for n in wanted_sorted if 1 <= n <= n_full]
-    skipped = [n for n in wanted_sorted if n not in use]
+    wanted_sorted, use, skipped = wanted_lengths(
+        lengths, total_lengths, scaled=scaled, n_full=n_full, n_prompt=int(full.n_prompt), d=d
+    )
     name = model_info(model).name
-    rows, gaps, curves, noises, metas = [], [], [], [], []
-    used_kinds: list[str] = list(kinds) if kinds else ["attn", "mlp"]
-    whole: Text | None = None
-    for n in use:
-        if n == n_full and prepared is not None:
-            text = prepared
-        else:
-            text = as_text(
-                model,
-                cut_continuation(model, full, n),
-                kinds=kinds,
-                chunk_size=chunk_size,
-                progress=progress,
-            )
-        if n == n_full:
-            whole = text
-        row, gc, noise_t = measure_text(
-            model,
-            text,
-            tolerance=tolerance,
-            band=band,
-            step=chunk_size or 8,
-            bisection=bisection,
-            scan=scan,
-            full_curve=full_curve,
-        )
-        base = {
-            "model": name,
-            "prompt_name": prompt_name,
-            "length_label": _length_label(n, n_full, d),
-            **{
-                k: row[k]
-                for k in (
-                    "n_prompt_tokens",
-                    "n_continuation_tokens",
-                    "n_tokens",
-                    "d_model",
-                    "tokens_per_dim",
-                    "writes_per_dim",
-                )
-            },
-        }
-        rows.append({**base, **row})
-        gaps.append(gc.assign(**base))
-        noises.append(noise_t.assign(**base))
-        curves.append(
-            text.evaluator("singular_value")
-            .table()
-            .assign(**{k: base[k] for k in ("model", "prompt_name", "n_continuation_tokens")})
-        )
-        used_kinds = list(text.kinds)
-        metas.append(
-            {
-                "n_continuation_tokens": n,
-                "continuation_text": text.completion.continuation_text,
-                "baseline_logprob": text.baseline,
-                "effective_tolerance": row["tolerance"],
-                "noise_floor": row["noise_floor"],
-            }
-        )
-    lead = [
-        "model",
-        "prompt_name",
-        "length_label",
-        "n_prompt_tokens",
-        "n_continuation_tokens",
-        "n_tokens",
-        "d_model",
-        "tokens_per_dim",
-        "writes_per_dim",
-    ]
-    lengths_t = pd.DataFrame(rows)
-    if len(lengths_t):
-        lengths_t = lengths_t[lead + [c for c in lengths_t.columns if c not in lead]]
-    gap_t = pd.concat(gaps, ignore_index=True) if gaps else pd.DataFrame()
-    if len(gap_t):
-        gap_t = gap_t[lead + [c for c in gap_t.columns if c not in lead]]
+    measured = _measure_lengths(
+        model,
+        full,
+        prepared,
+        use,
+        kinds=kinds,
+        chunk_size=chunk_size,
+        progress=progress,
+        tolerance=tolerance,
+        band=band,
+        bisection=bisection,
+        scan=scan,
+        full_curve=full_curve,
+    )
+    lengths_t, gap_t, noise_t, curve_t = lengths_tables(
+        measured, name=name, prompt_name=prompt_name, n_full=n_full, d=d
+    )
+    used_kinds = measured[-1]["kinds"] if measured else (list(kinds) if kinds else ["attn", "mlp"])
     sub_t = pd.DataFrame()
     if target_subsets_m:
+        whole = next((m["text"] for m in measured if m["n"] == n_full), None)
         if whole is None:
             whole = prepared or as_text(
                 model, full, kinds=kinds, chunk_size=chunk_size, progress=progress
@@ -754,34 +846,15 @@ def run_text_length(
             step=chunk_size or 8,
             scan=scan,
         )
-        own = (
-            lengths_t[lengths_t.n_continuation_tokens.isin(sub.m)] if len(lengths_t) else lengths_t
-        )
-        own_rows = (
-            own.assign(m=own.n_continuation_tokens, which="first", basis="cut text's own")[
-                [c for c in sub.columns if c in own.columns or c in ("m", "which", "basis")]
-            ]
-            if len(own)
-            else own
-        )
-        sub_t = pd.concat([sub, own_rows], ignore_index=True).assign(
-            model=name, prompt_name=prompt_name, n_continuation_tokens_full=n_full
-        )
-        sub_t = sub_t[
-            ["model", "prompt_name", "n_continuation_tokens_full"]
-            + [
-                c
-                for c in sub_t.columns
-                if c not in ("model", "prompt_name", "n_continuation_tokens_full")
-            ]
-        ]
+        sub_t = subsets_table(sub, lengths_t, name=name, prompt_name=prompt_name, n_full=n_full)
+    metas = [m["meta"] for m in measured]
     return TextLengthResult(
         tables={
             "lengths": lengths_t,
             "gap_closure": gap_t,
-            "noise": pd.concat(noises, ignore_index=True) if noises else pd.DataFrame(),
+            "noise": noise_t,
             "subsets": sub_t,
-            "curve": pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
+            "curve": curve_t,
         },
         settings={
             "lengths": wanted_sorted,
