@@ -91,20 +91,36 @@ def imports_of(module: str, source: str, is_package: bool = False) -> set[tuple[
     return out
 
 
+def package_imports(
+    root: Path, packages: Iterable[str] = PACKAGES
+) -> dict[str, set[tuple[str, ...]]]:
+    """Every module of ``packages`` under ``root`` and what it imports (``imports_of``): the one
+    parse of the tree that the graph and the unresolved imports are both read from."""
+    files = {
+        module_name(root, path): path
+        for pkg in packages
+        for path in sorted((root / pkg).rglob("*.py"))
+    }
+    return {
+        name: imports_of(name, path.read_text(encoding="utf-8"), path.name == "__init__.py")
+        for name, path in files.items()
+    }
+
+
 def module_graph(root: Path, packages: Iterable[str] = PACKAGES) -> dict[str, set[str]]:
     """module -> the package modules it imports (``interp``, ``experiments`` and below)."""
-    files = {}
-    for pkg in packages:
-        for path in sorted((root / pkg).rglob("*.py")):
-            files[module_name(root, path)] = path
+    return graph_of(package_imports(root, packages))
+
+
+def graph_of(imports: Mapping[str, set[tuple[str, ...]]]) -> dict[str, set[str]]:
+    """``package_imports``' answer as module -> the package modules it imports."""
     graph: dict[str, set[str]] = {}
-    for name, path in files.items():
-        found = imports_of(name, path.read_text(encoding="utf-8"), path.name == "__init__.py")
+    for name, found in imports.items():
         deps = set()
         for names in found:
-            target = names[-1] if names[-1] in files else names[0]
+            target = names[-1] if names[-1] in imports else names[0]
             # "import a.b.c" imports a, a.b, a.b.c: the deepest package module named is the one
-            while target and target not in files:
+            while target and target not in imports:
                 target = target.rpartition(".")[0]
             if target and target != name:
                 deps.add(target)
@@ -116,21 +132,20 @@ def unresolved(root: Path, packages: Iterable[str] = PACKAGES) -> list[str]:
     """One line per ``from X import ...`` / ``import X`` (lazy ones too) whose module ``X`` is in a
     checked package but is no file of it: a module moved without updating an importer (such an
     import fails only when its function runs, e.g. on a Ray worker)."""
-    files = {
-        module_name(root, path): path
-        for pkg in packages
-        for path in sorted((root / pkg).rglob("*.py"))
-    }
-    out = []
-    for name, path in files.items():
-        for names in imports_of(name, path.read_text(encoding="utf-8"), path.name == "__init__.py"):
-            target = names[0]
-            if target.split(".")[0] in packages and target not in files:
-                out.append(
-                    f"unresolved import: {name} imports {target}, which is not a module of "
-                    "the package"
-                )
-    return sorted(out)
+    return unresolved_in(package_imports(root, packages), packages)
+
+
+def unresolved_in(
+    imports: Mapping[str, set[tuple[str, ...]]], packages: Iterable[str] = PACKAGES
+) -> list[str]:
+    """``unresolved`` of ``package_imports``' answer."""
+    tops = set(packages)
+    return sorted(
+        f"unresolved import: {name} imports {names[0]}, which is not a module of the package"
+        for name, found in imports.items()
+        for names in found
+        if names[0].split(".")[0] in tops and names[0] not in imports
+    )
 
 
 def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
@@ -304,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the tree holding interp/ and experiments/ (default: this checkout)",
     )
     args = ap.parse_args(argv)
-    lines, bad = report(module_graph(args.root))
-    bad = bad + unresolved(args.root)
+    imports = package_imports(args.root)
+    lines, bad = report(graph_of(imports))
+    bad = bad + unresolved_in(imports)
     print("\n".join(lines))
     for line in bad:
         print(line)
