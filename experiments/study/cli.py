@@ -717,15 +717,9 @@ def published_docs() -> Path | None:
     return path if (path / "README.md").is_file() else None
 
 
-def cmd_reproduce(args: argparse.Namespace) -> None:
-    from .reproduce import Settings, reproduce
-
-    texts = validate(args)
-    prompts = args.prompts or (list(texts) if texts else list(PROMPTS))
-    settings = Settings(
-        prompts=prompts,
-        prompt_texts=texts,
-        seeds=args.seeds,
+def _shared_settings(args: argparse.Namespace) -> dict:
+    """The ``Settings`` fields that ``reproduce`` and ``replicate`` take from the same flags."""
+    return dict(
         kinds=args.kinds,
         max_new_tokens=args.max_new_tokens,
         exhaustive=args.exhaustive,
@@ -735,10 +729,23 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         n_samples=args.samples,
         overlap_draws=args.draws,
         random_draws=args.random_draws,
-        png=args.png,
         progress=not args.no_progress,
-        plugins=tuple(args.plugins),
         exact_texts=args.exact_texts,
+    )
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from .reproduce import Settings, reproduce
+
+    texts = validate(args)
+    prompts = args.prompts or (list(texts) if texts else list(PROMPTS))
+    settings = Settings(
+        prompts=prompts,
+        prompt_texts=texts,
+        seeds=args.seeds,
+        png=args.png,
+        plugins=tuple(args.plugins),
+        **_shared_settings(args),
     )
     for p in settings.prompts:  # a typo fails before the model loads
         settings.text_of(p)
@@ -790,19 +797,9 @@ def cmd_replicate(args: argparse.Namespace) -> None:
             prompts=prompts,
             prompt_texts=texts,
             seeds=model_seeds.get(name, args.seeds),
-            kinds=args.kinds,
-            max_new_tokens=args.max_new_tokens,
-            exhaustive=args.exhaustive,
-            tolerance=args.tolerance,
-            chunk_size=args.chunk_size,
-            n_exact=args.n_exact,
-            n_samples=args.samples,
-            overlap_draws=args.draws,
-            random_draws=args.random_draws,
             generation_seeds=model_seeds.get(name, args.seeds)[:1],
-            progress=not args.no_progress,
-            exact_texts=args.exact_texts,
             band=args.band,
+            **_shared_settings(args),
             only=("exact_importance",) if args.exact_only else None,
             exact_plugins=tuple(args.exact_plugins),
         )
