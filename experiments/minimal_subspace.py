@@ -29,8 +29,8 @@ from interp import Completion
 from interp.search import bisect_min_k, first_crossing, stable_crossing, study_bisection
 
 from .base import ExperimentResult, Text, _linalg_device, as_text
+from .facts import STUDY_D_MODEL, STUDY_MIN_K
 from .measure import CONVERGED_NATS, NOISE_FACTOR, curve_ks, effective_tolerance, order_in_table
-from .prompts import STUDY_D_MODEL, STUDY_MIN_K
 from .registry import register
 
 TOTAL_TOLERANCES = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)  # nats over the whole continuation

@@ -42,8 +42,6 @@ REPLICATION_PROMPTS: dict[str, str] = {
     "email": "Dear Professor Smith,\n\nI am writing to ask whether",
 }
 
-# The study's numbers (Llama-3-8B, d_model 4096), for reports: written once, in experiments.facts.
-from .facts import STUDY_D_MODEL, STUDY_MIN_K, STUDY_NEW_TOKENS  # noqa: E402,F401
 
 SAMPLING = {"max_new_tokens": 64, "temperature": 0.6, "top_p": 0.9}
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import experiments as E
+from experiments.facts import STUDY_D_MODEL, STUDY_MIN_K
 from experiments.measure import (
     curve_ks,
     effective_tolerance,
@@ -17,7 +18,6 @@ from experiments.measure import (
     gap_closure_evaluated,
     lazy_scan_first_crossing,
 )
-from experiments.prompts import STUDY_D_MODEL, STUDY_MIN_K
 from experiments.text_length import (
     TextLengthResult,
     noise_across_k,

@@ -38,24 +38,18 @@ from ..facts import (
     study_min_k_pcts,
 )
 
-STUDY_MIN_K_FRAC = (
-    STUDY_BAND  # the study's minimal k / d band (an alias: the numbers live in experiments.facts)
-)
-
 
 def gather(run: Path, pattern: str, **read: object) -> pd.DataFrame | None:
     """Every text's ``<run>/<text>/<pattern>`` CSV in one table with a ``text`` column (None if
     none). A table's own ``text`` column (clipped generation's sampled text) is kept as
     ``<stem>_text`` (``samples_text``), as ``load_run``'s tables keep it, instead of being
     overwritten by the text id."""
-
-    def one(p: Path) -> pd.DataFrame:
-        t = pd.read_csv(p, **read)
-        if "text" in t.columns:
-            t = t.rename(columns={"text": f"{p.stem}_text"})
-        return t.assign(text=p.parent.parent.name)
-
-    frames = [one(p) for p in sorted(run.glob(f"*/{pattern}"))]
+    frames = [
+        pd.read_csv(p, **read)
+        .rename(columns={"text": f"{p.stem}_text"})
+        .assign(text=p.parent.parent.name)
+        for p in sorted(run.glob(f"*/{pattern}"))
+    ]
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
