@@ -307,3 +307,25 @@ def test_extend_on_workers_gives_the_serial_results(
     ]
     assert_same_tables(docs_a, docs_b)
     assert_same_tables(out_a, out_b)
+
+
+@pytest.mark.real_model
+@pytest.mark.audit  # slow: .ci/run's audit stage
+def test_two_workers_give_the_serial_tables_on_smollm2(ray_session, tmp_path, one_thread, capsys):
+    """The same comparison on the real default model: two of the study's prompts, 12 new
+    tokens, the default stage on both and the exact stage (every direction ablated) on the first,
+    serial with one torch thread vs two single-threaded workers: every table equal, exactly."""
+    runs = {}
+    for mode, extra in (("serial", []), ("cluster", ["--cluster", "local", "--workers", "2"])):
+        out = tmp_path / mode
+        main([*_args("smollm2-135m", out), "--max-new-tokens", "12", *extra])
+        (folder,) = [p.parent for p in out.glob("*/environment.json")]
+        runs[mode] = folder
+    assert_same_tables(runs["serial"], runs["cluster"])
+    tables = _tables(runs["serial"])
+    exact = [rel for rel in tables if rel.startswith(f"{PROMPTS[0]}/exact_importance/")]
+    assert exact and f"{PROMPTS[1]}/minimal_subspace/settings.json" in tables  # both stages ran
+    t = pd.read_csv(runs["cluster"] / "timings.csv")
+    assert set(t.worker.dropna().str.split("@").str[0]) == {"w0", "w1"}
+    with capsys.disabled():
+        print(f"\n[smollm2-135m] serial == 2 Ray workers: {len(tables)} tables and settings equal")
