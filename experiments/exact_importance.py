@@ -29,7 +29,7 @@ from interp.search import bisect_min_k, first_crossing, scan_first_crossing, sta
 from .base import ExperimentResult, Text, as_text
 from .measure import curve_ks, effective_tolerance, estimator_quality, orders_from_importance
 from .registry import register
-from .single_direction import run_single_direction
+from .single_direction import exhaustive_single_direction
 
 ORDERINGS = ("singular_value", "importance", "compromise_rank_product")
 
@@ -159,16 +159,9 @@ def run_exact_importance(
     importances are all exact); anything else is recomputed."""
     text = as_text(model, completion, kinds=kinds, chunk_size=chunk_size, progress=progress)
     d = text.d_model
-    if single is None or not bool(single.importance.exact.all()) or len(single.importance) != d:
-        single = run_single_direction(
-            model,
-            text,
-            exhaustive=True,
-            n_fisher=n_fisher,
-            seed=seed,
-            chunk_size=chunk_size,
-            progress=progress,
-        )
+    single = exhaustive_single_direction(
+        model, text, single, n_fisher=n_fisher, seed=seed, chunk_size=chunk_size, progress=progress
+    )
     imp = single.importance
     exact = imp.importance.to_numpy()
     s = imp.singular_value.to_numpy()

@@ -45,7 +45,7 @@ from interp.hessian import (
 from .base import ExperimentResult, Text, as_text
 from .measure import effective_tolerance, estimator_quality, exact_min_k, ranks_descending
 from .registry import register
-from .single_direction import run_single_direction
+from .single_direction import exhaustive_single_direction, is_exhaustive
 
 # estimator name -> column of the directions table (values in nats, positive = removal hurts,
 # except the eigen loading and the singular value, which are unsigned scores)
@@ -224,16 +224,6 @@ class HessianRankingResult(ExperimentResult):
         return figs
 
 
-def _exact_table(exact: Any, d: int) -> pd.DataFrame | None:
-    """The importance table of a reusable exhaustive result (every direction exact), else None."""
-    if exact is None:
-        return None
-    t = exact.tables["importance"] if hasattr(exact, "tables") else exact
-    if len(t) != d or ("exact" in t and not bool(t.exact.all())):
-        return None
-    return t.sort_values("direction").reset_index(drop=True)
-
-
 @dataclass
 class Curvature:
     """The model's part of the ranking (``measure_curvature``): the gradient, the Hessian's
@@ -247,36 +237,6 @@ class Curvature:
     n_hvp: int
     n_backward: int
     value: float
-
-
-def exact_importance_table(
-    model: Any,
-    text: Text,
-    exact: Any,
-    *,
-    n_fisher: int,
-    seed: int,
-    chunk_size: int | None,
-    progress: bool,
-) -> pd.DataFrame:
-    """The text's exact single-direction importances: ``exact``'s when it holds every direction,
-    else an exhaustive ``run_single_direction`` (d ablation rows)."""
-    imp = _exact_table(exact, text.d_model)
-    if imp is None:
-        imp = (
-            run_single_direction(
-                model,
-                text,
-                exhaustive=True,
-                n_fisher=n_fisher,
-                seed=seed,
-                chunk_size=chunk_size,
-                progress=progress,
-            )
-            .importance.sort_values("direction")
-            .reset_index(drop=True)
-        )
-    return imp
 
 
 def measure_curvature(
@@ -594,8 +554,19 @@ def run_hessian_ranking(
     d = text.d_model
     if exact is None:
         exact = (results or {}).get("exact_importance")
-    imp = exact_importance_table(
-        model, text, exact, n_fisher=n_fisher, seed=seed, chunk_size=chunk_size, progress=progress
+    imp = (
+        exhaustive_single_direction(
+            model,
+            text,
+            exact,
+            n_fisher=n_fisher,
+            seed=seed,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+        .tables["importance"]
+        .sort_values("direction")
+        .reset_index(drop=True)
     )
     curv = measure_curvature(
         model,
@@ -645,7 +616,7 @@ def run_hessian_ranking(
         "error_floor": err_floor,
         "path_points": points,
         "symlog_scale": 1e-3,
-        "exact_reused": exact is not None and _exact_table(exact, d) is not None,
+        "exact_reused": is_exhaustive(exact, d),
     }
     return HessianRankingResult(
         tables={

@@ -261,3 +261,38 @@ def single_direction_experiment(
         seed=seed,
         n_deviations=n_deviations,
     )
+
+
+def is_exhaustive(result: Any, d: int) -> bool:
+    """Whether ``result`` (a single-direction or exact-importance result) holds the exact
+    importance of every one of the ``d`` directions. An exact-importance table has no ``exact``
+    column: each of its rows is an ablation."""
+    if result is None:
+        return False
+    t = result.tables["importance"]
+    return len(t) == d and ("exact" not in t or bool(t.exact.all()))
+
+
+def exhaustive_single_direction(
+    model: Any,
+    text: Text,
+    reuse: Any = None,
+    *,
+    n_fisher: int = 8,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> Any:
+    """``reuse`` when it is exact for every direction (``is_exhaustive``), else an exhaustive
+    ``run_single_direction`` of the text (d ablation rows)."""
+    if is_exhaustive(reuse, text.d_model):
+        return reuse
+    return run_single_direction(
+        model,
+        text,
+        exhaustive=True,
+        n_fisher=n_fisher,
+        seed=seed,
+        chunk_size=chunk_size,
+        progress=progress,
+    )

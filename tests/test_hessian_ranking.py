@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import interp
+from experiments.exact_importance import run_exact_importance
 from experiments.hessian_ranking import (
     FAILURE_CLASSES,
     HessianRankingResult,
@@ -274,3 +275,21 @@ def test_run_hessian_ranking_tiny(gpt2_tiny, completion, tmp_path):
     again = HessianRankingResult.load(r.save(tmp_path / "r"))
     assert again.summary() == r.summary()
     assert {"estimate_vs_exact", "minimal_k"} <= set(r.figures())
+
+
+def test_the_exact_stage_is_reused_and_a_screened_result_is_not(gpt2_tiny, completion):
+    """``results["exact_importance"]`` (whose table has no ``exact`` column: every row is an
+    ablation) is reused as is; a screened single-direction result is not (it is not exact for
+    every direction), so the ranking runs its own exhaustive sweep and gets the same numbers."""
+    single = run_single_direction(gpt2_tiny, completion, exhaustive=True, n_fisher=2)
+    ex = run_exact_importance(gpt2_tiny, completion, single=single, n_fisher=2, n_permutations=10)
+    reused = run_hessian_ranking(
+        gpt2_tiny, completion, results={"exact_importance": ex}, n_eig=4, n_fisher=2
+    )
+    screened = run_single_direction(gpt2_tiny, completion, n_exact=4, n_fisher=2)
+    assert not screened.importance.exact.all()
+    fresh = run_hessian_ranking(gpt2_tiny, completion, exact=screened, n_eig=4, n_fisher=2)
+    assert reused.settings["exact_reused"] and not fresh.settings["exact_reused"]
+    expected = ex.importance.sort_values("direction").importance.to_numpy()
+    assert np.array_equal(reused.directions.exact.to_numpy(), expected)
+    assert np.allclose(fresh.directions.exact.to_numpy(), expected, atol=1e-5)
