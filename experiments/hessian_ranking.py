@@ -45,7 +45,7 @@ from interp.hessian import (
 from .base import ExperimentResult, Text, as_text
 from .measure import effective_tolerance, estimator_quality, exact_min_k, ranks_descending
 from .registry import register
-from .single_direction import exhaustive_single_direction, is_exhaustive
+from .single_direction import exact_table, exhaustive_single_direction
 
 # estimator name -> column of the directions table (values in nats, positive = removal hurts,
 # except the eigen loading and the singular value, which are unsigned scores)
@@ -554,7 +554,7 @@ def run_hessian_ranking(
     d = text.d_model
     if exact is None:
         exact = (results or {}).get("exact_importance")
-    imp = (
+    imp = exact_table(
         exhaustive_single_direction(
             model,
             text,
@@ -563,10 +563,8 @@ def run_hessian_ranking(
             seed=seed,
             chunk_size=chunk_size,
             progress=progress,
-        )
-        .tables["importance"]
-        .sort_values("direction")
-        .reset_index(drop=True)
+        ),
+        d,
     )
     curv = measure_curvature(
         model,
@@ -616,7 +614,7 @@ def run_hessian_ranking(
         "error_floor": err_floor,
         "path_points": points,
         "symlog_scale": 1e-3,
-        "exact_reused": is_exhaustive(exact, d),
+        "exact_reused": exact_table(exact, d) is not None,
     }
     return HessianRankingResult(
         tables={

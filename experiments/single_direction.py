@@ -263,14 +263,17 @@ def single_direction_experiment(
     )
 
 
-def is_exhaustive(result: Any, d: int) -> bool:
-    """Whether ``result`` (a single-direction or exact-importance result) holds the exact
-    importance of every one of the ``d`` directions. An exact-importance table has no ``exact``
-    column: each of its rows is an ablation."""
-    if result is None:
-        return False
-    t = result.tables["importance"]
-    return len(t) == d and ("exact" not in t or bool(t.exact.all()))
+def exact_table(reuse: Any, d: int) -> pd.DataFrame | None:
+    """The importance table of ``reuse`` (a single-direction or exact-importance result, or such a
+    table, e.g. one read back from a run's docs) sorted by direction, when it holds the exact
+    importance of every one of the ``d`` directions; else None. An exact-importance table has no
+    ``exact`` column: each of its rows is an ablation."""
+    if reuse is None:
+        return None
+    t = reuse.tables["importance"] if hasattr(reuse, "tables") else reuse
+    if len(t) != d or ("exact" in t and not bool(t.exact.all())):
+        return None
+    return t.sort_values("direction").reset_index(drop=True)
 
 
 def exhaustive_single_direction(
@@ -283,9 +286,9 @@ def exhaustive_single_direction(
     chunk_size: int | None = None,
     progress: bool = False,
 ) -> Any:
-    """``reuse`` when it is exact for every direction (``is_exhaustive``), else an exhaustive
+    """``reuse`` when it is exact for every direction (``exact_table``), else an exhaustive
     ``run_single_direction`` of the text (d ablation rows)."""
-    if is_exhaustive(reuse, text.d_model):
+    if exact_table(reuse, text.d_model) is not None:
         return reuse
     return run_single_direction(
         model,

@@ -4,6 +4,7 @@ hook adapter's identities and clean-up, the estimate on a synthetic quadratic. R
 reproduce no finding: these check invariants only."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -279,7 +280,8 @@ def test_run_hessian_ranking_tiny(gpt2_tiny, completion, tmp_path):
 
 def test_the_exact_stage_is_reused_and_a_screened_result_is_not(gpt2_tiny, completion):
     """``results["exact_importance"]`` (whose table has no ``exact`` column: every row is an
-    ablation) is reused as is; a screened single-direction result is not (it is not exact for
+    ablation) and its table alone (as `extend` passes the docs' table) are reused as they are; a
+    screened single-direction result is not (it is not exact for
     every direction), so the ranking runs its own exhaustive sweep and gets the same numbers."""
     single = run_single_direction(gpt2_tiny, completion, exhaustive=True, n_fisher=2)
     ex = run_exact_importance(gpt2_tiny, completion, single=single, n_fisher=2, n_permutations=10)
@@ -289,7 +291,10 @@ def test_the_exact_stage_is_reused_and_a_screened_result_is_not(gpt2_tiny, compl
     screened = run_single_direction(gpt2_tiny, completion, n_exact=4, n_fisher=2)
     assert not screened.importance.exact.all()
     fresh = run_hessian_ranking(gpt2_tiny, completion, exact=screened, n_eig=4, n_fisher=2)
-    assert reused.settings["exact_reused"] and not fresh.settings["exact_reused"]
+    table = run_hessian_ranking(gpt2_tiny, completion, exact=ex.importance, n_eig=4, n_fisher=2)
+    assert reused.settings["exact_reused"] and table.settings["exact_reused"]  # `extend`'s way
+    assert not fresh.settings["exact_reused"]
+    pd.testing.assert_frame_equal(reused.directions, table.directions)
     expected = ex.importance.sort_values("direction").importance.to_numpy()
     assert np.array_equal(reused.directions.exact.to_numpy(), expected)
     assert np.allclose(fresh.directions.exact.to_numpy(), expected, atol=1e-5)
