@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_argv import argv
 
 from experiments.study.cli import main
 
@@ -21,23 +22,14 @@ def env_model(model_dirs, monkeypatch):
 
 def test_reproduce_end_to_end_and_resume(env_model, tmp_path, capsys):
     out = tmp_path / "res"
-    args = [
+    args = argv(
         "reproduce",
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "6",
-        "--samples",
-        "1",
-        "--draws",
-        "20",
-        "--no-progress",
-        "--prompts",
-        "meaning_of_life",
-        "translate",
-    ]
+        out=out,
+        max_new_tokens=6,
+        samples=1,
+        draws=20,
+        prompts=["meaning_of_life", "translate"],
+    )
     main(args)
     for prompt in ("meaning_of_life", "translate"):
         for exp in (
@@ -87,21 +79,7 @@ def test_reproduce_end_to_end_and_resume(env_model, tmp_path, capsys):
 
 
 def test_run_one_experiment(env_model, tmp_path):
-    main(
-        [
-            "run",
-            "minimal_subspace",
-            "--prompt",
-            "relativity",
-            "--out",
-            str(tmp_path),
-            "--device",
-            "cpu",
-            "--max-new-tokens",
-            "5",
-            "--no-progress",
-        ]
-    )
+    main(argv("run", "minimal_subspace", prompt="relativity", out=tmp_path, max_new_tokens=5))
     assert (tmp_path / "minimal_subspace" / "minimal_k.csv").exists()
 
 
@@ -111,20 +89,14 @@ def test_study_procedure_is_the_studys_bisection_in_bfloat16(env_model, tmp_path
     import pandas as pd
 
     main(
-        [
+        argv(
             "run",
             "minimal_subspace",
-            "--study-procedure",
-            "--prompt",
-            "relativity",
-            "--out",
-            str(tmp_path),
-            "--device",
-            "cpu",
-            "--max-new-tokens",
-            "5",
-            "--no-progress",
-        ]
+            study_procedure=True,
+            prompt="relativity",
+            out=tmp_path,
+            max_new_tokens=5,
+        )
     )
     folder = tmp_path / "minimal_subspace"
     saved = json.loads((folder / "settings.json").read_text())

@@ -23,6 +23,8 @@ else:
         "ray", reason="the Ray tests need the cluster extra: pip install -e '.[cluster]'"
     )
 
+from cli_argv import argv
+
 from experiments.study import cluster as C  # noqa: E402
 from experiments.study.cli import main  # noqa: E402
 
@@ -50,34 +52,29 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _args(model_dir: Path, out: Path, *extra: str) -> list[str]:
-    return [
+def _args(model_dir: Path | str, out: Path, **flags: object) -> list[str]:
+    """``replicate`` on PROMPTS: the exact stage on the first text, no extensions; ``flags``
+    added or overriding (``cli_argv.argv``'s keywords)."""
+    return argv(
         "replicate",
-        "--models",
-        str(model_dir),
-        "--seeds",
-        "0",
-        "--prompts",
-        *PROMPTS,
-        "--out",
-        str(out),
-        "--docs",
-        str(out) + "_docs",
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "6",
-        "--samples",
-        "1",
-        "--draws",
-        "5",
-        "--no-progress",
-        "--no-images",
-        "--exact-texts",
-        "1",
-        "--exact-with",
-        *extra,
-    ]
+        **{
+            "models": model_dir,
+            "seeds": 0,
+            "prompts": PROMPTS,
+            "out": out,
+            "docs": f"{out}_docs",
+            "max_new_tokens": 6,
+            "samples": 1,
+            "draws": 5,
+            "no_images": True,
+            "exact_texts": 1,
+            "exact_with": [],
+            **flags,
+        },
+    )
+
+
+TWO_WORKERS = {"cluster": "local", "workers": 2}
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +129,7 @@ def _computed(out: Path, since: int = 0) -> pd.DataFrame:
 
 def test_two_workers_give_the_serial_tables(ray_session, serial, model_dirs, tmp_path, one_thread):
     out = tmp_path / "rep"
-    main([*_args(model_dirs["gpt2"], out), "--cluster", "local", "--workers", "2"])
+    main(_args(model_dirs["gpt2"], out, **TWO_WORKERS))
     run = out / serial.name
     assert_same_tables(serial, run)
     t = pd.read_csv(run / "timings.csv")
@@ -169,7 +166,7 @@ def test_a_worker_killed_mid_text_loses_nothing(
 
     monkeypatch.setattr(C.Cluster, "_event", event)
     out = tmp_path / "rep"
-    main([*_args(model_dirs["gpt2"], out), "--cluster", "local", "--workers", "2"])
+    main(_args(model_dirs["gpt2"], out, **TWO_WORKERS))
     run = out / serial.name
     assert killed and ("retry", PROMPTS[0]) in events
     assert [e for e in events if e[0] == "done" and e[1] in PROMPTS].count(
@@ -203,13 +200,13 @@ def test_an_interrupted_driver_resumes_without_recomputing(
     monkeypatch.setattr(C.Cluster, "_event", event)
     out = tmp_path / "rep"
     with pytest.raises((KeyboardInterrupt, SystemExit)):
-        main([*_args(model_dirs["gpt2"], out), "--cluster", "local", "--workers", "2"])
+        main(_args(model_dirs["gpt2"], out, **TWO_WORKERS))
     run = out / serial.name
     finished = sorted(p.parent.parent.name for p in run.glob("*/minimal_subspace/settings.json"))
     assert finished == sorted(done) and not (run / "report.html").exists()
     monkeypatch.setattr(C.Cluster, "_event", original)
     rows = len(pd.read_csv(run / "timings.csv"))
-    main([*_args(model_dirs["gpt2"], out), "--cluster", "local", "--workers", "2"])
+    main(_args(model_dirs["gpt2"], out, **TWO_WORKERS))
     again = _computed(run, since=rows)
     assert set(again.text) == set(PROMPTS) - set(
         done
@@ -229,7 +226,7 @@ def test_a_text_failing_its_self_check_is_named_and_the_others_finish(
             stored["meta"]["token_logprobs"] = [x - 1.0 for x in stored["meta"]["token_logprobs"]]
         (run / "continuations" / p.name).write_text(json.dumps(stored))
     with pytest.raises(SystemExit) as err:
-        main([*_args(model_dirs["gpt2"], out), "--cluster", "local", "--workers", "2"])
+        main(_args(model_dirs["gpt2"], out, **TWO_WORKERS))
     message = capsys.readouterr().err
     assert err.value.code == 3
     assert "1 text(s) failed a self-check" in message and "translate: self-check failed" in message
@@ -281,25 +278,10 @@ def test_extend_on_workers_gives_the_serial_results(
     import shutil
 
     runs = {}
-    for mode, extra in (("serial", []), ("cluster", ["--cluster", "local", "--workers", "2"])):
+    for mode, extra in (("serial", {}), ("cluster", TWO_WORKERS)):
         docs, out = tmp_path / mode / "docs", tmp_path / mode / "rep"
         shutil.copytree(Path(str(serial.parent) + "_docs"), docs)
-        main(
-            [
-                "extend",
-                "--models",
-                str(model_dirs["gpt2"]),
-                "--docs",
-                str(docs),
-                "--out",
-                str(out),
-                "--device",
-                "cpu",
-                "--no-progress",
-                "--no-images",
-                *extra,
-            ]
-        )
+        main(argv("extend", models=model_dirs["gpt2"], docs=docs, out=out, no_images=True, **extra))
         runs[mode] = (docs, out / serial.name)
     (docs_a, out_a), (docs_b, out_b) = runs["serial"], runs["cluster"]
     assert [p.parent.parent.name for p in out_b.glob("*/hessian_ranking/settings.json")] == [
@@ -316,9 +298,9 @@ def test_two_workers_give_the_serial_tables_on_smollm2(ray_session, tmp_path, on
     tokens, the default stage on both and the exact stage (every direction ablated) on the first,
     serial with one torch thread vs two single-threaded workers: every table equal, exactly."""
     runs = {}
-    for mode, extra in (("serial", []), ("cluster", ["--cluster", "local", "--workers", "2"])):
+    for mode, extra in (("serial", {}), ("cluster", TWO_WORKERS)):
         out = tmp_path / mode
-        main([*_args("smollm2-135m", out), "--max-new-tokens", "12", *extra])
+        main(_args("smollm2-135m", out, max_new_tokens=12, **extra))
         (folder,) = [p.parent for p in out.glob("*/environment.json")]
         runs[mode] = folder
     assert_same_tables(runs["serial"], runs["cluster"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_argv import argv
 
 import experiments as E
 from experiments import registry
@@ -22,26 +23,15 @@ def run_dir(model_dirs, tmp_path_factory):
         mp.setenv("RESID_WRITES_MODEL", str(model_dirs["gpt2"]))
         mp.setenv(registry.ENV, str(EXAMPLE / "layer_range.py"))
         main(
-            [
+            argv(
                 "reproduce",
-                "--out",
-                str(out),
-                "--device",
-                "cpu",
-                "--max-new-tokens",
-                "5",
-                "--samples",
-                "1",
-                "--draws",
-                "5",
-                "--no-progress",
-                "--prompts",
-                "meaning_of_life",
-                "translate",
-                "--with",
-                "layer_range",
-                "clip_variants",
-            ]
+                out=out,
+                max_new_tokens=5,
+                samples=1,
+                draws=5,
+                prompts=["meaning_of_life", "translate"],
+                with_=["layer_range", "clip_variants"],
+            )
         )
     return out
 

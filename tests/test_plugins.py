@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_argv import argv
 
 import experiments as E
 from experiments import registry
@@ -64,21 +65,7 @@ def test_a_plugin_must_return_its_result_class(gpt2_tiny, completion):
 
 
 def test_run_a_plugin_from_the_cli(plugin_env, tmp_path, capsys):
-    main(
-        [
-            "run",
-            "layer_range",
-            "--prompt",
-            "relativity",
-            "--out",
-            str(tmp_path),
-            "--device",
-            "cpu",
-            "--max-new-tokens",
-            "5",
-            "--no-progress",
-        ]
-    )
+    main(argv("run", "layer_range", prompt="relativity", out=tmp_path, max_new_tokens=5))
     out = tmp_path / "layer_range"
     curve = pd.read_csv(out / "curve.csv")
     assert set(curve.basis) == {"local", "global"} and set(curve.layers) == {"early", "late", "all"}
@@ -91,25 +78,15 @@ def test_run_a_plugin_from_the_cli(plugin_env, tmp_path, capsys):
 
 def test_reproduce_with_a_plugin_saves_resumes_and_reports(plugin_env, tmp_path):
     out = tmp_path / "res"
-    args = [
+    args = argv(
         "reproduce",
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "5",
-        "--samples",
-        "1",
-        "--draws",
-        "5",
-        "--no-progress",
-        "--prompts",
-        "meaning_of_life",
-        "translate",
-        "--with",
-        "layer_range",
-    ]
+        out=out,
+        max_new_tokens=5,
+        samples=1,
+        draws=5,
+        prompts=["meaning_of_life", "translate"],
+        with_="layer_range",
+    )
     main(args)
     for text in ("meaning_of_life", "translate"):
         assert (out / text / "layer_range" / "settings.json").exists()
@@ -144,32 +121,19 @@ def test_replicate_runs_the_exact_extensions_on_the_exact_texts_only(model_dirs,
 
     gpt2 = str(model_dirs["gpt2"])
     out, docs = tmp_path / "rep", tmp_path / "docs"
-    common = [
+    common = argv(
         "replicate",
-        "--models",
-        gpt2,
-        "--seeds",
-        "0",
-        "--prompts",
-        "meaning_of_life",
-        "translate",
-        "--out",
-        str(out),
-        "--docs",
-        str(docs),
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "6",
-        "--samples",
-        "1",
-        "--draws",
-        "5",
-        "--no-progress",
-        "--no-images",
-        "--exact-texts",
-        "1",
-    ]
+        models=gpt2,
+        seeds=0,
+        prompts=["meaning_of_life", "translate"],
+        out=out,
+        docs=docs,
+        max_new_tokens=6,
+        samples=1,
+        draws=5,
+        no_images=True,
+        exact_texts=1,
+    )
     main(
         [*common, "--exact-with"]
     )  # none: the folder a run from before the extensions would have made
@@ -198,53 +162,26 @@ def test_extend_adds_a_plugin_from_the_docs_alone(model_dirs, tmp_path, capsys):
     gpt2 = str(model_dirs["gpt2"])
     out, docs = tmp_path / "rep", tmp_path / "docs"
     main(
-        [
+        argv(
             "replicate",
-            "--models",
-            gpt2,
-            "--seeds",
-            "0",
-            "--prompts",
-            "meaning_of_life",
-            "translate",
-            "--out",
-            str(out),
-            "--docs",
-            str(docs),
-            "--device",
-            "cpu",
-            "--max-new-tokens",
-            "6",
-            "--samples",
-            "1",
-            "--draws",
-            "5",
-            "--no-progress",
-            "--no-images",
-            "--exact-texts",
-            "1",
-            "--exact-with",
-        ]
+            models=gpt2,
+            seeds=0,
+            prompts=["meaning_of_life", "translate"],
+            out=out,
+            docs=docs,
+            max_new_tokens=6,
+            samples=1,
+            draws=5,
+            no_images=True,
+            exact_texts=1,
+            exact_with=True,
+        )
     )
     name = Path(gpt2).name
     before = pd.read_csv(docs / name / "claims.csv").set_index("key")
     assert before.loc["hessian_order", "n_texts"] == 0
     shutil.rmtree(out)  # the run folder is gone: only docs remain
-    main(
-        [
-            "extend",
-            "--models",
-            gpt2,
-            "--docs",
-            str(docs),
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-            "--no-progress",
-            "--no-images",
-        ]
-    )
+    main(argv("extend", models=gpt2, docs=docs, out=out, no_images=True))
     assert [p.parent.parent.name for p in out.glob("*/*/hessian_ranking/settings.json")] == [
         "meaning_of_life"
     ]
@@ -271,21 +208,7 @@ def test_extend_adds_a_plugin_from_the_docs_alone(model_dirs, tmp_path, capsys):
     t.to_csv(docs / name / "exact_importance.csv", index=False)
     shutil.rmtree(out)
     with pytest.raises(SystemExit) as err:
-        main(
-            [
-                "extend",
-                "--models",
-                gpt2,
-                "--docs",
-                str(docs),
-                "--out",
-                str(out),
-                "--device",
-                "cpu",
-                "--no-progress",
-                "--no-images",
-            ]
-        )
+        main(argv("extend", models=gpt2, docs=docs, out=out, no_images=True))
     assert (
         err.value.code == 2 and "re-sampled text differs from the docs" in capsys.readouterr().err
     )

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import pytest
+from cli_argv import argv
 
 from experiments.study.cli import main
 
@@ -61,26 +62,15 @@ def rendered_dom(path, tmp_path) -> str:
 def test_report_renders_with_every_figure_drawn(model_dirs, tmp_path):
     out = tmp_path / "res"
     main(
-        [
+        argv(
             "reproduce",
-            "--model",
-            str(model_dirs["gpt2"]),
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-            "--max-new-tokens",
-            "6",
-            "--samples",
-            "1",
-            "--draws",
-            "10",
-            "--no-progress",
-            "--prompts",
-            "meaning_of_life",
-            "translate",
-            "relativity",
-        ]
+            model=str(model_dirs["gpt2"]),
+            out=out,
+            max_new_tokens=6,
+            samples=1,
+            draws=10,
+            prompts=["meaning_of_life", "translate", "relativity"],
+        )
     )
     dom = rendered_dom(out / "report.html", tmp_path)
     # the replication table comes first, before any figure

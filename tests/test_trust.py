@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from cli_argv import argv
 
 import interp
 import interp.compat
@@ -84,25 +85,15 @@ def test_nucleus_excess_tells_inside_from_outside():
 def test_checks_pass_and_are_recorded_with_provenance(gpt2_tiny, tmp_path):
     out = tmp_path / "res"
     main(
-        [
+        argv(
             "reproduce",
-            "--model",
-            gpt2_tiny._resid_writes_meta["path"],
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-            "--max-new-tokens",
-            "6",
-            "--samples",
-            "1",
-            "--draws",
-            "10",
-            "--no-progress",
-            "--prompts",
-            "meaning_of_life",
-            "translate",
-        ]
+            model=gpt2_tiny._resid_writes_meta["path"],
+            out=out,
+            max_new_tokens=6,
+            samples=1,
+            draws=10,
+            prompts=["meaning_of_life", "translate"],
+        )
     )
     checks = json.loads((out / "translate" / "checks.json").read_text())
     assert {c["name"] for c in checks} == {
@@ -131,22 +122,14 @@ def test_checks_pass_and_are_recorded_with_provenance(gpt2_tiny, tmp_path):
     # resuming the folder with settings that change the numbers is refused, not mixed
     with pytest.raises(SystemExit) as exc:
         main(
-            [
+            argv(
                 "reproduce",
-                "--model",
-                gpt2_tiny._resid_writes_meta["path"],
-                "--out",
-                str(out),
-                "--device",
-                "cpu",
-                "--max-new-tokens",
-                "6",
-                "--no-progress",
-                "--prompts",
-                "translate",
-                "--tolerance",
-                "0.5",
-            ]
+                model=gpt2_tiny._resid_writes_meta["path"],
+                out=out,
+                max_new_tokens=6,
+                prompts="translate",
+                tolerance="0.5",
+            )
         )
     assert exc.value.code == 2
 
@@ -189,20 +172,13 @@ def test_reproduce_stops_when_the_sampler_is_broken(smollm2, tmp_path, monkeypat
     out = tmp_path / "res"
     with pytest.raises(SystemExit) as exc:
         main(
-            [
+            argv(
                 "reproduce",
-                "--model",
-                "smollm2-135m",
-                "--out",
-                str(out),
-                "--device",
-                "cpu",
-                "--prompts",
-                "meaning_of_life",
-                "--max-new-tokens",
-                "12",
-                "--no-progress",
-            ]
+                model="smollm2-135m",
+                out=out,
+                prompts="meaning_of_life",
+                max_new_tokens=12,
+            )
         )
     err = capsys.readouterr().err
     assert exc.value.code == 3
@@ -214,34 +190,10 @@ def test_reproduce_stops_when_the_sampler_is_broken(smollm2, tmp_path, monkeypat
 
 def test_run_refuses_a_folder_made_with_other_settings(gpt2_tiny, tmp_path, capsys):
     model = gpt2_tiny._resid_writes_meta["path"]
-    args = [
-        "run",
-        "spectrum",
-        "--model",
-        model,
-        "--out",
-        str(tmp_path),
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "5",
-        "--no-progress",
-    ]
+    args = argv("run", "spectrum", model=model, out=tmp_path, max_new_tokens=5)
     main(args)
     main(
-        [
-            "run",
-            "clipping",
-            "--model",
-            model,
-            "--out",
-            str(tmp_path),
-            "--device",
-            "cpu",
-            "--max-new-tokens",
-            "5",
-            "--no-progress",
-        ]
+        argv("run", "clipping", model=model, out=tmp_path, max_new_tokens=5)
     )  # same settings, another experiment: fine
     assert json.loads((tmp_path / "environment.json").read_text())["settings"]["seed"] == 0
     with pytest.raises(SystemExit) as exc:
