@@ -660,17 +660,13 @@ class Cluster:
     def reproduce(self, spec: ModelSpec, out: str | Path, settings: Any) -> dict[str, Any]:
         """``reproduce(model, out, settings)`` with the texts on the workers; the same folder,
         tables and report (``replicate --cluster``)."""
-        import plotly.offline
-
-        from .checks import SelfCheckError
-        from .reproduce import PromptResults, Timer, claim_folder, finish, keyed_settings, preflight
+        from .reproduce import Timer, claim_folder, finish, keyed_settings, preflight
 
         s = settings
         out = Path(out)
         preflight(s)
         keyed = keyed_settings(s)
-        blobs = {"plotly.min.js": plotly.offline.get_plotlyjs().encode()}
-        shared = {name: _sha(data) for name, data in blobs.items()}
+        blobs, shared = shared_blobs()
         handles, described = self.start(spec, keyed)
         try:
             import ray
@@ -688,42 +684,8 @@ class Cluster:
             timer = Timer(out / "timings.csv")
             t0 = time.perf_counter()
             ids = s.text_ids()
-            worker_settings = replace(s, progress=False)
-
-            def timed(unit: Unit, result: dict[str, Any]) -> None:
-                for row in result.get("timings", []):
-                    timer.add(**{**row, "worker": result["worker"]})
-                overhead = result["elapsed"] - result["seconds"]
-                timer.add(
-                    text=unit.text,
-                    phase="cluster: transfer + scratch",
-                    seconds=max(overhead, 0.0),
-                    loaded=False,
-                    worker=result["worker"],
-                )
 
             # 1. continuations: one batch per seed (as a serial run), each seed's batch on a worker
-            samples = []
-            for seed in sorted(set(s.seeds)):
-                rels = [
-                    (s.text_of(p), sd, f"continuations/{tid}.json")
-                    for tid, p, sd in ids
-                    if sd == seed
-                ]
-                files = read_files(out, [out / rel for _, _, rel in rels])
-                samples.append(
-                    Unit(
-                        f"continuations~s{seed}",
-                        "sample",
-                        {
-                            "items": rels,
-                            "files": files,
-                            "max_new_tokens": s.max_new_tokens,
-                            "shared": shared,
-                        },
-                    )
-                )
-
             def sampled(unit: Unit, result: dict[str, Any]) -> None:
                 if "error" not in result:
                     apply_files(out, result["files"], result["shared"], blobs)
@@ -735,71 +697,32 @@ class Cluster:
                     worker=result["worker"],
                 )
 
+            samples = sample_units(s, ids, out, shared)
             got = self.run_units(handles, samples, sampled, desc=f"{spec.name}: continuations")
             if got.failed:
                 raise ClusterError("; ".join(f"{t}: {m}" for t, (_, m) in got.failed.items()))
 
             # 2. each text a unit (its finished experiments travel with it: loaded, not recomputed)
-            units = []
-            for i, (text_id, prompt, seed) in enumerate(ids):
-                if s.exact_stage_only and i >= s.exact_texts:
-                    break
-                files = read_files(
-                    out,
-                    [
-                        out / "continuations" / f"{text_id}.json",
-                        *finished_experiments(out / text_id),
-                    ],
-                )
-                units.append(
-                    Unit(
-                        text_id,
-                        "run_text",
-                        {
-                            "unit": {
-                                "text": text_id,
-                                "prompt": prompt,
-                                "seed": seed,
-                                "exact": i < s.exact_texts,
-                                "settings": worker_settings,
-                                "files": files,
-                            },
-                            "shared": shared,
-                        },
-                    )
-                )
-
             def write(unit: Unit, result: dict[str, Any]) -> None:
                 if "error" not in result:
                     apply_files(out, result["files"], result["shared"], blobs)
-                timed(unit, result)
+                for row in result.get("timings", []):
+                    timer.add(**{**row, "worker": result["worker"]})
+                timer.add(
+                    text=unit.text,
+                    phase="cluster: transfer + scratch",
+                    seconds=max(result["elapsed"] - result["seconds"], 0.0),
+                    loaded=False,
+                    worker=result["worker"],
+                )
 
+            units = text_units(s, ids, out, shared)
             got = self.run_units(handles, units, write, desc=f"{spec.name}: texts")
         except BaseException:
             self.stop(handles)
             raise
-        if got.failed:
-            lines = [f"{text}: {message}" for text, (_, message) in got.failed.items()]
-            done = f"{len(got.results)} other text(s) finished and are saved in {out}; "
-            if all(kind == "self-check" for kind, _ in got.failed.values()):
-                raise SelfCheckError(
-                    f"{len(got.failed)} text(s) failed a self-check ({done}no report):\n"
-                    + "\n".join(lines)
-                )
-            raise ClusterError(
-                f"{len(got.failed)} text(s) failed ({done}no report):\n" + "\n".join(lines)
-            )
-        from interp import Completion
-
-        per_text = {}
-        for text_id, prompt, seed in ids:
-            if text_id not in got.results:
-                continue
-            r = got.results[text_id]
-            results = {name: result_class(name).load(out / text_id / name) for name in r["results"]}
-            per_text[text_id] = PromptResults(
-                Completion.from_dict(r["completion"]), r["basis"], results, prompt=prompt, seed=seed
-            )
+        raise_failed_texts(got, out)
+        per_text = load_texts(out, ids, got)
         metas = {t: r["meta"] for t, r in got.results.items()}
         return finish(out, s, per_text, env, described[0]["info"], metas.__getitem__, timer, t0)
 
@@ -813,13 +736,10 @@ class Cluster:
         texts: list[str] | None = None,
     ) -> list[str]:
         """``extend_exact`` with the texts on the workers (``extend --cluster``)."""
-        import plotly.offline
-
         from .extend import TextMismatchError, doc_texts
 
         docs_model, out = Path(docs_model), Path(out)
-        blobs = {"plotly.min.js": plotly.offline.get_plotlyjs().encode()}
-        shared = {name: _sha(data) for name, data in blobs.items()}
+        blobs, shared = shared_blobs()
         docs_files = {
             f"docs/{rel}": data
             for rel, data in read_files(
@@ -880,6 +800,99 @@ class Cluster:
                 raise TextMismatchError(lines)
             raise ClusterError(f"{len(got.failed)} text(s) failed:\n{lines}")
         return [*done, *got.results]
+
+
+def shared_blobs() -> tuple[dict[str, bytes], dict[str, str]]:
+    """The files every figure folder shares (plotly.min.js), by name, and their sha256: workers
+    send back only the hash and the driver writes the bytes (``apply_files``)."""
+    import plotly.offline
+
+    blobs = {"plotly.min.js": plotly.offline.get_plotlyjs().encode()}
+    return blobs, {name: _sha(data) for name, data in blobs.items()}
+
+
+def sample_units(
+    s: Any, ids: list[tuple[str, str, int]], out: Path, shared: dict[str, str]
+) -> list[Unit]:
+    """One ``sample`` unit per seed: that seed's texts (prompt, seed, where the continuation goes)
+    with the continuations already stored in ``out`` (a worker samples only the missing ones, in
+    one batch, as a serial run does)."""
+    units = []
+    for seed in sorted(set(s.seeds)):
+        rels = [(s.text_of(p), sd, f"continuations/{tid}.json") for tid, p, sd in ids if sd == seed]
+        files = read_files(out, [out / rel for _, _, rel in rels])
+        units.append(
+            Unit(
+                f"continuations~s{seed}",
+                "sample",
+                {
+                    "items": rels,
+                    "files": files,
+                    "max_new_tokens": s.max_new_tokens,
+                    "shared": shared,
+                },
+            )
+        )
+    return units
+
+
+def text_units(
+    s: Any, ids: list[tuple[str, str, int]], out: Path, shared: dict[str, str]
+) -> list[Unit]:
+    """One ``run_text`` unit per text (the exact stage on the first ``s.exact_texts``; only those
+    with ``s.exact_stage_only``), carrying its continuation and its finished experiments' files,
+    which the worker loads instead of recomputing."""
+    worker_settings = replace(s, progress=False)
+    units = []
+    for i, (text_id, prompt, seed) in enumerate(ids):
+        if s.exact_stage_only and i >= s.exact_texts:
+            break
+        files = read_files(
+            out, [out / "continuations" / f"{text_id}.json", *finished_experiments(out / text_id)]
+        )
+        unit = {
+            "text": text_id,
+            "prompt": prompt,
+            "seed": seed,
+            "exact": i < s.exact_texts,
+            "settings": worker_settings,
+            "files": files,
+        }
+        units.append(Unit(text_id, "run_text", {"unit": unit, "shared": shared}))
+    return units
+
+
+def raise_failed_texts(got: "Outcome", out: Path) -> None:
+    """Nothing when every text finished; else one error naming each failed text and its message:
+    ``SelfCheckError`` when all failed a self-check (exit status 3, as serially), else
+    ``ClusterError``. The finished texts are saved either way."""
+    from .checks import SelfCheckError
+
+    if not got.failed:
+        return
+    lines = "\n".join(f"{text}: {message}" for text, (_, message) in got.failed.items())
+    done = f"{len(got.results)} other text(s) finished and are saved in {out}; no report"
+    if all(kind == "self-check" for kind, _ in got.failed.values()):
+        raise SelfCheckError(f"{len(got.failed)} text(s) failed a self-check ({done}):\n{lines}")
+    raise ClusterError(f"{len(got.failed)} text(s) failed ({done}):\n{lines}")
+
+
+def load_texts(out: Path, ids: list[tuple[str, str, int]], got: "Outcome") -> dict[str, Any]:
+    """Each finished text's ``PromptResults``, its results read back from what the driver wrote."""
+    from interp import Completion
+
+    from .reproduce import PromptResults
+
+    per_text = {}
+    for text_id, prompt, seed in ids:
+        if text_id not in got.results:
+            continue
+        r = got.results[text_id]
+        results = {name: result_class(name).load(out / text_id / name) for name in r["results"]}
+        per_text[text_id] = PromptResults(
+            Completion.from_dict(r["completion"]), r["basis"], results, prompt=prompt, seed=seed
+        )
+    return per_text
 
 
 def result_class(name: str) -> Any:
