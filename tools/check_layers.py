@@ -55,11 +55,11 @@ ALLOWED: dict[tuple[str, str], str] = {
     (
         "experiments.exact_importance",
         "experiments.single_direction",
-    ): "exact importance is compared with the screened estimate (run_single_direction)",
+    ): "exact importance reuses an exhaustive single-direction result, else runs one",
     (
         "experiments.hessian_ranking",
         "experiments.single_direction",
-    ): "the Hessian ranking is compared with the screened estimate (run_single_direction)",
+    ): "the Hessian ranking is scored against exact importances (exhaustive_single_direction)",
 }
 
 
