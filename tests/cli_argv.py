@@ -25,3 +25,22 @@ def argv(command: str, *names: str, **flags: Any) -> list[str]:
         else:
             out += [flag, str(value)]
     return out
+
+
+def tiny_replicate(model: Any, out: Any, **flags: Any) -> list[str]:
+    """``replicate`` of two study prompts (seed 0) at test size: 6 new tokens, one sample, five
+    overlap draws, no images, the exact stage on the first text, docs beside ``out``; ``flags``
+    added or overriding."""
+    tiny = {
+        "models": model,
+        "seeds": 0,
+        "prompts": ["meaning_of_life", "translate"],
+        "out": out,
+        "docs": f"{out}_docs",
+        "max_new_tokens": 6,
+        "samples": 1,
+        "draws": 5,
+        "no_images": True,
+        "exact_texts": 1,
+    }
+    return argv("replicate", **{**tiny, **flags})

@@ -23,7 +23,7 @@ else:
         "ray", reason="the Ray tests need the cluster extra: pip install -e '.[cluster]'"
     )
 
-from cli_argv import argv
+from cli_argv import argv, tiny_replicate
 
 from experiments.study import cluster as C  # noqa: E402
 from experiments.study.cli import main  # noqa: E402
@@ -53,25 +53,9 @@ def one_thread():
 
 
 def _args(model_dir: Path | str, out: Path, **flags: object) -> list[str]:
-    """``replicate`` on PROMPTS: the exact stage on the first text, no extensions; ``flags``
-    added or overriding (``cli_argv.argv``'s keywords)."""
-    return argv(
-        "replicate",
-        **{
-            "models": model_dir,
-            "seeds": 0,
-            "prompts": PROMPTS,
-            "out": out,
-            "docs": f"{out}_docs",
-            "max_new_tokens": 6,
-            "samples": 1,
-            "draws": 5,
-            "no_images": True,
-            "exact_texts": 1,
-            "exact_with": [],
-            **flags,
-        },
-    )
+    """``replicate`` on PROMPTS at test size, the exact stage on the first text, no extensions;
+    ``flags`` added or overriding."""
+    return tiny_replicate(model_dir, out, prompts=PROMPTS, exact_with=[], **flags)
 
 
 TWO_WORKERS = {"cluster": "local", "workers": 2}

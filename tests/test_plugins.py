@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_argv import argv
+from cli_argv import argv, tiny_replicate
 
 import experiments as E
 from experiments import registry
@@ -121,19 +121,7 @@ def test_replicate_runs_the_exact_extensions_on_the_exact_texts_only(model_dirs,
 
     gpt2 = str(model_dirs["gpt2"])
     out, docs = tmp_path / "rep", tmp_path / "docs"
-    common = argv(
-        "replicate",
-        models=gpt2,
-        seeds=0,
-        prompts=["meaning_of_life", "translate"],
-        out=out,
-        docs=docs,
-        max_new_tokens=6,
-        samples=1,
-        draws=5,
-        no_images=True,
-        exact_texts=1,
-    )
+    common = tiny_replicate(gpt2, out, docs=docs)
     main(
         [*common, "--exact-with"]
     )  # none: the folder a run from before the extensions would have made
@@ -161,22 +149,7 @@ def test_extend_adds_a_plugin_from_the_docs_alone(model_dirs, tmp_path, capsys):
     refused (exit 2, naming the mismatch)."""
     gpt2 = str(model_dirs["gpt2"])
     out, docs = tmp_path / "rep", tmp_path / "docs"
-    main(
-        argv(
-            "replicate",
-            models=gpt2,
-            seeds=0,
-            prompts=["meaning_of_life", "translate"],
-            out=out,
-            docs=docs,
-            max_new_tokens=6,
-            samples=1,
-            draws=5,
-            no_images=True,
-            exact_texts=1,
-            exact_with=True,
-        )
-    )
+    main(tiny_replicate(gpt2, out, docs=docs, exact_with=True))
     name = Path(gpt2).name
     before = pd.read_csv(docs / name / "claims.csv").set_index("key")
     assert before.loc["hessian_order", "n_texts"] == 0
