@@ -597,11 +597,15 @@ def test_the_study_numbers_come_from_the_facts_module():
 def test_minimal_k_long_form_round_trips_to_the_texts_columns(tmp_path):
     """minimal_k_rows: one value a row (ordering, draw, method, criterion, tolerance); the wide
     texts.csv columns are made from it, the random basis's null being the median over its draws."""
+    import json
+
     from experiments.study.replication import minimal_k_columns, minimal_k_rows, minimal_k_table
 
     ms = tmp_path / "t~s0" / "minimal_subspace"
     ms.mkdir(parents=True)
-    (ms / "settings.json").write_text("{}")
+    (ms / "settings.json").write_text(
+        json.dumps({"experiment": "minimal_subspace", "settings": {}, "meta": {}})
+    )
     pd.DataFrame(
         {
             "ordering": [
@@ -633,7 +637,7 @@ def test_minimal_k_long_form_round_trips_to_the_texts_columns(tmp_path):
             "k_frac": [0.45, 0.47, 0.88],
         }
     ).to_csv(ms / "sensitivity.csv", index=False)
-    long = minimal_k_rows(ms)
+    long = minimal_k_rows(pd.read_csv(ms / "minimal_k.csv"), pd.read_csv(ms / "sensitivity.csv"))
     assert list(long.columns) == ["ordering", "draw", "method", "criterion", "tolerance", "k_frac"]
     assert set(long.ordering) == {"singular_value", "compromise", "random_basis"}
     assert sorted(long[long.ordering == "random_basis"].draw.unique()) == [0, 1, 2]

@@ -37,6 +37,7 @@ from ..facts import (
     study_band_text,
     study_min_k_pcts,
 )
+from ..runs import Run, load_run
 
 
 def gather(run: Path, pattern: str, **read: object) -> pd.DataFrame | None:
@@ -161,7 +162,13 @@ def text_metrics(run_dir: str | Path) -> pd.DataFrame:
             "spearman_sv_importance"
         ]  # screened estimate (default mode)
         row["importance_exact_fraction"] = single["n_exact"] / max(single["n_directions"], 1)
-        row.update(minimal_k_columns(minimal_k_rows(ms_dir)))
+        row.update(
+            minimal_k_columns(
+                minimal_k_rows(
+                    pd.read_csv(ms_dir / "minimal_k.csv"), pd.read_csv(ms_dir / "sensitivity.csv")
+                )
+            )
+        )
         row["gen_degradation"] = gen.get("degradation_nats_per_token", float("nan"))
         row["gen_k_frac"] = gen.get("k_frac", float("nan"))
         rows.append(row)
@@ -189,35 +196,36 @@ MINIMAL_K_METRICS = {
 }  # method -> texts.csv name
 
 
-def minimal_k_rows(ms_dir: Path) -> pd.DataFrame:
-    """One text's minimal k / d (its ``minimal_subspace`` folder) in long form: ``ordering``
+def minimal_k_rows(minimal_k: pd.DataFrame, sensitivity: pd.DataFrame) -> pd.DataFrame:
+    """One text's minimal k / d (its ``minimal_subspace`` result's ``minimal_k`` and
+    ``sensitivity`` tables) in long form: ``ordering``
     (singular_value, importance, compromise, random_basis), ``draw`` (the random basis's
     independent draw; 0 for the fixed orders), ``method`` (``first_crossing``: reaches the target;
     ``converged``: within 1 nat for good), ``criterion`` (``run``: at the run's own tolerance;
     ``total`` / ``per_token``: the sensitivity scan's), ``tolerance`` (nats for ``run``; the scan's
     nominal value otherwise) and ``k_frac``."""
-    mk = pd.read_csv(ms_dir / "minimal_k.csv")
-    sens = pd.read_csv(ms_dir / "sensitivity.csv")
     rows = []
     for method in MINIMAL_K_METRICS:
-        for r in mk[mk.method == method].itertuples():
+        for r in minimal_k[minimal_k.method == method].itertuples():
             ordering, _, draw = r.ordering.split("_rank")[0].partition("#")
             rows.append(
                 (ordering, int(draw or 0), method, "run", float(r.tolerance), float(r.k_frac))
             )
     rows += [
         (r.ordering, 0, "first_crossing", r.criterion, float(r.tolerance), float(r.k_frac))
-        for r in sens.itertuples()
+        for r in sensitivity.itertuples()
     ]
     return pd.DataFrame(rows, columns=list(MINIMAL_K_COLUMNS))
 
 
-def minimal_k_table(run_dir: str | Path) -> pd.DataFrame:
-    """Every finished text's ``minimal_k_rows`` in one tidy table, with a ``text`` column first."""
+def minimal_k_table(run: str | Path | Run) -> pd.DataFrame:
+    """Every finished text's ``minimal_k_rows`` in one tidy table, with a ``text`` column first
+    (``run``: a run folder or its ``load_run``)."""
+    if not isinstance(run, Run):
+        run = load_run(run)
     frames = [
-        minimal_k_rows(ms).assign(text=ms.parent.name)
-        for ms in sorted(Path(run_dir).glob("*/minimal_subspace"))
-        if (ms / "settings.json").exists()
+        minimal_k_rows(r.tables["minimal_k"], r.tables["sensitivity"]).assign(text=text)
+        for text, r in run.results("minimal_subspace").items()
     ]
     columns = ["text", *MINIMAL_K_COLUMNS]
     return (

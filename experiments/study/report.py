@@ -231,9 +231,8 @@ def figures(run: "Path | Run", m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str
         title="Spearman(singular value, importance)",
     ).update_layout(yaxis_title="Spearman correlation", yaxis_range=[-0.2, 1], xaxis_title="")
 
-    mk = minimal_k_table(
-        run.folder
-    )  # long form: one value a row, ordering / draw / method / criterion / tolerance
+    # long form: one value a row, ordering / draw / method / criterion / tolerance
+    mk = minimal_k_table(run)
     mk = mk[mk.text.isin(m.text)]
     first = mk[
         (mk.method == "first_crossing") & (mk.criterion == "run")
