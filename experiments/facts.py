@@ -5,6 +5,8 @@ and the report can read the same numbers. Everything derived from them (the 46-8
 writes per dimension of the one known text) is computed here, not written again elsewhere.
 """
 
+from typing import Any
+
 # The model, and the dtype the study ran it in.
 STUDY_D_MODEL = 4096  # Llama-3-8B's residual width
 STUDY_N_LAYERS = 32
@@ -67,6 +69,13 @@ def pct_range(lo: float, hi: float) -> str:
 def study_band_pct() -> str:
     """The band as percentages: ``46-81%``."""
     return pct_range(*STUDY_BAND)
+
+
+def add_study_band(fig: Any, **style: Any) -> Any:
+    """Shade the band on a plotly figure's y axis (k / d_model): grey, 0.15 opaque, no edge;
+    ``style``: ``add_hrect``'s keywords, added or overriding (annotation, row / col, opacity)."""
+    shape = {"fillcolor": "grey", "opacity": 0.15, "line_width": 0, **style}
+    return fig.add_hrect(y0=STUDY_BAND[0], y1=STUDY_BAND[1], **shape)
 
 
 def study_min_k_pcts() -> str:

@@ -44,7 +44,7 @@ from interp import Completion, model_info
 from interp.search import study_bisection
 
 from .base import ExperimentResult, Text, as_text, param_dtype, run_meta
-from .facts import STUDY_BAND, STUDY_D_MODEL, STUDY_DTYPE, study_band_pct
+from .facts import STUDY_BAND, STUDY_D_MODEL, STUDY_DTYPE, add_study_band, study_band_pct
 from .measure import (
     cast_copy,
     exact_min_k,
@@ -113,12 +113,8 @@ class StudyProcedureResult(ExperimentResult):
         t = self.table.assign(label=lambda x: x.method + " (" + x.dtype + ")")
         name = self.meta.get("model", {}).get("name", "")
         fig = go.Figure()
-        fig.add_hrect(
-            y0=STUDY_BAND[0],
-            y1=STUDY_BAND[1],
-            fillcolor="grey",
-            opacity=0.15,
-            line_width=0,
+        add_study_band(
+            fig,
             annotation_text=f"study: {study_band_pct()} (Llama-3-8B)",
             annotation_position="top left",
         )

@@ -59,13 +59,13 @@ from interp.sweeps import clip_sweep
 
 from .base import ExperimentResult, Text, as_text, run_meta
 from .facts import (
-    STUDY_BAND,
     STUDY_D_MODEL,
     STUDY_KNOWN_TOKENS,
     STUDY_MAX_NEW_TOKENS,
     STUDY_MIN_K,
     STUDY_N_TOKENS,
     STUDY_WRITES_PER_DIM,
+    add_study_band,
     study_band_pct,
 )
 from .measure import (
@@ -442,15 +442,7 @@ class TextLengthResult(ExperimentResult):
             col=1,
         )
         for c in (1, 2):
-            fig.add_hrect(
-                y0=STUDY_BAND[0],
-                y1=STUDY_BAND[1],
-                fillcolor="grey",
-                opacity=0.12,
-                line_width=0,
-                row=1,
-                col=c,
-            )
+            add_study_band(fig, opacity=0.12, row=1, col=c)
         styles = {
             "stable_k_frac": ("stable crossing", "circle"),
             "first_k_frac": ("first crossing", "x"),

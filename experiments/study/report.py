@@ -21,6 +21,7 @@ from ..facts import (
     STUDY_D_MODEL,
     STUDY_MIN_K,
     STUDY_WRITES_PER_DIM,
+    add_study_band,
     study_band_pct,
     study_band_text,
 )
@@ -244,14 +245,7 @@ def figures(run: "Path | Run", m: pd.DataFrame, pairs: pd.DataFrame) -> dict[str
         hover_data=["text", "draw"],
         title=f"{model}: minimal k / d_model",
     )
-    fig.add_hrect(
-        y0=STUDY_BAND[0],
-        y1=STUDY_BAND[1],
-        fillcolor="gray",
-        opacity=0.15,
-        line_width=0,
-        annotation_text="study",
-    )
+    add_study_band(fig, annotation_text="study")
     figs["minimal_k"] = fig.update_layout(
         yaxis_title="k / d_model", yaxis_range=[0, 1.05], xaxis_title=""
     )
@@ -478,7 +472,7 @@ def text_length_figures(m: pd.DataFrame) -> dict[str, Any]:
     if not len(t):
         return {}
     fig = go.Figure()
-    fig.add_hrect(y0=STUDY_BAND[0], y1=STUDY_BAND[1], fillcolor="grey", opacity=0.15, line_width=0)
+    add_study_band(fig)
     xs = np.geomspace(min(0.3, float(t.writes_per_dim.min())), float(t.writes_per_dim.max()), 200)
     fig.add_trace(
         go.Scatter(
