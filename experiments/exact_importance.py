@@ -29,7 +29,7 @@ from interp.search import bisect_min_k, first_crossing, scan_first_crossing, sta
 from .base import ExperimentResult, Text, as_text
 from .measure import curve_ks, effective_tolerance, estimator_quality, orders_from_importance
 from .registry import register
-from .single_direction import exhaustive_single_direction
+from .single_direction import exhaustive_single_direction, importance_figure
 
 ORDERINGS = ("singular_value", "importance", "compromise_rank_product")
 
@@ -95,25 +95,12 @@ class ExactImportanceResult(ExperimentResult):
     def figures(self) -> dict[str, Any]:
         import plotly.express as px
 
-        t = self.importance.assign(
-            abs_importance=lambda d: d.importance.abs().clip(lower=1e-6),
-            sign=lambda d: np.where(d.importance >= 0, "removal hurts", "removal helps"),
-        )
         name = self.meta["model"]["name"]
         curve = self.tables["curve"]
         return {
-            "exact_importance_vs_singular_value": px.scatter(
-                t,
-                x="singular_value",
-                y="abs_importance",
-                color="sign",
-                log_x=True,
-                log_y=True,
-                hover_data=["direction", "importance"],
-                render_mode="svg",
-                title=f"{name}: exact single-direction importance (every direction ablated)",
-            ).update_layout(
-                yaxis_title="|logp - logp(direction removed)| (nats)", xaxis_title="singular value"
+            "exact_importance_vs_singular_value": importance_figure(
+                self.importance,
+                f"{name}: exact single-direction importance (every direction ablated)",
             ),
             "exact_orders_curve": px.line(
                 curve,

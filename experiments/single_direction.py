@@ -82,22 +82,24 @@ class SingleDirectionResult(ExperimentResult):
 
 def importance_figure(importance: pd.DataFrame, title: str, *, floor: float = 1e-6) -> Any:
     """|importance| against the singular value of every direction with a nonzero one (log-log;
-    colour: the sign of the importance, symbol: exact or estimated; |importance| below ``floor``
-    drawn at it): SingleDirectionResult's ``importance_vs_singular_value`` and the report's
-    ``importance_scatter``."""
+    colour: the sign of the importance, symbol: exact or estimated when the table says, an
+    exact-importance table being exact throughout; |importance| below ``floor`` drawn at it):
+    SingleDirectionResult's ``importance_vs_singular_value``, ExactImportanceResult's
+    ``exact_importance_vs_singular_value`` and the report's ``importance_scatter``."""
     import plotly.express as px
 
     t = importance[importance.singular_value > 0].assign(
         abs_importance=lambda d: d.importance.abs().clip(lower=floor),
         sign=lambda d: np.where(d.importance >= 0, "removal hurts", "removal helps"),
-        how=lambda d: np.where(d.exact, "exact", "estimated"),
     )
+    if "exact" in t:
+        t = t.assign(how=np.where(t.exact, "exact", "estimated"))
     return px.scatter(
         t,
         x="singular_value",
         y="abs_importance",
         color="sign",
-        symbol="how",
+        symbol="how" if "how" in t else None,
         log_x=True,
         log_y=True,
         hover_data=["direction", "importance"],

@@ -25,6 +25,7 @@ else:
 
 from cli_argv import argv, tiny_replicate
 
+from experiments import registry  # noqa: E402
 from experiments.study import cluster as C  # noqa: E402
 from experiments.study.cli import main  # noqa: E402
 
@@ -99,15 +100,7 @@ def assert_same_tables(a: Path, b: Path) -> None:
 def _computed(out: Path, since: int = 0) -> pd.DataFrame:
     """timings.csv rows (from row ``since``) of experiments computed, not loaded."""
     t = pd.read_csv(out / "timings.csv").iloc[since:]
-    experiments = {
-        "spectrum",
-        "clipping",
-        "single_direction",
-        "orderings",
-        "minimal_subspace",
-        "clipped_generation",
-        "exact_importance",
-    }
+    experiments = {*registry.stage("default"), *registry.stage("exact")}
     return t[t.phase.isin(experiments) & ~t.loaded.astype(bool)]
 
 
